@@ -1,0 +1,154 @@
+"""Settings with embedded defaults; an optional YAML file (conf/broker.yaml) overrides them."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_mappings_dir() -> str:
+    shipped = PACKAGE_ROOT / "mappings"
+    return str(shipped) if shipped.is_dir() else "mappings"
+
+
+@dataclass
+class DatabaseSettings:
+    path: str = "var/broker.sqlite"
+    synchronous: str = "FULL"
+    busy_timeout_ms: int = 5000
+    max_batch: int = 64
+
+
+@dataclass
+class SenderSettings:
+    """Per-sender overrides, matched on MSH-3 (and MSH-4 when given)."""
+
+    application: str = ""
+    facility: str = ""
+    charset: str = ""
+
+
+@dataclass
+class MllpSettings:
+    host: str = "0.0.0.0"
+    port: int = 2575
+    max_frame_bytes: int = 1 << 20
+    idle_timeout: float = 300.0
+    max_connections: int = 200
+    shutdown_grace: float = 10.0
+    application: str = "MWLBROKER"
+    facility: str = ""
+
+
+@dataclass
+class Hl7Settings:
+    accepted_versions: list[str] = field(default_factory=lambda: [
+        "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8"])
+    accepted_processing_ids: list[str] = field(default_factory=lambda: ["P"])
+    charset_aliases: dict[str, str] = field(default_factory=dict)
+    sniff_utf8: bool = True
+    fallback_charsets: list[str] = field(default_factory=list)
+    senders: list[SenderSettings] = field(default_factory=list)
+
+
+@dataclass
+class DicomSettings:
+    ae_title: str = "MWLBROKER"
+    host: str = "0.0.0.0"
+    port: int = 11112
+
+
+@dataclass
+class AdminSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass
+class MappingSettings:
+    directory: str = field(default_factory=_default_mappings_dir)
+
+
+@dataclass
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "keyvalue"
+
+
+@dataclass
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    mllp: MllpSettings = field(default_factory=MllpSettings)
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    dicom: DicomSettings = field(default_factory=DicomSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    mappings: MappingSettings = field(default_factory=MappingSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or of the wrong type."""
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Embedded defaults, overridden by the YAML file when one is given."""
+    if path is None:
+        return Settings()
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return _build(Settings, data, str(path))
+
+
+def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown setting {key!r}{hint}")
+        kwargs[key] = _convert(hints[key], value, f"{where}: {key}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        return _build(tp, value, where)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list")
+        (item,) = get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        return {str(k): str(v) for k, v in value.items()}
+    if origin in (Union, types.UnionType):
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number")
+        return tp(value)
+    if tp is str:
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{where} must be a text value")
+        return str(value)
+    return value

@@ -1,0 +1,1 @@
+"""Declarative HL7 → domain mapping driven by the YAML files under mappings/."""

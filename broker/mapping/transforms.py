@@ -1,0 +1,215 @@
+"""Value transforms named in mapping files (``transform: date``, ``{lookup: priority}`` …).
+
+A *structural* transform reads raw HL7 values (components still joined, escapes intact) and
+must come first in a chain; a *text* transform reads the unescaped text each step before it
+produced. Each raises TransformError with a reason a sender can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from broker.hl7.message import Message
+
+
+class TransformError(ValueError):
+    """A value cannot be converted; the caller adds the field location."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransformContext:
+    message: Message
+    tables: Mapping[str, Mapping[str, str]]
+
+
+Fn = Callable[[list[Any], TransformContext, Any], list[Any]]
+
+_DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2}(?:\.\d{1,4})?)?([+-]\d{4})?$")
+_UID = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
+
+
+def _parse_dtm(text: str) -> re.Match[str]:
+    m = _DTM.match(text.strip())
+    if not m:
+        raise TransformError(f"{text!r} is not an HL7 date/time (YYYY[MM[DD[HH[MM[SS]]]]])")
+    month, day = m[2], m[3]
+    if month and not 1 <= int(month) <= 12:
+        raise TransformError(f"{text!r} has month {month}")
+    if day and not 1 <= int(day) <= 31:
+        raise TransformError(f"{text!r} has day {day}")
+    if m[4] and int(m[4]) > 23 or m[5] and int(m[5]) > 59:
+        raise TransformError(f"{text!r} has an impossible time of day")
+    return m
+
+
+def to_date(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    out = []
+    for text in items:
+        if not text:
+            out.append("")
+            continue
+        m = _parse_dtm(text)
+        out.append(m[1] + (m[2] or "01") + (m[3] or "01"))
+    return out
+
+
+def to_time(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    out = []
+    for text in items:
+        if not text:
+            out.append("")
+            continue
+        m = _parse_dtm(text)
+        out.append((m[4] or "") + (m[5] or "") + (m[6] or "") if m[4] else "")
+    return out
+
+
+def to_datetime(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    out = []
+    for text in items:
+        if not text:
+            out.append("")
+            continue
+        m = _parse_dtm(text)
+        out.append("".join(x or "" for x in m.groups()))
+    return out
+
+
+def _components(ctx: TransformContext, raw: str) -> list[str]:
+    msg = ctx.message
+    return [msg.text(c.split(msg.delimiters.subcomponent)[0])
+            for c in raw.split(msg.delimiters.component)]
+
+
+def _pn(family: str, given: str, middle: str, prefix: str, suffix: str) -> str:
+    return "^".join([family, given, middle, prefix, suffix]).rstrip("^")
+
+
+def person_name(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    """XPN repetitions → one PN; the name representation code (XPN-8: A, I, P) picks the
+    component group, so an alphabetic and an ideographic name become ``A=I``."""
+    groups: dict[str, str] = {}
+    for raw in items:
+        c = _components(ctx, raw) + [""] * 9
+        name = _pn(c[0], c[1], c[2], c[4], " ".join(x for x in (c[3], c[5]) if x))
+        if not name:
+            continue
+        rep = (c[7] or "A").upper()[:1]
+        group = rep if rep in "AIP" else "A"
+        groups.setdefault(group, name)
+    if not groups:
+        return [""]
+    parts = [groups.get("A", ""), groups.get("I", ""), groups.get("P", "")]
+    return ["=".join(parts).rstrip("=")]
+
+
+def physician_name(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    """XCN (ID^family^given^middle^suffix^prefix^degree) → PN, one per repetition."""
+    out = []
+    for raw in items:
+        c = _components(ctx, raw) + [""] * 8
+        out.append(_pn(c[1], c[2], c[3], c[5], " ".join(x for x in (c[4], c[6]) if x)))
+    return out
+
+
+def code(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    """CE/CWE → code sequence items; ``triplets: [2, 1]`` tries components 4-6, then 1-3."""
+    triplets = (param or {}).get("triplets", [1]) if isinstance(param, dict) else [1]
+    out: list[Any] = []
+    for raw in items:
+        c = _components(ctx, raw) + [""] * 6
+        for t in triplets:
+            value, meaning, scheme = c[3 * (t - 1) : 3 * t]
+            if value:
+                item = {"CodeValue": value, "CodingSchemeDesignator": scheme or "L"}
+                if meaning:
+                    item["CodeMeaning"] = meaning[:64]
+                out.append(item)
+                break
+    return out
+
+
+def address(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    return ["^".join(_components(ctx, raw)).rstrip("^") for raw in items]
+
+
+def join_lines(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    lines = [ctx.message.text(raw) for raw in items]
+    return ["\r\n".join(x for x in lines if x)]
+
+
+def lookup(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    table = ctx.tables[str(param)]
+    out = []
+    for text in items:
+        if text in table:
+            out.append(table[text])
+        elif text and "*" in table:
+            out.append(table["*"])
+        else:
+            out.append("")
+    return out
+
+
+def uid(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    for text in items:
+        if text and (len(text) > 64 or not _UID.match(text)):
+            raise TransformError(f"{text!r} is not a valid UID (digits and dots, at most 64)")
+    return items
+
+
+def number(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    out = []
+    for text in items:
+        if not text:
+            out.append("")
+            continue
+        try:
+            value = Decimal(str(text).strip())
+        except InvalidOperation as exc:
+            raise TransformError(f"{text!r} is not a number") from exc
+        out.append(format(value.normalize(), "f")[:16])
+    return out
+
+
+def upper(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    return [str(t).upper() for t in items]
+
+
+def lower(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    return [str(t).lower() for t in items]
+
+
+def strip(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    return [str(t).strip() for t in items]
+
+
+def truncate(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    return [str(t)[: int(param)] for t in items]
+
+
+#: name → (function, is_structural, parameter kind: None | 'table' | 'int' | 'dict' | 'any')
+TRANSFORMS: dict[str, tuple[Fn, bool, str | None]] = {
+    "date": (to_date, False, None),
+    "time": (to_time, False, None),
+    "datetime": (to_datetime, False, None),
+    "person_name": (person_name, True, None),
+    "physician_name": (physician_name, True, None),
+    "code": (code, True, "dict"),
+    "address": (address, True, None),
+    "join_lines": (join_lines, True, None),
+    "lookup": (lookup, False, "table"),
+    "uid": (uid, False, None),
+    "number": (number, False, None),
+    "upper": (upper, False, None),
+    "lower": (lower, False, None),
+    "strip": (strip, False, None),
+    "truncate": (truncate, False, "int"),
+}
+
+#: the transform a VR needs when a value comes from a path
+VR_TRANSFORM = {"DA": "date", "TM": "time", "DT": "datetime", "SQ": "code"}
