@@ -152,3 +152,21 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a text value")
         return str(value)
     return value
+
+
+def apply_overrides(settings: Settings, overrides: list[str]) -> Settings:
+    """Apply ``section.key=value`` overrides (values read as YAML scalars)."""
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        section, _, key = name.strip().partition(".")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        target = getattr(settings, section, None)
+        if target is None or not dataclasses.is_dataclass(target):
+            raise ConfigError(f"override {item!r}: unknown section {section!r}")
+        hints = get_type_hints(type(target))
+        if key not in hints:
+            raise ConfigError(f"override {item!r}: unknown setting {section}.{key}")
+        value = _convert(hints[key], yaml.safe_load(text), f"override {name}")
+        setattr(target, key, value)
+    return settings

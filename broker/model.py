@@ -56,6 +56,7 @@ class Step:
 class Procedure:
     attrs: Attrs = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
+    generated_uid: bool = False  # the Study Instance UID was derived, not sent
 
     @property
     def study_uid(self) -> str:

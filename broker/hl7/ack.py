@@ -89,7 +89,7 @@ def build_ack(
         trigger = inbound.trigger_event
         version = msh.get(12) or "2.5.1"
         processing = msh.get(11) or "P"
-        charset = msh.get(18)
+        charset = msh.get(18).strip()
         inbound_id = msh.get(10)
     else:
         sending_app, sending_fac = application, facility
@@ -103,7 +103,7 @@ def build_ack(
                   msg_type, control_id or new_control_id(), processing, version]
     if charset:
         msh_fields += ["", "", "", "", "", charset]
-    text_message = escape("; ".join(e.describe() for e in errors), d)[:80] if errors else ""
+    text_message = escape("; ".join(e.describe() for e in errors)[:80], d) if errors else ""
     segments = [fs.join(msh_fields), fs.join(["MSA", code, inbound_id, text_message])]
     for err in errors:
         segments.append(_err_segment(err, d))

@@ -69,21 +69,35 @@ def canonical_codec(codec: str) -> str:
     return codecs.lookup(codec).name.replace("-", "_")
 
 
-def declared_charset(raw: bytes) -> str:
-    """MSH-18 (first repetition) read from the raw bytes; '' if absent."""
+def peek_msh(raw: bytes) -> list[str]:
+    """The MSH fields read from raw bytes before decoding (index n is MSH-n+1); [] if no MSH."""
+    start = raw.find(b"MSH")
+    if start < 0 or start > 16:
+        return []
     end = len(raw)
     for sep in (b"\r", b"\n"):
-        pos = raw.find(sep)
+        pos = raw.find(sep, start)
         if 0 <= pos < end:
             end = pos
-    header = raw[:end].decode("latin-1")
-    if len(header) < 4 or not header.startswith("MSH"):
+    header = raw[start:end].decode("latin-1")
+    return header.split(header[3]) if len(header) > 4 else []
+
+
+def msh_value(fields: list[str], n: int) -> str:
+    """MSH-n (first repetition, first component) from peek_msh's fields."""
+    if n < 2 or len(fields) < n:
         return ""
-    fields = header.split(header[3])
+    enc = fields[1]
+    value = fields[n - 1].split(enc[1:2] or "~")[0]
+    return value.split(enc[:1] or "^")[0].strip()
+
+
+def declared_charset(raw: bytes) -> str:
+    """MSH-18 (first repetition) read from the raw bytes; '' if absent."""
+    fields = peek_msh(raw)
     if len(fields) < 18:
         return ""
-    repetition = fields[1][1:2] or "~"
-    return fields[17].split(repetition)[0].strip()
+    return fields[17].split(fields[1][1:2] or "~")[0].strip()
 
 
 def decode(

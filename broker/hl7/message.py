@@ -13,12 +13,13 @@ _SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 
 
 class ParseError(ValueError):
-    """The message cannot be parsed; ``location`` is e.g. 'MSH-2'."""
+    """The message cannot be parsed; ``location`` is e.g. 'MSH-2', ``code`` from table 0357."""
 
-    def __init__(self, reason: str, location: str = "MSH") -> None:
+    def __init__(self, reason: str, location: str = "MSH", code: int = 100) -> None:
         super().__init__(reason)
         self.reason = reason
         self.location = location
+        self.code = code
 
 
 @dataclass(slots=True)
@@ -109,10 +110,10 @@ def parse(text: str, codec: str = "ascii") -> Message:
     if not text.startswith("MSH"):
         raise ParseError(f"message does not start with an MSH segment (starts {text[:12]!r})")
     if len(text) < 8:
-        raise ParseError("MSH segment too short to hold its encoding characters", "MSH-2")
+        raise ParseError("MSH segment too short to hold its encoding characters", "MSH-2", 102)
     fs = text[3]
     if fs.isalnum() or fs.isspace():
-        raise ParseError(f"MSH-1 field separator {fs!r} is not a valid separator", "MSH-1")
+        raise ParseError(f"MSH-1 field separator {fs!r} is not a valid separator", "MSH-1", 102)
     end = text.find(fs, 4)
     enc = text[4:end] if end >= 0 else text[4:]
     if len(enc) < 4 or len(enc) > 5 or len(set(enc[:4] + fs)) != 5 or any(
@@ -121,6 +122,7 @@ def parse(text: str, codec: str = "ascii") -> Message:
         raise ParseError(
             f"MSH-2 encoding characters {enc!r} must be 4 distinct delimiters such as '^~\\&'",
             "MSH-2",
+            102,
         )
     delimiters = Delimiters(field=fs, component=enc[0], repetition=enc[1], escape=enc[2],
                             subcomponent=enc[3])
@@ -140,5 +142,5 @@ def parse(text: str, codec: str = "ascii") -> Message:
     for required, label in ((9, "message type"), (10, "message control ID"),
                             (11, "processing ID"), (12, "version ID")):
         if not msh.get(required).strip():
-            raise ParseError(f"MSH-{required} ({label}) is empty", f"MSH-{required}")
+            raise ParseError(f"MSH-{required} ({label}) is empty", f"MSH-{required}", 101)
     return Message(segments, delimiters, codec)

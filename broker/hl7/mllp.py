@@ -10,6 +10,7 @@ START = 0x0B
 END = b"\x1c\r"
 START_BYTE = b"\x0b"
 FILLER = frozenset(b"\x00\r\n \t")
+HEAD_BYTES = 4096
 
 
 def frame(payload: bytes) -> bytes:
@@ -30,9 +31,13 @@ class Garbage:
 
 @dataclass(frozen=True, slots=True)
 class Oversize:
-    """A frame grew past the limit; the connection must be answered AR and closed."""
+    """A frame grew past the limit; the connection must be answered AR and closed.
+
+    ``head`` keeps the first bytes of the frame so the answer can be addressed.
+    """
 
     size: int
+    head: bytes = b""
 
 
 Event = Frame | Garbage | Oversize
@@ -74,14 +79,14 @@ class Framer:
             if end < 0:
                 if len(self._buf) > self.max_frame:
                     self.overflowed = True
-                    events.append(Oversize(len(self._buf)))
+                    events.append(Oversize(len(self._buf), bytes(self._buf[:HEAD_BYTES])))
                     self._buf.clear()
                     break
                 self._scan_from = max(0, len(self._buf) - 1)
                 break
             if end > self.max_frame:
                 self.overflowed = True
-                events.append(Oversize(end))
+                events.append(Oversize(end, bytes(self._buf[:HEAD_BYTES])))
                 self._buf.clear()
                 break
             payload = bytes(self._buf[:end])

@@ -116,6 +116,23 @@ def physician_name(items: list[Any], ctx: TransformContext, param: Any) -> list[
     return out
 
 
+def staff_name(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+    """A name that senders write as XCN (ID first), NDL/CNN (ID&family&… in component 1) or
+    XPN (family first): an empty or digit-bearing first component is read as an ID."""
+    msg = ctx.message
+    out = []
+    for raw in items:
+        comps = raw.split(msg.delimiters.component)
+        if msg.delimiters.subcomponent in comps[0]:
+            c = [msg.text(x) for x in comps[0].split(msg.delimiters.subcomponent)] + [""] * 8
+        else:
+            c = _components(ctx, raw) + [""] * 8
+            if c[0] and not any(ch.isdigit() for ch in c[0]):
+                c = ["", *c]
+        out.append(_pn(c[1], c[2], c[3], c[5], " ".join(x for x in (c[4], c[6]) if x)))
+    return out
+
+
 def code(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
     """CE/CWE → code sequence items; ``triplets: [2, 1]`` tries components 4-6, then 1-3."""
     triplets = (param or {}).get("triplets", [1]) if isinstance(param, dict) else [1]
@@ -199,6 +216,7 @@ TRANSFORMS: dict[str, tuple[Fn, bool, str | None]] = {
     "datetime": (to_datetime, False, None),
     "person_name": (person_name, True, None),
     "physician_name": (physician_name, True, None),
+    "staff_name": (staff_name, True, None),
     "code": (code, True, "dict"),
     "address": (address, True, None),
     "join_lines": (join_lines, True, None),

@@ -1,0 +1,234 @@
+"""The ``mwl-broker`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from broker import __version__
+from broker.config import ConfigError, Settings, apply_overrides, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = args.config or os.environ.get("MWL_BROKER_CONFIG")
+    settings = load_settings(path)
+    return apply_overrides(settings, args.option or [])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from broker import logs
+    from broker.app import Broker
+    from broker.mapping.schema import MappingLoadError
+
+    settings = _settings(args)
+    logs.setup(settings.logging.level, settings.logging.format)
+    try:
+        broker = Broker(settings)
+    except MappingLoadError as exc:
+        print("mwl-broker: the mappings are invalid, not starting:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    asyncio.run(broker.run())
+    return 0
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """Messages of a file: MLLP frames, or text with one message per MSH (CR/LF tolerated)."""
+    if b"\x0b" in data:
+        parts = [p.split(b"\x1c")[0] for p in data.split(b"\x0b")[1:]]
+    else:
+        text = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+        parts, current = [], b""
+        for line in text.split(b"\r"):
+            if line.startswith(b"MSH") and current:
+                parts.append(current)
+                current = b""
+            if line.strip():
+                current += line + b"\r"
+        if current:
+            parts.append(current)
+    return [p.replace(b"\r\n", b"\r").replace(b"\n", b"\r") for p in parts if p.strip()]
+
+
+def _inputs(target: str) -> Iterator[tuple[str, bytes]]:
+    if target == "-":
+        yield "<stdin>", sys.stdin.buffer.read()
+        return
+    path = Path(target)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        yield str(file), file.read_bytes()
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from broker.hl7.ack import ack_code_of
+    from broker.hl7.mllp import MllpClient, MllpError
+
+    async def run() -> int:
+        failures = 0
+        client = MllpClient(args.host, args.port, timeout=args.timeout)
+        try:
+            for target in args.files:
+                for name, data in _inputs(target):
+                    for message in split_messages(data):
+                        try:
+                            answer = await client.send(message)
+                        except (MllpError, OSError, TimeoutError) as exc:
+                            print(f"{name}: no acknowledgement: {exc}", file=sys.stderr)
+                            return 3
+                        code, control = ack_code_of(answer.decode("latin-1"))
+                        text = answer.decode("utf-8", errors="replace").replace("\r", "\n")
+                        print(f"# {name}: {code} (MSA-2 {control})")
+                        if not args.quiet:
+                            print(text.rstrip("\n"))
+                        if code not in ("AA", "CA"):
+                            failures += 1
+        finally:
+            await client.close()
+        return 1 if failures else 0
+
+    return asyncio.run(run())
+
+
+def cmd_check_mappings(args: argparse.Namespace) -> int:
+    from broker.mapping.schema import MappingLoadError, describe, load_mappings
+
+    directory = args.directory or _settings(args).mappings.directory
+    try:
+        mappings = load_mappings(directory)
+    except MappingLoadError as exc:
+        for line in exc.errors:
+            print(line)
+        print(f"{len(exc.errors)} error(s) in {directory}", file=sys.stderr)
+        return 1
+    summary = describe(mappings)
+    print(f"OK: {len(summary['files'])} file(s), messages: {', '.join(summary['messages'])}")
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from broker.dicom.dataset import to_json
+    from broker.hl7 import charset
+    from broker.hl7.ack import Hl7Reject
+    from broker.hl7.message import ParseError, parse
+    from broker.mapping.engine import map_message
+    from broker.mapping.schema import MappingLoadError, load_mappings
+    from broker.model import OrderChange, PatientIdChange, PatientMerge, PatientUpdate
+
+    settings = _settings(args)
+    try:
+        mappings = load_mappings(args.mappings or settings.mappings.directory)
+    except MappingLoadError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 2
+    raw = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+    results: list[dict[str, Any]] = []
+    status = 0
+    for message_bytes in split_messages(raw):
+        try:
+            decoded = charset.decode(message_bytes, aliases=settings.hl7.charset_aliases,
+                                     sniff_utf8=settings.hl7.sniff_utf8,
+                                     fallbacks=tuple(settings.hl7.fallback_charsets))
+            message = parse(decoded.text, decoded.codec)
+            events = map_message(message, mappings)
+        except (charset.CharsetError, ParseError) as exc:
+            results.append({"error": str(exc)})
+            status = 1
+            continue
+        except Hl7Reject as exc:
+            results.append({"control_id": "", "outcome": exc.ack_code,
+                            "errors": [e.describe() for e in exc.errors]})
+            status = 1
+            continue
+        out: list[dict[str, Any]] = []
+        for ev in events:
+            if isinstance(ev, OrderChange):
+                patient = ev.patient
+                out.append({
+                    "event": "order", "control": ev.control, "action": ev.action.value,
+                    "status": ev.status.value,
+                    "patient": _patient_json(patient) if patient else None,
+                    "procedure": to_json(ev.procedure.attrs),
+                    "steps": [to_json(s.attrs) for s in ev.procedure.steps],
+                })
+            elif isinstance(ev, PatientUpdate):
+                out.append({"event": "patient_update", "patient": _patient_json(ev.patient)})
+            elif isinstance(ev, PatientMerge):
+                out.append({"event": "patient_merge", "patient": _patient_json(ev.surviving),
+                            "prior": {"PatientID": ev.prior.patient_id,
+                                      "IssuerOfPatientID": ev.prior.issuer}})
+            elif isinstance(ev, PatientIdChange):
+                out.append({"event": "patient_id_change", "patient": _patient_json(ev.patient),
+                            "old": {"PatientID": ev.old.patient_id,
+                                    "IssuerOfPatientID": ev.old.issuer}})
+        results.append({"control_id": message.control_id, "type": message.message_type,
+                        "charset": decoded.codec, "events": out})
+    json.dump(results if len(results) != 1 else results[0], sys.stdout, indent=2,
+              ensure_ascii=False)
+    print()
+    return status
+
+
+def _patient_json(patient: Any) -> dict[str, Any]:
+    from broker.dicom.dataset import to_json
+
+    attrs = {"PatientID": patient.key.patient_id, **patient.attrs}
+    if patient.key.issuer:
+        attrs["IssuerOfPatientID"] = patient.key.issuer
+    return to_json(attrs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mwl-broker", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mwl-broker {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="settings file (default: embedded defaults; "
+                        "or $MWL_BROKER_CONFIG)")
+    common.add_argument("-o", "--option", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override one setting, e.g. -o mllp.port=2576 (repeatable)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run the broker")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("send", help="send HL7 files over MLLP and print each acknowledgement")
+    p.add_argument("files", nargs="+", metavar="FILE|DIR|-")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("-p", "--port", type=int, default=2575)
+    p.add_argument("-t", "--timeout", type=float, default=30.0)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the outcome lines")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("check-mappings", parents=[common],
+                       help="validate the mapping files (exit 1 with file:line errors)")
+    p.add_argument("directory", nargs="?")
+    p.set_defaults(func=cmd_check_mappings)
+
+    p = sub.add_parser("map", parents=[common],
+                       help="dry run: show what a message would produce, as DICOM JSON")
+    p.add_argument("file", metavar="FILE.hl7|-")
+    p.add_argument("--mappings", help="mapping folder (default: the configured one)")
+    p.set_defaults(func=cmd_map)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"mwl-broker: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

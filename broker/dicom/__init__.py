@@ -1,0 +1,1 @@
+"""DICOM: datasets, and (later) the worklist and MPPS services (knows nothing of HL7)."""

@@ -1,0 +1,148 @@
+"""The asyncio MLLP listener: framing, limits, idle timeout and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from broker.hl7.mllp import Frame, Framer, Garbage, Oversize, frame
+from broker.logs import event
+
+log = logging.getLogger("broker.mllp")
+
+#: message bytes, peer → acknowledgement bytes
+Handler = Callable[[bytes, str], Awaitable[bytes]]
+OversizeHandler = Callable[[bytes, int], bytes]
+
+
+@dataclass(eq=False)
+class _Connection:
+    peer: str
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[None] | None = None
+    busy: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class MllpServer:
+    def __init__(self, handler: Handler, oversize: OversizeHandler, *, host: str, port: int,
+                 max_frame: int = 1 << 20, idle_timeout: float = 300.0,
+                 max_connections: int = 200, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.oversize = oversize
+        self.host, self.port = host, port
+        self.max_frame = max_frame
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.ssl_context = ssl_context
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._stopping = False
+        self.refused = 0
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.port, ssl=self.ssl_context, limit=1 << 16)
+        event(log, "mllp_listening", host=self.host, port=self.bound_port,
+              tls=self.ssl_context is not None)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting; finish the message each connection is processing, then close."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._connections)
+        for conn in connections:
+            if not conn.busy and conn.task is not None:
+                conn.task.cancel()
+        busy = [c.idle.wait() for c in connections if c.busy]
+        if busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*busy), grace)
+        for conn in connections:
+            if conn.task is not None and not conn.task.done():
+                conn.task.cancel()
+        tasks = [c.task for c in connections if c.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        event(log, "mllp_stopped", abandoned=sum(1 for c in connections if c.busy))
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if self._stopping or len(self._connections) >= self.max_connections:
+            self.refused += 1
+            event(log, "mllp_connection_refused", logging.WARNING, peer=peer,
+                  reason="shutting down" if self._stopping else
+                  f"max_connections {self.max_connections} reached")
+            writer.close()
+            return
+        conn = _Connection(peer, writer, asyncio.current_task())
+        conn.idle.set()
+        self._connections.add(conn)
+        event(log, "mllp_connected", peer=peer, connections=len(self._connections))
+        try:
+            await self._serve(conn, reader)
+        except asyncio.CancelledError:
+            pass
+        except (ConnectionError, ssl.SSLError) as exc:
+            event(log, "mllp_connection_error", logging.WARNING, peer=peer, error=str(exc))
+        finally:
+            self._connections.discard(conn)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            event(log, "mllp_disconnected", peer=peer)
+
+    async def _serve(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
+        framer = Framer(self.max_frame)
+        while not self._stopping:
+            try:
+                data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
+            except TimeoutError:
+                event(log, "mllp_idle_timeout", peer=conn.peer, seconds=self.idle_timeout,
+                      unfinished_frame_bytes=framer.pending)
+                return
+            if not data:
+                if framer.pending:
+                    event(log, "mllp_unterminated_frame", logging.WARNING, peer=conn.peer,
+                          bytes=framer.pending)
+                return
+            for item in framer.feed(data):
+                if isinstance(item, Garbage):
+                    event(log, "mllp_garbage", logging.WARNING, peer=conn.peer,
+                          bytes=len(item.data), data=item.data[:256].decode("latin-1"))
+                elif isinstance(item, Oversize):
+                    event(log, "mllp_frame_too_large", logging.WARNING, peer=conn.peer,
+                          limit=self.max_frame, received=item.size)
+                    conn.writer.write(frame(self.oversize(item.head, item.size)))
+                    await conn.writer.drain()
+                    return
+                elif isinstance(item, Frame):
+                    conn.busy = True
+                    conn.idle.clear()
+                    try:
+                        ack = await self.handler(item.payload, conn.peer)
+                        conn.writer.write(frame(ack))
+                        await conn.writer.drain()
+                    finally:
+                        conn.busy = False
+                        conn.idle.set()
+                    if self._stopping:
+                        return
+

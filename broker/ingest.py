@@ -1,0 +1,193 @@
+"""The inbound HL7 path: decode → parse → map → store (one transaction) → acknowledgement."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from broker.config import Hl7Settings, MllpSettings
+from broker.hl7 import charset
+from broker.hl7.ack import Hl7Error, Hl7Reject, build_ack
+from broker.hl7.message import Message, ParseError, parse
+from broker.logs import event
+from broker.mapping.engine import map_message
+from broker.mapping.schema import MappingSet
+from broker.model import DomainError, Event, OrderChange, PatientIdChange, PatientMerge
+from broker.store.repo import MessageRecord, Repo
+from broker.store.writer import StoreError, Writer
+from broker.workflow.orders import apply
+
+log = logging.getLogger("broker.hl7")
+
+#: DomainError kind → HL7 table 0357 code
+DOMAIN_CODES = {"unknown": 204, "conflict": 205, "missing": 101, "invalid": 207}
+
+
+@dataclass(slots=True)
+class Outcome:
+    code: str
+    ack: bytes
+    control_id: str
+    duplicate: bool = False
+
+
+class Ingestor:
+    """Answers each inbound message with the bytes of its acknowledgement."""
+
+    def __init__(self, writer: Writer, mappings: Callable[[], MappingSet],
+                 hl7: Hl7Settings, mllp: MllpSettings) -> None:
+        self.writer = writer
+        self.mappings = mappings
+        self.hl7 = hl7
+        self.mllp = mllp
+        self._overrides = {(s.application, s.facility): s.charset for s in hl7.senders
+                           if s.charset}
+        self.counts: dict[str, int] = {}
+
+    def _override_for(self, application: str, facility: str) -> str | None:
+        return self._overrides.get((application, facility)) or self._overrides.get(
+            (application, ""))
+
+    async def handle(self, raw: bytes, peer: str) -> Outcome:
+        received = time.time()
+        started = time.perf_counter()
+        fields = charset.peek_msh(raw)
+        app, fac = charset.msh_value(fields, 3), charset.msh_value(fields, 4)
+        control_id = charset.msh_value(fields, 10)
+        message: Message | None = None
+        codec = "ascii"
+        events: list[Event] = []
+        rejection: Hl7Reject | None = None
+        try:
+            decoded = charset.decode(
+                raw, aliases=self.hl7.charset_aliases, override=self._override_for(app, fac),
+                sniff_utf8=self.hl7.sniff_utf8, fallbacks=tuple(self.hl7.fallback_charsets))
+            codec = decoded.codec
+            message = parse(decoded.text, codec)
+            if decoded.note:
+                event(log, "charset_adjusted", control_id=control_id, sender=app, peer=peer,
+                      note=decoded.note)
+            self._check_header(message)
+            events = map_message(message, self.mappings())
+        except charset.CharsetError as exc:
+            rejection = Hl7Reject("AE", Hl7Error(102, str(exc), "MSH-18"))
+            message = _parse_for_ack(raw)
+        except ParseError as exc:
+            rejection = Hl7Reject("AR", Hl7Error(exc.code, exc.reason, exc.location))
+            message = None
+        except Hl7Reject as exc:
+            rejection = exc
+        except Exception as exc:
+            log.exception("mapping_failed", extra={"control_id": control_id, "peer": peer})
+            rejection = Hl7Reject("AE", Hl7Error(207, f"internal error while mapping: {exc}"))
+        record = MessageRecord(
+            received_at=received, peer=peer, sender_application=app, sender_facility=fac,
+            control_id=control_id, message_type=message.message_type if message else "",
+            charset=codec, outcome="", error="", ack="", raw=raw)
+        _describe(record, events)
+        try:
+            code, ack_text, duplicate = await self.writer.run(
+                lambda conn: self._store(conn, record, message, events, rejection))
+        except StoreError as exc:
+            code, duplicate = "AE", False
+            ack_text = self._ack("AE", message, (Hl7Error(207, f"{exc}; resend later"),))
+        ack = ack_text.encode(codec if message else "ascii", errors="replace")
+        ms = round((time.perf_counter() - started) * 1000, 3)
+        self.counts[code] = self.counts.get(code, 0) + 1
+        event(log, "hl7_received", logging.INFO if code == "AA" else logging.WARNING,
+              control_id=control_id, type=record.message_type, sender=app, facility=fac,
+              peer=peer, outcome=code, duplicate=duplicate, ms=ms,
+              **({"error": record.error} if record.error else {}))
+        if code != "AA" and rejection is not None:
+            event(log, "hl7_rejected_raw", logging.WARNING, control_id=control_id,
+                  raw=raw[:4096].decode("latin-1"))
+        return Outcome(code, ack, control_id, duplicate)
+
+    def _check_header(self, message: Message) -> None:
+        version = message.version
+        if version not in self.hl7.accepted_versions:
+            raise Hl7Reject("AR", Hl7Error(203, f"version {version!r} is not accepted "
+                                           f"({', '.join(self.hl7.accepted_versions)})", "MSH-12"))
+        processing = message.processing_id
+        if processing not in self.hl7.accepted_processing_ids:
+            raise Hl7Reject("AR", Hl7Error(
+                202, f"processing ID {processing!r} is not accepted "
+                f"({', '.join(self.hl7.accepted_processing_ids)})", "MSH-11"))
+
+    def _ack(self, code: str, message: Message | None, errors: tuple[Hl7Error, ...]) -> str:
+        return build_ack(code, message, errors=errors, application=self.mllp.application,
+                         facility=self.mllp.facility)
+
+    def _store(self, conn: sqlite3.Connection, record: MessageRecord, message: Message | None,
+               events: list[Event], rejection: Hl7Reject | None) -> tuple[str, str, bool]:
+        """Runs in the writer thread: duplicate check, apply, log; returns (code, ACK, dup)."""
+        repo = Repo(conn, record.received_at)
+        if rejection is None and record.control_id:
+            accepted = repo.accepted_message(record.sender_application, record.sender_facility,
+                                             record.control_id)
+            if accepted is not None:
+                record.outcome, record.ack, record.duplicate_of = "AA", accepted[1], accepted[0]
+                repo.log_message(record)
+                return "AA", accepted[1], True
+        if rejection is None:
+            conn.execute("SAVEPOINT apply")
+            try:
+                for ev in events:
+                    apply(repo, ev)
+            except DomainError as exc:
+                conn.execute("ROLLBACK TO apply")
+                location = _origin_of(events, exc.keyword)
+                rejection = Hl7Reject("AE", Hl7Error(DOMAIN_CODES.get(exc.kind, 207), exc.reason,
+                                                     location))
+            conn.execute("RELEASE apply")
+        if rejection is None:
+            code, errors = "AA", ()
+        else:
+            code, errors = rejection.ack_code, rejection.errors
+        record.outcome = code
+        record.error = "; ".join(e.describe() for e in errors)
+        record.ack = self._ack(code, message, errors)
+        repo.log_message(record)
+        return code, record.ack, False
+
+    def oversize_ack(self, head: bytes, size: int) -> bytes:
+        """AR for a frame past the size limit, addressed from whatever header arrived."""
+        message = _parse_for_ack(head)
+        text = self._ack("AR", message, (Hl7Error(
+            100, f"frame exceeds the limit of {self.mllp.max_frame_bytes} bytes "
+            f"(at least {size} received); connection closed"),))
+        return text.encode("ascii", errors="replace")
+
+
+def _parse_for_ack(raw: bytes) -> Message | None:
+    """The message parsed losslessly as Latin-1, only to address an acknowledgement."""
+    text = raw.decode("latin-1")
+    end = min((i for i in (text.find("\r"), text.find("\n")) if i >= 0), default=len(text))
+    try:
+        return parse(text[:end], "latin-1")
+    except ParseError:
+        return None
+
+
+def _origin_of(events: list[Event], keyword: str) -> str:
+    for ev in events:
+        if keyword in ev.origin:
+            return ev.origin[keyword]
+    return ""
+
+
+def _describe(record: MessageRecord, events: list[Event]) -> None:
+    for ev in events:
+        if isinstance(ev, OrderChange):
+            record.patient_id = ev.patient.key.patient_id if ev.patient else ""
+            record.accession = str(ev.procedure.attrs.get("AccessionNumber", ""))
+        elif isinstance(ev, PatientMerge):
+            record.patient_id = ev.surviving.key.patient_id
+        elif isinstance(ev, PatientIdChange):
+            record.patient_id = ev.patient.key.patient_id
+        else:
+            record.patient_id = ev.patient.key.patient_id
+        break

@@ -1,0 +1,251 @@
+"""Turns a parsed HL7 message into domain events, following a MappingSet."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from typing import Any
+
+from broker.hl7.ack import Hl7Error, Hl7Reject
+from broker.hl7.message import Message, Segment
+from broker.hl7.path import values
+from broker.mapping.schema import FieldSpec, MappingSet, MessageMapping, StationRule
+from broker.mapping.transforms import TransformContext, TransformError
+from broker.model import (
+    Attrs,
+    Event,
+    OrderAction,
+    OrderChange,
+    Patient,
+    PatientIdChange,
+    PatientKey,
+    PatientMerge,
+    PatientUpdate,
+    Procedure,
+    Step,
+)
+
+Scopes = list[Sequence[Segment]]
+#: namespace of the UUIDs behind generated Study Instance UIDs (2.25.<uuid as integer>)
+STUDY_UID_NAMESPACE = uuid.UUID("6f2b8a8e-3c52-4d5e-9a57-2b1f4a0c9e11")
+HL7_NULL = '""'
+
+
+def reject(ack: str, code: int, text: str, location: str = "") -> Hl7Reject:
+    return Hl7Reject(ack, Hl7Error(code, text, location))
+
+
+class _Evaluator:
+    def __init__(self, message: Message, mappings: MappingSet) -> None:
+        self.message = message
+        self.ctx = TransformContext(message, mappings.tables)
+        self.origin: dict[str, str] = {}
+
+    def block(self, specs: Sequence[FieldSpec], scopes: Scopes) -> Attrs:
+        attrs: Attrs = {}
+        for spec in specs:
+            value = self.field(spec, scopes)
+            if value is not None:
+                attrs[spec.keyword] = value
+        return attrs
+
+    def field(self, spec: FieldSpec, scopes: Scopes) -> Any:
+        if spec.paths:
+            self.origin.setdefault(spec.keyword, str(spec.paths[0]))
+        if spec.value is not None:
+            return spec.value
+        msg = self.message
+        use = scopes[:1] if spec.group_only else scopes
+        for path in spec.paths:
+            raws = values(path, msg, use)
+            if not path.repeats:
+                raws = raws[:1]
+            if not any(raws):
+                continue
+            self.origin[spec.keyword] = str(path)
+            if len(raws) == 1 and msg.text(raws[0]) == HL7_NULL:
+                return [] if spec.multi else ""
+            items: list[Any] = raws if spec.structural else [msg.text(r) for r in raws]
+            try:
+                for _name, fn, param in spec.transforms:
+                    items = fn(items, self.ctx, param)
+                items = [i for i in items if i not in ("", None)]
+                if items and spec.unit:
+                    items = self._scale(spec, items, use)
+            except TransformError as exc:
+                raise reject("AE", 102, f"{spec.keyword}: {exc}", str(path)) from exc
+            if not items:
+                continue
+            return items if spec.multi else items[0]
+        if spec.default is not None:
+            return spec.default
+        if spec.required:
+            where = str(spec.paths[0]) if spec.paths else ""
+            raise reject("AE", 101, f"{spec.keyword} is required but {where or 'it'} is empty",
+                         where)
+        return None
+
+    def _scale(self, spec: FieldSpec, items: list[Any], scopes: Scopes) -> list[Any]:
+        assert spec.unit is not None
+        raw = values(spec.unit.path, self.message, scopes)[:1]
+        unit = self.message.text(self.message.component(raw[0], 1)).strip() if raw else ""
+        if not unit:
+            return items
+        if unit not in spec.unit.factors:
+            known = ", ".join(sorted(spec.unit.factors))
+            raise TransformError(f"unit {unit!r} ({spec.unit.path}) is not one of {known}")
+        factor = Decimal(str(spec.unit.factors[unit]))
+        return [format((Decimal(str(i)) * factor).normalize(), "f")[:16] for i in items]
+
+    def text(self, path_scopes: tuple[Any, Scopes]) -> str:
+        path, scopes = path_scopes
+        raws = values(path, self.message, scopes)
+        return self.message.text(raws[0]) if raws else ""
+
+
+def map_message(message: Message, mappings: MappingSet) -> list[Event]:
+    """The domain events of a message; raises Hl7Reject (AR/AE) with the field at fault."""
+    mm = mappings.for_type(message.message_type)
+    if mm is None:
+        known_codes = {t.split("^")[0] for t in mappings.messages}
+        if message.message_code in known_codes:
+            raise reject("AR", 201, f"event {message.trigger_event!r} of "
+                         f"{message.message_code} is not handled", "MSH-9.2")
+        raise reject("AR", 200, f"message type {message.message_type!r} is not handled "
+                     f"(accepted: {', '.join(sorted(mappings.messages))})", "MSH-9")
+    ev = _Evaluator(message, mappings)
+    if mm.kind == "order":
+        return _order_events(ev, mm, mappings)
+    scopes: Scopes = [message.segments]
+    patient = _patient(ev, mm.patient, scopes)
+    if mm.kind == "patient_update":
+        return [PatientUpdate(patient, ev.origin)]
+    prior_attrs = ev.block(mm.prior, scopes)
+    prior = PatientKey(str(prior_attrs.get("PatientID", "")),
+                       str(prior_attrs.get("IssuerOfPatientID", "")))
+    if mm.kind == "patient_merge":
+        return [PatientMerge(patient, prior, ev.origin)]
+    return [PatientIdChange(patient, prior, ev.origin)]
+
+
+def _patient(ev: _Evaluator, specs: Sequence[FieldSpec], scopes: Scopes) -> Patient:
+    attrs = ev.block(specs, scopes)
+    key = PatientKey(str(attrs.pop("PatientID", "")), str(attrs.pop("IssuerOfPatientID", "")))
+    if not key.patient_id:
+        where = ev.origin.get("PatientID", "PID-3")
+        raise reject("AE", 101, f"the message names no patient (PatientID from {where})", where)
+    return Patient(key, attrs)
+
+
+def _groups(message: Message, start: str) -> tuple[list[Segment], list[list[Segment]]]:
+    header: list[Segment] = []
+    groups: list[list[Segment]] = []
+    for seg in message.segments:
+        if seg.name == start:
+            groups.append([seg])
+        elif groups:
+            groups[-1].append(seg)
+        else:
+            header.append(seg)
+    return header, groups
+
+
+def _order_events(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet) -> list[Event]:
+    message = ev.message
+    header, groups = _groups(message, mm.group_segment)
+    if not groups:
+        raise reject("AE", 100, f"the order has no {mm.group_segment} segment",
+                     mm.group_segment)
+    rules = []
+    for group in groups:
+        assert mm.order_code is not None and mm.order_status is not None
+        code = ev.text((mm.order_code, [group]))
+        status = ev.text((mm.order_status, [group]))
+        rule = mappings.order_control.get(f"{code}_{status}") or mappings.order_control.get(code)
+        if rule is None:
+            raise reject("AE", 103, f"order control {code!r} with order status {status!r} "
+                         f"({mm.order_code}/{mm.order_status}) is not in the order_control "
+                         "table", str(mm.order_code))
+        rules.append((f"{code}_{status}" if status else code, rule))
+    needs_patient = any(r.action is OrderAction.UPSERT for _, r in rules)
+    patient = None
+    if needs_patient or message.first("PID") is not None:
+        patient = _patient(ev, mm.patient, [groups[0], header])
+    events: list[Event] = []
+    for group, (control, rule) in zip(groups, rules, strict=True):
+        scopes: Scopes = [group, header]
+        proc = Procedure(ev.block(mm.procedure, scopes))
+        if rule.action is OrderAction.UPSERT:
+            proc.steps = _steps(ev, mm, mappings, group, header, proc, patient)
+            if not proc.steps:
+                wanted = " or ".join(mm.step_segments)
+                raise reject("AE", 100, f"order {control} has no {wanted} segment to make a "
+                             "scheduled step of", mm.step_segments[0])
+        _study_uid(ev, mm, proc, message)
+        events.append(OrderChange(patient, proc, rule.action, rule.status, control,
+                                  mm.absent_steps, dict(ev.origin)))
+    return events
+
+
+def _steps(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet, group: list[Segment],
+           header: list[Segment], proc: Procedure, patient: Patient | None) -> list[Step]:
+    for name in mm.step_segments:
+        segments = [s for s in group if s.name == name]
+        if segments:
+            break
+    else:
+        return []
+    steps = []
+    for index, seg in enumerate(segments, start=1):
+        scopes: Scopes = [[seg], group, header]
+        attrs = ev.block(mm.steps, scopes)
+        attrs.setdefault("ScheduledProcedureStepID", str(index))
+        if not attrs.get("ScheduledStationAETitle"):
+            _apply_station_rules(ev, mappings.station_rules, attrs, proc, patient, scopes)
+        steps.append(Step(attrs))
+    return steps
+
+
+def _apply_station_rules(ev: _Evaluator, rules: Sequence[StationRule], attrs: Attrs,
+                         proc: Procedure, patient: Patient | None, scopes: Scopes) -> None:
+    for rule in rules:
+        if all(_condition_holds(ev, key, path, wanted, attrs, proc, patient, scopes)
+               for key, path, wanted in rule.when):
+            for key, value in rule.set.items():
+                attrs.setdefault(key, value if not isinstance(value, list) else list(value))
+            return
+
+
+def _condition_holds(ev: _Evaluator, key: str, path: Any, wanted: tuple[str, ...],
+                     attrs: Attrs, proc: Procedure, patient: Patient | None,
+                     scopes: Scopes) -> bool:
+    if path is not None:
+        actual: Any = ev.text((path, scopes))
+    else:
+        actual = attrs.get(key, proc.attrs.get(key, patient.attrs.get(key, "") if patient else ""))
+    candidates = actual if isinstance(actual, list) else [actual]
+    return any(fnmatchcase(str(c), w) for c in candidates for w in wanted)
+
+
+def _study_uid(ev: _Evaluator, mm: MessageMapping, proc: Procedure, message: Message) -> None:
+    if proc.attrs.get("StudyInstanceUID"):
+        return
+    where = ev.origin.get("StudyInstanceUID", "ZDS-1")
+    if mm.study_uid_missing == "reject":
+        raise reject("AE", 101, "Study Instance UID is missing and the mapping rejects orders "
+                     "without one", where)
+    seed = [str(proc.attrs.get(k, "")) for k in mm.study_uid_seed]
+    if not any(seed):
+        raise reject("AE", 101, "Study Instance UID is missing and none of "
+                     f"{', '.join(mm.study_uid_seed)} is present to derive one", where)
+    proc.attrs["StudyInstanceUID"] = generate_study_uid(message.sending_application,
+                                                        message.sending_facility, seed)
+    proc.generated_uid = True
+
+
+def generate_study_uid(application: str, facility: str, seed: Sequence[str]) -> str:
+    """A deterministic UID: the same order resent gets the same Study Instance UID."""
+    name = "|".join([application, facility, *seed])
+    return f"2.25.{uuid.uuid5(STUDY_UID_NAMESPACE, name).int}"

@@ -1,0 +1,98 @@
+"""Versioned schema migrations; each entry moves the database one version up."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: patients, requested procedures, scheduled steps, stations, message log
+    """
+    CREATE TABLE patients (
+        id INTEGER PRIMARY KEY,
+        patient_id TEXT NOT NULL,
+        issuer TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL DEFAULT '',
+        birth_date TEXT NOT NULL DEFAULT '',
+        sex TEXT NOT NULL DEFAULT '',
+        attrs TEXT NOT NULL DEFAULT '{}',
+        merged_into INTEGER REFERENCES patients(id),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (patient_id, issuer)
+    );
+    CREATE INDEX patients_name ON patients(name);
+    CREATE INDEX patients_birth_date ON patients(birth_date);
+
+    CREATE TABLE procedures (
+        id INTEGER PRIMARY KEY,
+        patient_fk INTEGER NOT NULL REFERENCES patients(id),
+        study_uid TEXT NOT NULL UNIQUE,
+        accession TEXT NOT NULL DEFAULT '',
+        requested_procedure_id TEXT NOT NULL DEFAULT '',
+        placer_order TEXT NOT NULL DEFAULT '',
+        filler_order TEXT NOT NULL DEFAULT '',
+        admission_id TEXT NOT NULL DEFAULT '',
+        referring_physician TEXT NOT NULL DEFAULT '',
+        requesting_physician TEXT NOT NULL DEFAULT '',
+        priority TEXT NOT NULL DEFAULT '',
+        attrs TEXT NOT NULL DEFAULT '{}',
+        order_control TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX procedures_patient ON procedures(patient_fk);
+    CREATE INDEX procedures_accession ON procedures(accession);
+    CREATE INDEX procedures_placer ON procedures(placer_order);
+    CREATE INDEX procedures_rpid ON procedures(requested_procedure_id);
+
+    CREATE TABLE steps (
+        id INTEGER PRIMARY KEY,
+        procedure_fk INTEGER NOT NULL REFERENCES procedures(id) ON DELETE CASCADE,
+        sps_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        modality TEXT NOT NULL DEFAULT '',
+        start_date TEXT NOT NULL DEFAULT '',
+        start_time TEXT NOT NULL DEFAULT '',
+        start_dt TEXT NOT NULL DEFAULT '',
+        performing_physician TEXT NOT NULL DEFAULT '',
+        station_name TEXT NOT NULL DEFAULT '',
+        location TEXT NOT NULL DEFAULT '',
+        attrs TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (procedure_fk, sps_id)
+    );
+    CREATE INDEX steps_status_start ON steps(status, start_dt);
+    CREATE INDEX steps_modality_start ON steps(modality, start_dt);
+    CREATE INDEX steps_start ON steps(start_dt);
+
+    CREATE TABLE step_stations (
+        station_aet TEXT NOT NULL,
+        step_fk INTEGER NOT NULL REFERENCES steps(id) ON DELETE CASCADE,
+        PRIMARY KEY (station_aet, step_fk)
+    ) WITHOUT ROWID;
+    CREATE INDEX step_stations_step ON step_stations(step_fk);
+
+    CREATE TABLE message_log (
+        id INTEGER PRIMARY KEY,
+        received_at REAL NOT NULL,
+        peer TEXT NOT NULL DEFAULT '',
+        sender_application TEXT NOT NULL DEFAULT '',
+        sender_facility TEXT NOT NULL DEFAULT '',
+        control_id TEXT NOT NULL DEFAULT '',
+        message_type TEXT NOT NULL DEFAULT '',
+        charset TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        duplicate_of INTEGER REFERENCES message_log(id),
+        error TEXT NOT NULL DEFAULT '',
+        ack TEXT NOT NULL DEFAULT '',
+        patient_id TEXT NOT NULL DEFAULT '',
+        accession TEXT NOT NULL DEFAULT '',
+        raw BLOB NOT NULL
+    );
+    CREATE INDEX message_log_accepted ON message_log(sender_application, sender_facility,
+        control_id) WHERE outcome = 'AA' AND duplicate_of IS NULL;
+    CREATE INDEX message_log_received ON message_log(received_at);
+    CREATE INDEX message_log_control ON message_log(control_id);
+    CREATE INDEX message_log_patient ON message_log(patient_id);
+    CREATE INDEX message_log_accession ON message_log(accession);
+    """,
+]

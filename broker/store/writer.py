@@ -1,0 +1,165 @@
+"""The single writer: one thread owns the write connection and commits work in batches.
+
+Every job runs in its own SAVEPOINT inside a batch transaction (group commit), so a failing
+job leaves the others intact; each job's caller is answered only after the COMMIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from broker.logs import event
+from broker.store.db import connect, migrate
+
+log = logging.getLogger("broker.store")
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], Any]
+
+
+class StoreError(RuntimeError):
+    """The database could not commit; nothing of the job was stored."""
+
+
+@dataclass(slots=True)
+class _Job:
+    work: Work
+    done: Callable[[Any, BaseException | None], None]
+
+
+_STOP = object()
+
+
+class Writer:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL",
+                 busy_timeout_ms: int = 5000, max_batch: int = 64) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self.max_batch = max(1, max_batch)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self.commits = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in the writer's transaction; returns after it is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+        self._queue.put(_Job(work, done))
+        return await future
+
+    def run_sync(self, work: Callable[[sqlite3.Connection], T], timeout: float | None = None) -> T:
+        """The same from a thread that is not the event loop (e.g. a DICOM association)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        self._queue.put(_Job(work, done))
+        return future.result(timeout)
+
+    def _run(self) -> None:
+        try:
+            conn = connect(self.path, synchronous=self.synchronous,
+                           busy_timeout_ms=self.busy_timeout_ms)
+            migrate(conn)
+        except BaseException as exc:  # reported to start()
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    break
+                batch: list[_Job] = [first]
+                stop = False
+                while len(batch) < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._commit_batch(conn, batch)
+                if stop:
+                    break
+        finally:
+            conn.close()
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        started = time.perf_counter()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.work(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, None, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            event(log, "commit_failed", logging.ERROR, error=str(exc), jobs=len(batch))
+            failure = StoreError(f"database commit failed: {exc}")
+            for job in batch:
+                job.done(None, failure)
+            return
+        self.commits += 1
+        self.jobs += len(batch)
+        if log.isEnabledFor(logging.DEBUG):
+            event(log, "batch_committed", logging.DEBUG, jobs=len(batch),
+                  ms=round((time.perf_counter() - started) * 1000, 3))
+        for job, result, error in outcomes:
+            job.done(result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,1 @@
+"""What domain events mean for patients, requested procedures and their steps."""

@@ -1,0 +1,132 @@
+"""Applying patient and order events to the store (runs inside the writer's transaction)."""
+
+from __future__ import annotations
+
+from broker.model import (
+    Attrs,
+    DomainError,
+    Event,
+    OrderAction,
+    OrderChange,
+    Patient,
+    PatientIdChange,
+    PatientMerge,
+    PatientUpdate,
+    StepStatus,
+)
+from broker.store.repo import ProcedureRow, Repo
+
+#: steps in these states have been performed: an order update leaves them as they are
+PERFORMED = frozenset({StepStatus.STARTED, StepStatus.DEPARTED, StepStatus.COMPLETED})
+FINAL = frozenset({StepStatus.COMPLETED, StepStatus.DISCONTINUED, StepStatus.CANCELED})
+
+
+def merge_attrs(old: Attrs, new: Attrs) -> Attrs:
+    """New values replace old ones; an explicit empty value ('""' in HL7) removes one."""
+    merged = dict(old)
+    for key, value in new.items():
+        if value in ("", []):
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply(repo: Repo, event: Event) -> None:
+    if isinstance(event, PatientUpdate):
+        upsert_patient(repo, event.patient)
+    elif isinstance(event, PatientMerge):
+        merge_patients(repo, event)
+    elif isinstance(event, PatientIdChange):
+        change_patient_id(repo, event)
+    else:
+        apply_order(repo, event)
+
+
+def upsert_patient(repo: Repo, patient: Patient) -> int:
+    """The patient's row id (following merges), created or updated with the new values."""
+    row = repo.patient(patient.key)
+    if row is None:
+        return repo.insert_patient(patient.key, merge_attrs({}, patient.attrs))
+    while row.merged_into is not None:
+        row = repo.patient_by_id(row.merged_into)
+    if patient.attrs:
+        repo.update_patient(row.id, merge_attrs(row.attrs, patient.attrs))
+    return row.id
+
+
+def merge_patients(repo: Repo, event: PatientMerge) -> None:
+    surviving = upsert_patient(repo, event.surviving)
+    prior = repo.patient(event.prior)
+    if prior is None or prior.id == surviving:
+        return
+    repo.move_procedures(prior.id, surviving)
+    repo.mark_merged(prior.id, surviving)
+
+
+def change_patient_id(repo: Repo, event: PatientIdChange) -> None:
+    old = repo.patient(event.old)
+    new = repo.patient(event.patient.key)
+    if old is None or (new is not None and old.merged_into == new.id):
+        upsert_patient(repo, event.patient)
+        return
+    if new is not None and new.id != old.id:
+        raise DomainError(
+            f"cannot change patient ID {event.old} to {event.patient.key}: a patient with the "
+            "new ID already exists (send A40 to merge them)", "PatientID", "conflict")
+    repo.update_patient(old.id, merge_attrs(old.attrs, event.patient.attrs), event.patient.key)
+
+
+def _find_procedure(repo: Repo, event: OrderChange) -> ProcedureRow | None:
+    attrs = event.procedure.attrs
+    row = repo.procedure_by_uid(event.procedure.study_uid)
+    if row is None and (event.procedure.generated_uid or event.action is OrderAction.STATUS):
+        row = repo.procedure_by_order(
+            str(attrs.get("PlacerOrderNumberImagingServiceRequest", "")),
+            str(attrs.get("AccessionNumber", "")))
+    return row
+
+
+def apply_order(repo: Repo, event: OrderChange) -> None:
+    row = _find_procedure(repo, event)
+    if event.action is OrderAction.STATUS:
+        if row is None:
+            attrs = event.procedure.attrs
+            raise DomainError(
+                f"order {event.control} names an unknown order (placer order "
+                f"{attrs.get('PlacerOrderNumberImagingServiceRequest', '')!r}, accession "
+                f"{attrs.get('AccessionNumber', '')!r}, Study Instance UID "
+                f"{event.procedure.study_uid!r})",
+                "PlacerOrderNumberImagingServiceRequest", "unknown")
+        if event.patient is not None:
+            upsert_patient(repo, event.patient)
+        for step in repo.steps(row.id):
+            if step.status not in FINAL:
+                repo.set_step_status(step.id, event.status)
+        repo.touch_procedure(row.id, event.control)
+        return
+    assert event.patient is not None
+    patient_fk = upsert_patient(repo, event.patient)
+    if row is None:
+        proc_fk = repo.insert_procedure(patient_fk, event.procedure.attrs, event.control)
+        for step in event.procedure.steps:
+            repo.insert_step(proc_fk, step.attrs, event.status)
+        return
+    attrs = merge_attrs(row.attrs, event.procedure.attrs)
+    attrs["StudyInstanceUID"] = row.study_uid
+    repo.update_procedure(row.id, patient_fk, attrs, event.control)
+    existing = {s.sps_id: s for s in repo.steps(row.id)}
+    for step in event.procedure.steps:
+        current = existing.pop(step.sps_id, None)
+        if current is None:
+            repo.insert_step(row.id, step.attrs, event.status)
+        else:
+            status = current.status if current.status in PERFORMED else event.status
+            repo.update_step(current.id, step.attrs, status)
+    for left_out in existing.values():
+        if left_out.status in PERFORMED or left_out.status in FINAL:
+            continue
+        if event.absent_steps == "delete":
+            repo.delete_step(left_out.id)
+        else:
+            repo.set_step_status(left_out.id, StepStatus.CANCELED)
