@@ -40,21 +40,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def split_messages(data: bytes) -> list[bytes]:
-    """Messages of a file: MLLP frames, or text with one message per MSH (CR/LF tolerated)."""
+    """Messages of a file: MLLP frames, or text with one message per MSH line.
+
+    Line ends (LF, CR LF) become the segment separator CR; otherwise the bytes are sent as
+    they are in the file.
+    """
     if b"\x0b" in data:
         parts = [p.split(b"\x1c")[0] for p in data.split(b"\x0b")[1:]]
     else:
         text = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-        parts, current = [], b""
-        for line in text.split(b"\r"):
-            if line.startswith(b"MSH") and current:
-                parts.append(current)
-                current = b""
-            if line.strip():
-                current += line + b"\r"
-        if current:
-            parts.append(current)
-    return [p.replace(b"\r\n", b"\r").replace(b"\n", b"\r") for p in parts if p.strip()]
+        starts = [i for i in range(len(text)) if text.startswith(b"MSH", i)
+                  and (i == 0 or text[i - 1 : i] == b"\r")]
+        parts = [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
+    out = []
+    for part in parts:
+        part = part.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+        while part.endswith(b"\r\r"):
+            part = part[:-1]
+        if part.strip():
+            out.append(part)
+    return out
 
 
 def _inputs(target: str) -> Iterator[tuple[str, bytes]]:

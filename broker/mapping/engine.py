@@ -173,7 +173,7 @@ def _order_events(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet) -> l
     patient = None
     if needs_patient or message.first("PID") is not None:
         patient = _patient(ev, mm.patient, [groups[0], header])
-    events: list[Event] = []
+    events: list[OrderChange] = []
     for group, (control, rule) in zip(groups, rules, strict=True):
         scopes: Scopes = [group, header]
         proc = Procedure(ev.block(mm.procedure, scopes))
@@ -184,9 +184,13 @@ def _order_events(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet) -> l
                 raise reject("AE", 100, f"order {control} has no {wanted} segment to make a "
                              "scheduled step of", mm.step_segments[0])
         _study_uid(ev, mm, proc, message)
+        same = next((e for e in events if e.procedure.study_uid == proc.study_uid), None)
+        if same is not None and (same.action, same.status) == (rule.action, rule.status):
+            same.procedure.steps.extend(proc.steps)  # one requested procedure, several steps
+            continue
         events.append(OrderChange(patient, proc, rule.action, rule.status, control,
                                   mm.absent_steps, dict(ev.origin)))
-    return events
+    return list(events)
 
 
 def _steps(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet, group: list[Segment],

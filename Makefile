@@ -1,0 +1,39 @@
+# mwl-broker: `make run` starts the broker on embedded defaults, `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit integration bench bench-quick system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mwl-broker serve
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check broker tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/mwl-broker check-mappings
+	$(BIN)/python -m pytest -q
+	$(BIN)/python benchmarks/hl7_ingest.py --quick
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/hl7_ingest.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/hl7_ingest.py --quick
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
