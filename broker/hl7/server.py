@@ -132,6 +132,7 @@ class MllpServer:
                           limit=self.max_frame, received=item.size)
                     conn.writer.write(frame(self.oversize(item.head, item.size)))
                     await conn.writer.drain()
+                    await _lingering_close(conn.writer, reader)
                     return
                 elif isinstance(item, Frame):
                     conn.busy = True
@@ -146,3 +147,18 @@ class MllpServer:
                     if self._stopping:
                         return
 
+
+
+async def _lingering_close(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                           seconds: float = 2.0) -> None:
+    """Half-close, then read and discard what the peer still sends for a moment, so that the
+    answer already written is not destroyed by a reset (closing with unread input sends RST).
+    """
+    with contextlib.suppress(OSError, RuntimeError):
+        writer.write_eof()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        while (left := deadline - loop.time()) > 0:
+            if not await asyncio.wait_for(reader.read(1 << 16), left):
+                break

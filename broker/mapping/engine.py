@@ -83,8 +83,12 @@ class _Evaluator:
             return spec.default
         if spec.required:
             where = str(spec.paths[0]) if spec.paths else ""
-            raise reject("AE", 101, f"{spec.keyword} is required but {where or 'it'} is empty",
-                         where)
+            segment = spec.paths[0].segment if spec.paths else ""
+            if segment and msg.first(segment) is None:
+                reason = f"{spec.keyword} is required but the message has no {segment} segment"
+            else:
+                reason = f"{spec.keyword} is required but {where or 'it'} is empty"
+            raise reject("AE", 101, reason, where)
         return None
 
     def _scale(self, spec: FieldSpec, items: list[Any], scopes: Scopes) -> list[Any]:
