@@ -106,7 +106,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return _build(Settings, data, str(path))
+    settings: Settings = _build(Settings, data, str(path))
+    return settings
 
 
 def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:

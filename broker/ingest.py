@@ -143,9 +143,9 @@ class Ingestor:
                 rejection = Hl7Reject("AE", Hl7Error(DOMAIN_CODES.get(exc.kind, 207), exc.reason,
                                                      location))
             conn.execute("RELEASE apply")
-        if rejection is None:
-            code, errors = "AA", ()
-        else:
+        errors: tuple[Hl7Error, ...] = ()
+        code = "AA"
+        if rejection is not None:
             code, errors = rejection.ack_code, rejection.errors
         record.outcome = code
         record.error = "; ".join(e.describe() for e in errors)

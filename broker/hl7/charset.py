@@ -60,8 +60,8 @@ def codec_for(declared: str, aliases: Mapping[str, str] | None = None) -> str | 
         for alias, codec in aliases.items():
             if normalise_name(alias) == key:
                 return canonical_codec(codec)
-    codec = STANDARD_CHARSETS.get(key)
-    return canonical_codec(codec) if codec else None
+    standard = STANDARD_CHARSETS.get(key)
+    return canonical_codec(standard) if standard else None
 
 
 def canonical_codec(codec: str) -> str:

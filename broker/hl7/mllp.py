@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass
 
@@ -123,10 +124,8 @@ class MllpClient:
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await self._writer.wait_closed()
-            except (ConnectionError, ssl.SSLError):
-                pass
             self._writer = self._reader = None
 
     async def __aenter__(self) -> MllpClient:

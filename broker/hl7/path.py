@@ -121,10 +121,7 @@ def values(
     out: list[str] = []
     for seg in select_segments(path, message, scopes):
         raw = seg.fields[1] if seg.name == "MSH" and path.field == 1 else seg.get(path.field)
-        if seg.name == "MSH" and path.field == 2:
-            reps = [raw]
-        else:
-            reps = raw.split(d.repetition)
+        reps = [raw] if seg.name == "MSH" and path.field == 2 else raw.split(d.repetition)
         if path.repetition is not None:
             reps = reps[path.repetition - 1 : path.repetition]
         for rep in reps:

@@ -435,7 +435,8 @@ class _Builder:
             study_uid_seed=seed, absent_steps=absent, where=f"{file}:{doc.line}")
         for t in types:
             if t in self.messages:
-                self.error(file, doc.line, f"{t} is mapped twice (also at {self.messages[t].where})")
+                self.error(file, doc.line,
+                           f"{t} is mapped twice (also at {self.messages[t].where})")
             self.messages[t] = mapping
 
     def _station_rule(self, file: str, rule: Any, line: int) -> None:

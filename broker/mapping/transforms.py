@@ -41,7 +41,7 @@ def _parse_dtm(text: str) -> re.Match[str]:
         raise TransformError(f"{text!r} has month {month}")
     if day and not 1 <= int(day) <= 31:
         raise TransformError(f"{text!r} has day {day}")
-    if m[4] and int(m[4]) > 23 or m[5] and int(m[5]) > 59:
+    if (m[4] and int(m[4]) > 23) or (m[5] and int(m[5]) > 59):
         raise TransformError(f"{text!r} has an impossible time of day")
     return m
 

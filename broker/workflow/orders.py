@@ -109,20 +109,20 @@ def apply_order(repo: Repo, event: OrderChange) -> None:
     patient_fk = upsert_patient(repo, event.patient)
     if row is None:
         proc_fk = repo.insert_procedure(patient_fk, event.procedure.attrs, event.control)
-        for step in event.procedure.steps:
-            repo.insert_step(proc_fk, step.attrs, event.status)
+        for new_step in event.procedure.steps:
+            repo.insert_step(proc_fk, new_step.attrs, event.status)
         return
     attrs = merge_attrs(row.attrs, event.procedure.attrs)
     attrs["StudyInstanceUID"] = row.study_uid
     repo.update_procedure(row.id, patient_fk, attrs, event.control)
     existing = {s.sps_id: s for s in repo.steps(row.id)}
-    for step in event.procedure.steps:
-        current = existing.pop(step.sps_id, None)
+    for new_step in event.procedure.steps:
+        current = existing.pop(new_step.sps_id, None)
         if current is None:
-            repo.insert_step(row.id, step.attrs, event.status)
+            repo.insert_step(row.id, new_step.attrs, event.status)
         else:
             status = current.status if current.status in PERFORMED else event.status
-            repo.update_step(current.id, step.attrs, status)
+            repo.update_step(current.id, new_step.attrs, status)
     for left_out in existing.values():
         if left_out.status in PERFORMED or left_out.status in FINAL:
             continue

@@ -22,7 +22,7 @@ def make_server(delay: float = 0.0, **kwargs: object) -> tuple[MllpServer, list[
 
 
 async def test_many_messages_per_connection_answered_in_order() -> None:
-    server, seen = make_server()
+    server, _ = make_server()
     await server.start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
