@@ -78,9 +78,20 @@ def parse_path(text: str) -> Path:
     )
 
 
-def select_segments(
-    path: Path, message: Message, scopes: Sequence[Sequence[Segment]] | None
-) -> list[Segment]:
+class Scope:
+    """A run of segments (an order group, a step's own segment) indexed by segment name."""
+
+    __slots__ = ("by_name", "segments")
+
+    def __init__(self, segments: Sequence[Segment]) -> None:
+        self.segments = segments
+        self.by_name: dict[str, list[Segment]] = {}
+        for seg in segments:
+            self.by_name.setdefault(seg.name, []).append(seg)
+
+
+def select_segments(path: Path, message: Message, scopes: Sequence[Scope] | None
+                    ) -> list[Segment]:
     """Segments the path names, from the innermost scope that has any (step, group, header).
 
     Without scopes the whole message is searched.
@@ -90,8 +101,9 @@ def select_segments(
         candidates = list(message.all(path.segment))
     else:
         for scope in scopes:
-            candidates = [s for s in scope if s.name == path.segment]
-            if candidates:
+            found = scope.by_name.get(path.segment)
+            if found:
+                candidates = found
                 break
     if path.conditions:
         candidates = [s for s in candidates if _matches(s, path.conditions, message)]
@@ -113,9 +125,7 @@ def _matches(seg: Segment, conditions: tuple[Condition, ...], message: Message) 
     return False
 
 
-def values(
-    path: Path, message: Message, scopes: Sequence[Sequence[Segment]] | None = None
-) -> list[str]:
+def values(path: Path, message: Message, scopes: Sequence[Scope] | None = None) -> list[str]:
     """The raw (still escaped) values the path points to; empty values are kept."""
     d = message.delimiters
     out: list[str] = []

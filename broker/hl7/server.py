@@ -113,7 +113,8 @@ class MllpServer:
         framer = Framer(self.max_frame)
         while not self._stopping:
             try:
-                data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
+                async with asyncio.timeout(self.idle_timeout):
+                    data = await reader.read(65536)
             except TimeoutError:
                 event(log, "mllp_idle_timeout", peer=conn.peer, seconds=self.idle_timeout,
                       unfinished_frame_bytes=framer.pending)

@@ -10,7 +10,7 @@ from typing import Any
 
 from broker.hl7.ack import Hl7Error, Hl7Reject
 from broker.hl7.message import Message, Segment
-from broker.hl7.path import values
+from broker.hl7.path import Scope, values
 from broker.mapping.schema import FieldSpec, MappingSet, MessageMapping, StationRule
 from broker.mapping.transforms import TransformContext, TransformError
 from broker.model import (
@@ -27,7 +27,7 @@ from broker.model import (
     Step,
 )
 
-Scopes = list[Sequence[Segment]]
+Scopes = list[Scope]
 #: namespace of the UUIDs behind generated Study Instance UIDs (2.25.<uuid as integer>)
 STUDY_UID_NAMESPACE = uuid.UUID("6f2b8a8e-3c52-4d5e-9a57-2b1f4a0c9e11")
 HL7_NULL = '""'
@@ -53,7 +53,7 @@ class _Evaluator:
 
     def field(self, spec: FieldSpec, scopes: Scopes) -> Any:
         if spec.paths:
-            self.origin.setdefault(spec.keyword, str(spec.paths[0]))
+            self.origin.setdefault(spec.keyword, spec.paths[0].text)
         if spec.value is not None:
             return spec.value
         msg = self.message
@@ -64,7 +64,7 @@ class _Evaluator:
                 raws = raws[:1]
             if not any(raws):
                 continue
-            self.origin[spec.keyword] = str(path)
+            self.origin[spec.keyword] = path.text
             if len(raws) == 1 and msg.text(raws[0]) == HL7_NULL:
                 return [] if spec.multi else ""
             items: list[Any] = raws if spec.structural else [msg.text(r) for r in raws]
@@ -122,7 +122,7 @@ def map_message(message: Message, mappings: MappingSet) -> list[Event]:
     ev = _Evaluator(message, mappings)
     if mm.kind == "order":
         return _order_events(ev, mm, mappings)
-    scopes: Scopes = [message.segments]
+    scopes: Scopes = [Scope(message.segments)]
     patient = _patient(ev, mm.patient, scopes)
     if mm.kind == "patient_update":
         return [PatientUpdate(patient, ev.origin)]
@@ -143,7 +143,8 @@ def _patient(ev: _Evaluator, specs: Sequence[FieldSpec], scopes: Scopes) -> Pati
     return Patient(key, attrs)
 
 
-def _groups(message: Message, start: str) -> tuple[list[Segment], list[list[Segment]]]:
+def _groups(message: Message, start: str) -> tuple[Scope, list[Scope]]:
+    """The segments before the first ``start`` segment, and one group per ``start``."""
     header: list[Segment] = []
     groups: list[list[Segment]] = []
     for seg in message.segments:
@@ -153,7 +154,7 @@ def _groups(message: Message, start: str) -> tuple[list[Segment], list[list[Segm
             groups[-1].append(seg)
         else:
             header.append(seg)
-    return header, groups
+    return Scope(header), [Scope(g) for g in groups]
 
 
 def _order_events(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet) -> list[Event]:
@@ -197,17 +198,17 @@ def _order_events(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet) -> l
     return list(events)
 
 
-def _steps(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet, group: list[Segment],
-           header: list[Segment], proc: Procedure, patient: Patient | None) -> list[Step]:
+def _steps(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet, group: Scope,
+           header: Scope, proc: Procedure, patient: Patient | None) -> list[Step]:
     for name in mm.step_segments:
-        segments = [s for s in group if s.name == name]
+        segments = group.by_name.get(name)
         if segments:
             break
     else:
         return []
     steps = []
     for index, seg in enumerate(segments, start=1):
-        scopes: Scopes = [[seg], group, header]
+        scopes: Scopes = [Scope([seg]), group, header]
         attrs = ev.block(mm.steps, scopes)
         attrs.setdefault("ScheduledProcedureStepID", str(index))
         if not attrs.get("ScheduledStationAETitle"):

@@ -32,8 +32,11 @@ class StoreError(RuntimeError):
 
 @dataclass(slots=True)
 class _Job:
+    """Work and where its outcome goes: an asyncio future (settled on its loop, one wake-up
+    per batch) or a concurrent future (for callers in other threads)."""
+
     work: Work
-    done: Callable[[Any, BaseException | None], None]
+    future: asyncio.Future[Any] | concurrent.futures.Future[Any]
 
 
 _STOP = object()
@@ -68,26 +71,14 @@ class Writer:
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in the writer's transaction; returns after it is committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-
-        def done(result: Any, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, future, result, error)
-
-        self._queue.put(_Job(work, done))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Job(work, future))
         return await future
 
     def run_sync(self, work: Callable[[sqlite3.Connection], T], timeout: float | None = None) -> T:
         """The same from a thread that is not the event loop (e.g. a DICOM association)."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def done(result: Any, error: BaseException | None) -> None:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-        self._queue.put(_Job(work, done))
+        self._queue.put(_Job(work, future))
         return future.result(timeout)
 
     def _run(self) -> None:
@@ -121,6 +112,8 @@ class Writer:
                     break
         finally:
             conn.close()
+            event(log, "writer_stopped", commits=self.commits, jobs=self.jobs,
+                  mean_batch=round(self.jobs / self.commits, 2) if self.commits else 0)
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
@@ -144,19 +137,42 @@ class Writer:
                 conn.execute("ROLLBACK")
             event(log, "commit_failed", logging.ERROR, error=str(exc), jobs=len(batch))
             failure = StoreError(f"database commit failed: {exc}")
-            for job in batch:
-                job.done(None, failure)
+            _deliver([(job, None, failure) for job in batch])
             return
         self.commits += 1
         self.jobs += len(batch)
         if log.isEnabledFor(logging.DEBUG):
             event(log, "batch_committed", logging.DEBUG, jobs=len(batch),
                   ms=round((time.perf_counter() - started) * 1000, 3))
-        for job, result, error in outcomes:
-            job.done(result, error)
+        _deliver(outcomes)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+Outcome = tuple[_Job, Any, BaseException | None]
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    """Settle every future of a batch: one call into each event loop, not one per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        future = outcome[0].future
+        if isinstance(future, asyncio.Future):
+            by_loop.setdefault(future.get_loop(), []).append(outcome)
+        else:
+            _settle(future, outcome[1], outcome[2])
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, items)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+def _settle_all(items: list[Outcome]) -> None:
+    for job, result, error in items:
+        _settle(job.future, result, error)
+
+
+def _settle(future: asyncio.Future[Any] | concurrent.futures.Future[Any], result: Any,
+            error: BaseException | None) -> None:
     if future.done():
         return
     if error is not None:
