@@ -35,8 +35,7 @@ class BrokerUnderTest:
 
     def __enter__(self) -> BrokerUnderTest:
         args = [str(BIN / "mwl-broker"), "serve", "-o", f"database.path={self.db}",
-                "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}",
-                "-o", "logging.level=WARNING"]
+                "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}"]
         for option in self.options:
             args += ["-o", option]
         with open(self.log, "ab") as log:

@@ -28,9 +28,9 @@ TARGETS = {"one_sender_per_s": 700, "eight_senders_per_s": 2000, "steady_p99_ms"
 
 async def sender(port: int, numbers: range, latencies: list[float]) -> int:
     failures = 0
+    queue = [order(n).encode() for n in numbers]  # a RIS has its messages ready to go
     async with MllpClient("127.0.0.1", port, timeout=30) as client:
-        for n in numbers:
-            payload = order(n).encode()
+        for payload in queue:
             t0 = time.perf_counter()
             answer = await client.send(payload)
             latencies.append((time.perf_counter() - t0) * 1000)

@@ -35,8 +35,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(f"  {line}", file=sys.stderr)
         return 2
-    asyncio.run(broker.run())
+    run_loop(broker.run())
     return 0
+
+
+def run_loop(main: Any) -> None:
+    """Run on uvloop when it is installed (a faster event loop), else on asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def split_messages(data: bytes) -> list[bytes]:

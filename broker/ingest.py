@@ -89,8 +89,14 @@ class Ingestor:
             charset=codec, outcome="", error="", ack="", raw=raw)
         _describe(record, events)
         try:
-            code, ack_text, duplicate = await self.writer.run(
-                lambda conn: self._store(conn, record, message, events, rejection))
+            try:
+                code, ack_text, duplicate = await self.writer.run(
+                    lambda conn: self._store(conn, record, message, events, rejection))
+            except DomainError as exc:  # nothing was applied: log the message as rejected
+                rejection = Hl7Reject("AE", Hl7Error(DOMAIN_CODES.get(exc.kind, 207), exc.reason,
+                                                     _origin_of(events, exc.keyword)))
+                code, ack_text, duplicate = await self.writer.run(
+                    lambda conn: self._store(conn, record, message, [], rejection))
         except StoreError as exc:
             code, duplicate = "AE", False
             ack_text = self._ack("AE", message, (Hl7Error(207, f"{exc}; resend later"),))
@@ -123,7 +129,11 @@ class Ingestor:
 
     def _store(self, conn: sqlite3.Connection, record: MessageRecord, message: Message | None,
                events: list[Event], rejection: Hl7Reject | None) -> tuple[str, str, bool]:
-        """Runs in the writer thread: duplicate check, apply, log; returns (code, ACK, dup)."""
+        """Runs in the writer thread: duplicate check, apply, log; returns (code, ACK, dup).
+
+        A DomainError propagates: the writer rolls the job back and the caller logs the
+        message as rejected in a job of its own.
+        """
         repo = Repo(conn, record.received_at)
         if rejection is None and record.control_id:
             accepted = repo.accepted_message(record.sender_application, record.sender_facility,
@@ -133,16 +143,8 @@ class Ingestor:
                 repo.log_message(record)
                 return "AA", accepted[1], True
         if rejection is None:
-            conn.execute("SAVEPOINT apply")
-            try:
-                for ev in events:
-                    apply(repo, ev)
-            except DomainError as exc:
-                conn.execute("ROLLBACK TO apply")
-                location = _origin_of(events, exc.keyword)
-                rejection = Hl7Reject("AE", Hl7Error(DOMAIN_CODES.get(exc.kind, 207), exc.reason,
-                                                     location))
-            conn.execute("RELEASE apply")
+            for ev in events:
+                apply(repo, ev)
         errors: tuple[Hl7Error, ...] = ()
         code = "AA"
         if rejection is not None:

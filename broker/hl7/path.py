@@ -125,6 +125,36 @@ def _matches(seg: Segment, conditions: tuple[Condition, ...], message: Message) 
     return False
 
 
+def first_value(path: Path, message: Message, scopes: Sequence[Scope] | None = None) -> str:
+    """The raw value a single-valued path points to ('' when absent): the hot path of mapping.
+
+    Equivalent to ``values(...)[0]`` for a path without ``[*]``.
+    """
+    segments = select_segments(path, message, scopes)
+    if not segments:
+        return ""
+    seg = segments[0]
+    if seg.name == "MSH" and path.field <= 2:
+        return values(path, message, scopes)[0]
+    fields = seg.fields
+    raw = fields[path.field] if path.field < len(fields) else ""
+    if not raw:
+        return ""
+    d = message.delimiters
+    if d.repetition in raw:
+        reps = raw.split(d.repetition)
+        raw = reps[path.repetition - 1] if path.repetition and path.repetition <= len(reps) else ""
+    elif path.repetition and path.repetition > 1:
+        return ""
+    if path.component is not None:
+        parts = raw.split(d.component)
+        raw = parts[path.component - 1] if path.component <= len(parts) else ""
+        if path.subcomponent is not None:
+            parts = raw.split(d.subcomponent)
+            raw = parts[path.subcomponent - 1] if path.subcomponent <= len(parts) else ""
+    return raw
+
+
 def values(path: Path, message: Message, scopes: Sequence[Scope] | None = None) -> list[str]:
     """The raw (still escaped) values the path points to; empty values are kept."""
     d = message.delimiters

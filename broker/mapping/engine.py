@@ -10,7 +10,7 @@ from typing import Any
 
 from broker.hl7.ack import Hl7Error, Hl7Reject
 from broker.hl7.message import Message, Segment
-from broker.hl7.path import Scope, values
+from broker.hl7.path import Scope, first_value, values
 from broker.mapping.schema import FieldSpec, MappingSet, MessageMapping, StationRule
 from broker.mapping.transforms import TransformContext, TransformError
 from broker.model import (
@@ -59,11 +59,15 @@ class _Evaluator:
         msg = self.message
         use = scopes[:1] if spec.group_only else scopes
         for path in spec.paths:
-            raws = values(path, msg, use)
-            if not path.repeats:
-                raws = raws[:1]
-            if not any(raws):
-                continue
+            if path.repeats:
+                raws = values(path, msg, use)
+                if not any(raws):
+                    continue
+            else:
+                raw = first_value(path, msg, use)
+                if not raw:
+                    continue
+                raws = [raw]
             self.origin[spec.keyword] = path.text
             if len(raws) == 1 and msg.text(raws[0]) == HL7_NULL:
                 return [] if spec.multi else ""

@@ -207,6 +207,8 @@ class Repo:
 
     def _set_stations(self, step_pk: int, attrs: Attrs) -> None:
         stations = attrs.get("ScheduledStationAETitle") or []
+        if not stations:
+            return
         if isinstance(stations, str):
             stations = [stations]
         self.conn.executemany(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -239,7 +241,7 @@ def test_any_chunking_yields_exactly_the_payloads(
         data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=12))
     )
     bounds = [0, *cuts, len(stream)]
-    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
     framer = Framer()
     events = feed_all(framer, chunks)
     assert events == [Frame(p) for p, _ in payloads]

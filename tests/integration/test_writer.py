@@ -1,0 +1,77 @@
+"""The single writer: group commit, failure isolation, callers from other threads."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from broker.store.writer import StoreError, Writer
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Writer:
+    w = Writer(tmp_path / "w.sqlite", max_batch=64)
+    w.start()
+    w.run_sync(lambda c: c.execute("CREATE TABLE t (v INTEGER UNIQUE)"))
+    yield w
+    w.stop()
+
+
+def values(path: Path) -> list[int]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT v FROM t ORDER BY v")]
+    finally:
+        conn.close()
+
+
+async def test_a_failing_job_does_not_take_its_batch_down(writer: Writer) -> None:
+    def insert(v: int):  # type: ignore[no-untyped-def]
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
+            if v == 13:
+                raise ValueError("thirteen")
+            return v
+        return work
+
+    await asyncio.gather(*(writer.run(insert(v)) for v in range(100, 130)))
+    assert writer.commits < writer.jobs  # several jobs shared a commit
+    results = await asyncio.gather(*(writer.run(insert(v)) for v in range(30)),
+                                   return_exceptions=True)
+    assert isinstance(results[13], ValueError)
+    assert [r for r in results if not isinstance(r, Exception)] == [
+        v for v in range(30) if v != 13]
+    assert values(writer.path) == [v for v in range(30) if v != 13] + list(range(100, 130))
+
+
+async def test_constraint_violation_reaches_only_its_caller(writer: Writer) -> None:
+    await writer.run(lambda c: c.execute("INSERT INTO t (v) VALUES (1)"))
+    good = writer.run(lambda c: c.execute("INSERT INTO t (v) VALUES (2)").rowcount)
+    bad = writer.run(lambda c: c.execute("INSERT INTO t (v) VALUES (1)").rowcount)
+    results = await asyncio.gather(good, bad, return_exceptions=True)
+    assert results[0] == 1
+    assert isinstance(results[1], StoreError | sqlite3.IntegrityError)
+    assert values(writer.path) == [1, 2]
+
+
+def test_callers_in_other_threads(writer: Writer) -> None:
+    errors: list[BaseException] = []
+
+    def worker(base: int) -> None:
+        try:
+            for v in range(base, base + 50):
+                writer.run_sync(lambda c, v=v: c.execute("INSERT INTO t (v) VALUES (?)", (v,)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k * 1000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert len(values(writer.path)) == 200
