@@ -151,7 +151,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, dict | list):
             raise ConfigError(f"{where} must be a text value")
-        return str(value)
+        return "" if value is None else str(value)
     return value
 
 

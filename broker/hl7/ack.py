@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -62,6 +63,7 @@ def _location_parts(location: str) -> tuple[str, str, str, str]:
     """'PID-3.1' → ('PID', '1', '3', '1')."""
     if not location:
         return "", "", "", ""
+    location = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", location)
     seg, _, rest = location.partition("-")
     fld, _, comp = rest.partition(".")
     fld = fld.split("[")[0]

@@ -78,7 +78,8 @@ class Framer:
                 self._scan_from = 0
             end = self._buf.find(END, self._scan_from)
             if end < 0:
-                if len(self._buf) > self.max_frame:
+                held = len(self._buf) - (1 if self._buf.endswith(b"\x1c") else 0)
+                if held > self.max_frame:
                     self.overflowed = True
                     events.append(Oversize(len(self._buf), bytes(self._buf[:HEAD_BYTES])))
                     self._buf.clear()
@@ -87,7 +88,7 @@ class Framer:
                 break
             if end > self.max_frame:
                 self.overflowed = True
-                events.append(Oversize(end, bytes(self._buf[:HEAD_BYTES])))
+                events.append(Oversize(end, bytes(self._buf[: min(end, HEAD_BYTES)])))
                 self._buf.clear()
                 break
             payload = bytes(self._buf[:end])

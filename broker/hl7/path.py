@@ -135,7 +135,7 @@ def first_value(path: Path, message: Message, scopes: Sequence[Scope] | None = N
         return ""
     seg = segments[0]
     if seg.name == "MSH" and path.field <= 2:
-        return values(path, message, scopes)[0]
+        return (values(path, message, scopes) or [""])[0]
     fields = seg.fields
     raw = fields[path.field] if path.field < len(fields) else ""
     if not raw:

@@ -12,7 +12,7 @@ from broker.hl7.ack import Hl7Error, Hl7Reject
 from broker.hl7.message import Message, Segment
 from broker.hl7.path import Scope, first_value, values
 from broker.mapping.schema import FieldSpec, MappingSet, MessageMapping, StationRule
-from broker.mapping.transforms import TransformContext, TransformError
+from broker.mapping.transforms import TransformContext, TransformError, decimal_string
 from broker.model import (
     Attrs,
     Event,
@@ -105,7 +105,7 @@ class _Evaluator:
             known = ", ".join(sorted(spec.unit.factors))
             raise TransformError(f"unit {unit!r} ({spec.unit.path}) is not one of {known}")
         factor = Decimal(str(spec.unit.factors[unit]))
-        return [format((Decimal(str(i)) * factor).normalize(), "f")[:16] for i in items]
+        return [decimal_string(factor, str(i)) for i in items]
 
     def text(self, path_scopes: tuple[Any, Scopes]) -> str:
         path, scopes = path_scopes
@@ -130,7 +130,9 @@ def map_message(message: Message, mappings: MappingSet) -> list[Event]:
     patient = _patient(ev, mm.patient, scopes)
     if mm.kind == "patient_update":
         return [PatientUpdate(patient, ev.origin)]
+    patient_origin = dict(ev.origin)
     prior_attrs = ev.block(mm.prior, scopes)
+    ev.origin = {**{f"prior.{k}": v for k, v in ev.origin.items()}, **patient_origin}
     prior = PatientKey(str(prior_attrs.get("PatientID", "")),
                        str(prior_attrs.get("IssuerOfPatientID", "")))
     if mm.kind == "patient_merge":

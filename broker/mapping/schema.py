@@ -245,6 +245,8 @@ class _Builder:
                 self.error(file, at, f"order_control {key!r}: status must be one of "
                            + ", ".join(s.value for s in StepStatus))
                 continue
+            if not str(key).replace("_", "").isalnum():
+                self.error(file, at, f"order_control key {key!r} must look like NW_SC or CA")
             if str(key) in self.order_control:
                 self.error(file, at, f"order_control {key!r} is defined twice")
             self.order_control[str(key)] = OrderRule(action, status)
@@ -476,9 +478,6 @@ def load_mappings(directory: str | FsPath) -> MappingSet:
     for path in files:
         builder.read_file(path)
     builder.build_messages()
-    for key in builder.order_control:
-        if not key.replace("_", "").isalnum():
-            builder.error("order_control", 0, f"key {key!r} must look like NW_SC or CA")
     if not builder.order_control and any(m.kind == "order" for m in builder.messages.values()):
         builder.error(str(folder), 0, "order mappings need an order_control table")
     if builder.errors:

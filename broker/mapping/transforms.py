@@ -7,6 +7,7 @@ produced. Each raises TransformError with a reason a sender can act on.
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,8 +40,8 @@ def _parse_dtm(text: str) -> re.Match[str]:
     month, day = m[2], m[3]
     if month and not 1 <= int(month) <= 12:
         raise TransformError(f"{text!r} has month {month}")
-    if day and not 1 <= int(day) <= 31:
-        raise TransformError(f"{text!r} has day {day}")
+    if day and not 1 <= int(day) <= calendar.monthrange(int(m[1]), int(month))[1]:
+        raise TransformError(f"{text!r} has day {day}, which month {month} does not have")
     if (m[4] and int(m[4]) > 23) or (m[5] and int(m[5]) > 59):
         raise TransformError(f"{text!r} has an impossible time of day")
     return m
@@ -185,12 +186,27 @@ def number(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
         if not text:
             out.append("")
             continue
-        try:
-            value = Decimal(str(text).strip())
-        except InvalidOperation as exc:
-            raise TransformError(f"{text!r} is not a number") from exc
-        out.append(format(value.normalize(), "f")[:16])
+        out.append(decimal_string(Decimal(1), str(text)))
     return out
+
+
+def decimal_string(factor: Decimal, text: str) -> str:
+    """``text`` × ``factor`` as a DICOM DS value (at most 16 characters, never truncated)."""
+    try:
+        value = Decimal(text.strip())
+        if not value.is_finite():
+            raise InvalidOperation
+        value = (value * factor).normalize()
+    except InvalidOperation as exc:
+        raise TransformError(f"{text!r} is not a number") from exc
+    plain = format(value, "f")
+    if len(plain) <= 16:
+        return plain
+    for digits in range(15, 0, -1):
+        short = format(value, f".{digits}g")
+        if len(short) <= 16:
+            return short
+    raise TransformError(f"{text!r} cannot be written in 16 characters")
 
 
 def upper(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -163,10 +164,8 @@ def _deliver(outcomes: list[Outcome]) -> None:
         else:
             _settle(future, outcome[1], outcome[2])
     for loop, items in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             loop.call_soon_threadsafe(_settle_all, items)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
 
 
 def _settle_all(items: list[Outcome]) -> None:

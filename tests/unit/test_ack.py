@@ -206,13 +206,6 @@ def test_unknown_error_code_is_described_generically() -> None:
     assert err[3] == "999^Error^HL70357"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG ack.py _location_parts: a conditional path location such as "
-    "'OBX{3.1=29463-7|3.2=Body Weight}-5' (raised by the engine for OBX weight/height) is "
-    "split at its first '-', and the '|' of the condition goes unescaped into ERR-1/ERR-2, "
-    "breaking the ERR segment",
-)
 def test_err_for_conditional_path_location() -> None:
     location = "OBX{3.1=29463-7|3.2=Body Weight}-5"
     text = build("AE", None, Hl7Error(102, "'heavy' is not a number", location))
@@ -222,11 +215,6 @@ def test_err_for_conditional_path_location() -> None:
     assert err[2] == "OBX^1^5"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG ack.py _location_parts (end to end): an engine rejection of a bad weight in "
-    "the OMI sample yields an ACK whose ERR segment has extra fields",
-)
 def test_err_for_engine_rejection_of_obx_weight() -> None:
     decoded = charset.decode((HL7_DIR / "OMI^O23-ImagingOrder.hl7").read_bytes())
     inbound = parse(decoded.text.replace("|65|kg|", "|heavy|kg|"), decoded.codec)

@@ -201,20 +201,11 @@ def test_failed_override_leaves_earlier_ones_applied() -> None:
     assert s.admin.port == 9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.py _convert: a YAML null for a text setting (e.g. 'facility:' with no "
-    "value, or the override 'mllp.facility=') becomes the literal string 'None'",
-)
 def test_empty_text_override_is_empty_not_none() -> None:
     s = apply_overrides(Settings(), ["mllp.facility="])
     assert s.mllp.facility == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.py _convert: 'mllp: {facility: }' in the YAML file gives facility 'None'",
-)
 def test_empty_text_setting_in_file_is_not_none(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, "mllp:\n  facility:\n"))
     assert s.mllp.facility != "None"

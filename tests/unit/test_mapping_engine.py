@@ -421,12 +421,6 @@ def test_non_numeric_weight_is_rejected(mappings: MappingSet) -> None:
     assert "PatientWeight" in err.errors[0].text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG transforms.py number() (reached from OBX-5): 'sNaN' makes "
-    "Decimal.normalize() raise decimal.InvalidOperation, which escapes map_message instead of "
-    "an Hl7Reject AE 102 at the OBX path",
-)
 def test_signalling_nan_weight_is_rejected_as_data_type_error(mappings: MappingSet) -> None:
     text = set_field(sample_text("OMI^O23-ImagingOrder.hl7"), "OBX", 5, "sNaN", occurrence=1)
     err = rejected(text, mappings)
@@ -473,12 +467,6 @@ def test_adt_a47_sample(mappings: MappingSet) -> None:
     assert event.old == PatientKey("OLD_PID_1", "ADT1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG engine.py map_message: the prior block (MRG-1) is evaluated with the same "
-    "_Evaluator, so origin['PatientID'] is overwritten with 'MRG-1.1'; a DomainError about the "
-    "new patient ID (e.g. change_patient_id conflict) is then reported at MRG-1.1, not PID-3.1",
-)
 def test_adt_a47_origin_of_patient_id_is_pid3(mappings: MappingSet) -> None:
     (event,) = map_message(load("ADT^A47-ChangePatientID.hl7"), mappings)
     assert event.origin["PatientID"] == "PID-3.1"

@@ -407,11 +407,6 @@ def test_section_defined_twice(folder: Path) -> None:
              "section 'order_request' is defined twice")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG schema.py load_mappings: a malformed order_control key is reported as "
-    "'order_control:0: …' instead of naming the file and line of the key",
-)
 def test_malformed_order_control_key_names_file_and_line(folder: Path) -> None:
     file, line = edit(folder, "tables.yaml", "  NW_IP: {action: upsert",
                       "  NW-IP: {action: upsert")

@@ -174,11 +174,6 @@ def test_oversize_detected_when_the_end_marker_is_in_the_same_chunk() -> None:
     assert events[0].head.startswith(b"A" * 40)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG mllp.py Framer.feed: when the end marker is already buffered, Oversize.head is "
-    "self._buf[:HEAD_BYTES] and so includes the end marker and bytes of the following frames",
-)
 def test_oversize_head_stops_at_the_end_of_the_oversize_frame() -> None:
     framer = Framer(max_frame=16)
     events = framer.feed(frame(b"A" * 40) + frame(b"small"))
@@ -208,12 +203,6 @@ def test_frames_before_an_oversize_frame_are_delivered() -> None:
     assert isinstance(events[1], Oversize) and len(events) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG mllp.py Framer.feed: a frame of exactly max_frame bytes is reported as "
-    "Oversize when its 0x1C arrives in one chunk and 0x0D in the next (the held 0x1C is "
-    "counted as payload by `len(self._buf) > self.max_frame`)",
-)
 def test_frame_at_the_limit_with_end_marker_split_is_accepted() -> None:
     framer = Framer(max_frame=10)
     events = framer.feed(b"\x0b0123456789\x1c") + framer.feed(b"\r")

@@ -389,11 +389,6 @@ def test_first_value_agrees_with_values(fields: list[str], segment: str, field: 
 
 
 @pytest.mark.skipif(_first_value is None, reason="broker.hl7.path has no first_value")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG path.py first_value: for MSH-1/MSH-2 it returns values(...)[0], which raises "
-    "IndexError when values() is empty (e.g. MSH-2[2]) instead of returning ''",
-)
 @pytest.mark.parametrize("text", ["MSH-1[2]", "MSH-2[2]"])
 def test_first_value_of_missing_msh_repetition_is_empty(text: str) -> None:
     m = parse("MSH|^~\\&|A|B|C|D|||ORU^R01|1|P|2.5")
