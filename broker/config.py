@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,12 +99,29 @@ class ConfigError(ValueError):
     """A setting is unknown or of the wrong type."""
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with only true/false as booleans (so `synchronous: OFF` stays the text OFF)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                              re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Embedded defaults, overridden by the YAML file when one is given."""
     if path is None:
         return Settings()
     with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+        data = _yaml(fh.read()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     settings: Settings = _build(Settings, data, str(path))
@@ -168,6 +186,6 @@ def apply_overrides(settings: Settings, overrides: list[str]) -> Settings:
         hints = get_type_hints(type(target))
         if key not in hints:
             raise ConfigError(f"override {item!r}: unknown setting {section}.{key}")
-        value = _convert(hints[key], yaml.safe_load(text), f"override {name}")
+        value = _convert(hints[key], _yaml(text), f"override {name}")
         setattr(target, key, value)
     return settings

@@ -41,10 +41,10 @@ class Path:
     component: int | None
     subcomponent: int | None
     text: str
+    repeats: bool = False  # more than one value: '[*]' on the field or the segment
 
-    @property
-    def repeats(self) -> bool:
-        return self.repetition is None or self.occurrence == 0
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "repeats", self.repetition is None or self.occurrence == 0)
 
     def __str__(self) -> str:
         return self.text

@@ -52,8 +52,6 @@ class _Evaluator:
         return attrs
 
     def field(self, spec: FieldSpec, scopes: Scopes) -> Any:
-        if spec.paths:
-            self.origin.setdefault(spec.keyword, spec.paths[0].text)
         if spec.value is not None:
             return spec.value
         msg = self.message
@@ -69,7 +67,7 @@ class _Evaluator:
                     continue
                 raws = [raw]
             self.origin[spec.keyword] = path.text
-            if len(raws) == 1 and msg.text(raws[0]) == HL7_NULL:
+            if raws[0] == HL7_NULL and len(raws) == 1:
                 return [] if spec.multi else ""
             items: list[Any] = raws if spec.structural else [msg.text(r) for r in raws]
             try:
@@ -83,6 +81,8 @@ class _Evaluator:
             if not items:
                 continue
             return items if spec.multi else items[0]
+        if spec.paths:
+            self.origin.setdefault(spec.keyword, spec.paths[0].text)
         if spec.default is not None:
             return spec.default
         if spec.required:

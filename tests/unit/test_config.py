@@ -209,3 +209,16 @@ def test_empty_text_override_is_empty_not_none() -> None:
 def test_empty_text_setting_in_file_is_not_none(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, "mllp:\n  facility:\n"))
     assert s.mllp.facility != "None"
+
+
+def test_yaml_words_like_off_stay_text(tmp_path: Path) -> None:
+    """YAML 1.1 reads OFF/on/yes as booleans; settings keep them as the words written."""
+    from broker.config import apply_overrides, load_settings
+
+    conf = tmp_path / "broker.yaml"
+    conf.write_text("database:\n  synchronous: OFF\nhl7:\n  sniff_utf8: false\n")
+    settings = load_settings(conf)
+    assert settings.database.synchronous == "OFF"
+    assert settings.hl7.sniff_utf8 is False
+    assert apply_overrides(settings, ["database.synchronous=NORMAL"]).database.synchronous == (
+        "NORMAL")
