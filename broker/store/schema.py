@@ -19,7 +19,6 @@ MIGRATIONS: list[str] = [
         UNIQUE (patient_id, issuer)
     );
     CREATE INDEX patients_name ON patients(name);
-    CREATE INDEX patients_birth_date ON patients(birth_date);
 
     CREATE TABLE procedures (
         id INTEGER PRIMARY KEY,
@@ -41,7 +40,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX procedures_patient ON procedures(patient_fk);
     CREATE INDEX procedures_accession ON procedures(accession);
     CREATE INDEX procedures_placer ON procedures(placer_order);
-    CREATE INDEX procedures_rpid ON procedures(requested_procedure_id);
 
     CREATE TABLE steps (
         id INTEGER PRIMARY KEY,
@@ -62,7 +60,6 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX steps_status_start ON steps(status, start_dt);
     CREATE INDEX steps_modality_start ON steps(modality, start_dt);
-    CREATE INDEX steps_start ON steps(start_dt);
 
     CREATE TABLE step_stations (
         station_aet TEXT NOT NULL,
@@ -88,11 +85,7 @@ MIGRATIONS: list[str] = [
         accession TEXT NOT NULL DEFAULT '',
         raw BLOB NOT NULL
     );
-    CREATE INDEX message_log_accepted ON message_log(sender_application, sender_facility,
-        control_id) WHERE outcome = 'AA' AND duplicate_of IS NULL;
     CREATE INDEX message_log_received ON message_log(received_at);
     CREATE INDEX message_log_control ON message_log(control_id);
-    CREATE INDEX message_log_patient ON message_log(patient_id);
-    CREATE INDEX message_log_accession ON message_log(accession);
     """,
 ]
