@@ -86,14 +86,16 @@ class Repo:
             (pk,)).fetchone()
         return _patient(row)
 
-    def insert_patient(self, key: PatientKey, attrs: Attrs) -> int:
-        cur = self.conn.execute(
+    def insert_patient(self, key: PatientKey, attrs: Attrs) -> int | None:
+        """The new row's id, or None when the patient already exists (nothing written)."""
+        row = self.conn.execute(
             "INSERT INTO patients (patient_id, issuer, name, birth_date, sex, attrs, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (patient_id, issuer) DO NOTHING RETURNING id",
             (key.patient_id, key.issuer, _text(attrs, "PatientName"),
              _text(attrs, "PatientBirthDate"), _text(attrs, "PatientSex"), _dump(attrs),
-             self.now, self.now))
-        return int(cur.lastrowid or 0)
+             self.now, self.now)).fetchone()
+        return int(row[0]) if row else None
 
     def update_patient(self, pk: int, attrs: Attrs, key: PatientKey | None = None) -> None:
         self.conn.execute(
@@ -140,14 +142,17 @@ class Repo:
         rows = self.conn.execute(sql + " AND ".join(conditions) + " ORDER BY id", args).fetchall()
         return _procedure(rows[0]) if len(rows) == 1 else None
 
-    def insert_procedure(self, patient_fk: int, attrs: Attrs, control: str) -> int:
-        cur = self.conn.execute(
+    def insert_procedure(self, patient_fk: int, attrs: Attrs, control: str) -> int | None:
+        """The new row's id, or None when the Study Instance UID exists (nothing written)."""
+        row = self.conn.execute(
             "INSERT INTO procedures (patient_fk, study_uid, accession, requested_procedure_id,"
             " placer_order, filler_order, admission_id, referring_physician,"
             " requesting_physician, priority, attrs, order_control, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (patient_fk, *self._procedure_columns(attrs), control, self.now, self.now))
-        return int(cur.lastrowid or 0)
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (study_uid) DO NOTHING RETURNING id",
+            (patient_fk, *self._procedure_columns(attrs), control, self.now,
+             self.now)).fetchone()
+        return int(row[0]) if row else None
 
     def update_procedure(self, pk: int, patient_fk: int, attrs: Attrs, control: str) -> None:
         self.conn.execute(

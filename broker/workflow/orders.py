@@ -45,9 +45,11 @@ def apply(repo: Repo, event: Event) -> None:
 
 def upsert_patient(repo: Repo, patient: Patient) -> int:
     """The patient's row id (following merges), created or updated with the new values."""
+    new_id = repo.insert_patient(patient.key, merge_attrs({}, patient.attrs))
+    if new_id is not None:
+        return new_id
     row = repo.patient(patient.key)
-    if row is None:
-        return repo.insert_patient(patient.key, merge_attrs({}, patient.attrs))
+    assert row is not None
     while row.merged_into is not None:
         row = repo.patient_by_id(row.merged_into)
     if patient.attrs:
@@ -88,6 +90,9 @@ def _find_procedure(repo: Repo, event: OrderChange) -> ProcedureRow | None:
 
 
 def apply_order(repo: Repo, event: OrderChange) -> None:
+    if event.action is OrderAction.UPSERT and not event.procedure.generated_uid:
+        _upsert_order(repo, event)
+        return
     row = _find_procedure(repo, event)
     if event.action is OrderAction.STATUS:
         if row is None:
@@ -105,13 +110,21 @@ def apply_order(repo: Repo, event: OrderChange) -> None:
                 repo.set_step_status(step.id, event.status)
         repo.touch_procedure(row.id, event.control)
         return
+    _upsert_order(repo, event, row)
+
+
+def _upsert_order(repo: Repo, event: OrderChange, row: ProcedureRow | None = None) -> None:
+    """Create the requested procedure with its steps, or replace the step set of one."""
     assert event.patient is not None
     patient_fk = upsert_patient(repo, event.patient)
     if row is None:
         proc_fk = repo.insert_procedure(patient_fk, event.procedure.attrs, event.control)
-        for new_step in event.procedure.steps:
-            repo.insert_step(proc_fk, new_step.attrs, event.status)
-        return
+        if proc_fk is not None:
+            for new_step in event.procedure.steps:
+                repo.insert_step(proc_fk, new_step.attrs, event.status)
+            return
+        row = repo.procedure_by_uid(event.procedure.study_uid)
+        assert row is not None
     attrs = merge_attrs(row.attrs, event.procedure.attrs)
     attrs["StudyInstanceUID"] = row.study_uid
     repo.update_procedure(row.id, patient_fk, attrs, event.control)
