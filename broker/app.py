@@ -24,7 +24,8 @@ class Broker:
         self.mappings = MappingHolder(settings.mappings.directory)
         db = settings.database
         self.writer = Writer(db.path, synchronous=db.synchronous,
-                             busy_timeout_ms=db.busy_timeout_ms, max_batch=db.max_batch)
+                             busy_timeout_ms=db.busy_timeout_ms, max_batch=db.max_batch,
+                             poll_ms=db.writer_poll_ms)
         self.ingestor = Ingestor(self.writer, self.mappings, settings.hl7, settings.mllp)
         m = settings.mllp
         self.mllp = MllpServer(self._handle_hl7, self.ingestor.oversize_ack, host=m.host,

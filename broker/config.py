@@ -26,6 +26,7 @@ class DatabaseSettings:
     synchronous: str = "FULL"
     busy_timeout_ms: int = 5000
     max_batch: int = 64
+    writer_poll_ms: float = 0.5
 
 
 @dataclass
