@@ -28,6 +28,7 @@ class BrokerUnderTest:
     def __init__(self, folder: Path, *options: str) -> None:
         self.folder = folder
         self.port = free_port()
+        self.dicom_port = free_port()
         self.db = folder / "bench.sqlite"
         self.log = folder / "broker.log"
         self.options = options
@@ -35,7 +36,8 @@ class BrokerUnderTest:
 
     def __enter__(self) -> BrokerUnderTest:
         args = [str(BIN / "mwl-broker"), "serve", "-o", f"database.path={self.db}",
-                "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}"]
+                "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}",
+                "-o", "dicom.host=127.0.0.1", "-o", f"dicom.port={self.dicom_port}"]
         for option in self.options:
             args += ["-o", option]
         with open(self.log, "ab") as log:

@@ -9,6 +9,7 @@ import signal
 import time
 
 from broker.config import Settings
+from broker.dicom.server import CallingAeOptions, DicomServer, WorklistOptions
 from broker.hl7.server import MllpServer
 from broker.ingest import Ingestor
 from broker.logs import event
@@ -31,6 +32,7 @@ class Broker:
         self.mllp = MllpServer(self._handle_hl7, self.ingestor.oversize_ack, host=m.host,
                                port=m.port, max_frame=m.max_frame_bytes,
                                idle_timeout=m.idle_timeout, max_connections=m.max_connections)
+        self.dicom = _dicom_server(settings)
         self._stopped = asyncio.Event()
 
     async def _handle_hl7(self, raw: bytes, peer: str) -> bytes:
@@ -40,12 +42,14 @@ class Broker:
         started = time.perf_counter()
         await asyncio.to_thread(self.writer.start)
         await self.mllp.start()
+        await asyncio.to_thread(self.dicom.start)
         event(log, "broker_ready", database=str(self.writer.path),
-              mllp_port=self.mllp.bound_port,
+              mllp_port=self.mllp.bound_port, dicom_port=self.dicom.bound_port,
               seconds=round(time.perf_counter() - started, 3))
 
     async def stop(self) -> None:
         event(log, "broker_stopping")
+        await asyncio.to_thread(self.dicom.stop)
         await self.mllp.stop(self.settings.mllp.shutdown_grace)
         await asyncio.to_thread(self.writer.stop)
         self._stopped.set()
@@ -66,3 +70,14 @@ class Broker:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
             await self.stop()
+
+
+def _dicom_server(settings: Settings) -> DicomServer:
+    d = settings.dicom
+    options = WorklistOptions(
+        show_all_statuses=d.show_all_statuses,
+        default=CallingAeOptions(charset=d.charset),
+        callers={c.ae_title: CallingAeOptions(c.station_key, c.charset) for c in d.calling_aes})
+    return DicomServer(settings.database.path, ae_title=d.ae_title, host=d.host, port=d.port,
+                       max_associations=d.max_associations,
+                       calling_aes=d.allowed_calling_aes or None, options=options)

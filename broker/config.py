@@ -62,10 +62,24 @@ class Hl7Settings:
 
 
 @dataclass
+class CallingAeSettings:
+    """Options for one calling AE title (a modality)."""
+
+    ae_title: str = ""
+    station_key: bool = False
+    charset: str = "ISO_IR 192"
+
+
+@dataclass
 class DicomSettings:
     ae_title: str = "MWLBROKER"
     host: str = "0.0.0.0"
     port: int = 11112
+    max_associations: int = 64
+    allowed_calling_aes: list[str] = field(default_factory=list)
+    show_all_statuses: bool = False
+    charset: str = "ISO_IR 192"
+    calling_aes: list[CallingAeSettings] = field(default_factory=list)
 
 
 @dataclass

@@ -52,13 +52,15 @@ class BrokerProcess:
         self.folder = folder
         self.db = folder / "broker.sqlite"
         self.port = free_port()
+        self.dicom_port = free_port()
         self.options = options
         self.log = folder / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         args = [str(BIN / "mwl-broker"), "serve", "-o", f"database.path={self.db}",
-                "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}"]
+                "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}",
+                "-o", "dicom.host=127.0.0.1", "-o", f"dicom.port={self.dicom_port}"]
         for option in self.options:
             args += ["-o", option]
         with open(self.log, "ab") as log:
@@ -66,6 +68,7 @@ class BrokerProcess:
                                          cwd=self.folder)
         try:
             wait_for_port(self.port, proc=self.proc)
+            wait_for_port(self.dicom_port, proc=self.proc)
         except Exception:
             self.kill()
             raise RuntimeError(f"broker did not start:\n{self.log.read_text()}") from None
@@ -109,6 +112,8 @@ def make_settings(folder: Path, **mllp: Any) -> Settings:
     settings.database.path = str(folder / "broker.sqlite")
     settings.mllp.host = "127.0.0.1"
     settings.mllp.port = 0
+    settings.dicom.host = "127.0.0.1"
+    settings.dicom.port = 0
     for key, value in mllp.items():
         setattr(settings.mllp, key, value)
     return settings

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.model import Attrs, PatientKey, StepStatus
+from broker.worklist import name_key
 
 
 def _dump(attrs: Attrs) -> str:
@@ -89,19 +90,21 @@ class Repo:
     def insert_patient(self, key: PatientKey, attrs: Attrs) -> int | None:
         """The new row's id, or None when the patient already exists (nothing written)."""
         row = self.conn.execute(
-            "INSERT INTO patients (patient_id, issuer, name, birth_date, sex, attrs, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO patients (patient_id, issuer, name, name_key, birth_date, sex, attrs,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (patient_id, issuer) DO NOTHING RETURNING id",
             (key.patient_id, key.issuer, _text(attrs, "PatientName"),
+             name_key(_text(attrs, "PatientName")),
              _text(attrs, "PatientBirthDate"), _text(attrs, "PatientSex"), _dump(attrs),
              self.now, self.now)).fetchone()
         return int(row[0]) if row else None
 
     def update_patient(self, pk: int, attrs: Attrs, key: PatientKey | None = None) -> None:
         self.conn.execute(
-            "UPDATE patients SET name = ?, birth_date = ?, sex = ?, attrs = ?, updated_at = ? "
-            "WHERE id = ?",
-            (_text(attrs, "PatientName"), _text(attrs, "PatientBirthDate"),
+            "UPDATE patients SET name = ?, name_key = ?, birth_date = ?, sex = ?, attrs = ?,"
+            " updated_at = ? WHERE id = ?",
+            (_text(attrs, "PatientName"), name_key(_text(attrs, "PatientName")),
+             _text(attrs, "PatientBirthDate"),
              _text(attrs, "PatientSex"), _dump(attrs), self.now, pk))
         if key is not None:
             self.conn.execute("UPDATE patients SET patient_id = ?, issuer = ? WHERE id = ?",
@@ -216,9 +219,10 @@ class Repo:
             return
         if isinstance(stations, str):
             stations = [stations]
+        start_dt = self._step_columns(attrs)[3]
         self.conn.executemany(
-            "INSERT OR IGNORE INTO step_stations (station_aet, step_fk) VALUES (?, ?)",
-            [(str(s), step_pk) for s in stations if s])
+            "INSERT OR IGNORE INTO step_stations (station_aet, start_dt, step_fk)"
+            " VALUES (?, ?, ?)", [(str(s), start_dt, step_pk) for s in stations if s])
 
     @staticmethod
     def _step_columns(attrs: Attrs) -> tuple[Any, ...]:

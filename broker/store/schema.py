@@ -10,6 +10,7 @@ MIGRATIONS: list[str] = [
         patient_id TEXT NOT NULL,
         issuer TEXT NOT NULL DEFAULT '',
         name TEXT NOT NULL DEFAULT '',
+        name_key TEXT NOT NULL DEFAULT '',
         birth_date TEXT NOT NULL DEFAULT '',
         sex TEXT NOT NULL DEFAULT '',
         attrs TEXT NOT NULL DEFAULT '{}',
@@ -18,7 +19,7 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL,
         UNIQUE (patient_id, issuer)
     );
-    CREATE INDEX patients_name ON patients(name);
+    CREATE INDEX patients_name_key ON patients(name_key);
 
     CREATE TABLE procedures (
         id INTEGER PRIMARY KEY,
@@ -63,8 +64,9 @@ MIGRATIONS: list[str] = [
 
     CREATE TABLE step_stations (
         station_aet TEXT NOT NULL,
+        start_dt TEXT NOT NULL DEFAULT '',
         step_fk INTEGER NOT NULL REFERENCES steps(id) ON DELETE CASCADE,
-        PRIMARY KEY (station_aet, step_fk)
+        PRIMARY KEY (station_aet, start_dt, step_fk)
     ) WITHOUT ROWID;
     CREATE INDEX step_stations_step ON step_stations(step_fk);
 

@@ -214,7 +214,8 @@ def test_mapping_typo_is_reported_with_file_and_line(tmp_path: Path) -> None:
 
     serve = subprocess.run([str(BIN / "mwl-broker"), "serve", "-o",
                             f"mappings.directory={folder}", "-o",
-                            f"database.path={tmp_path / 'db.sqlite'}", "-o", "mllp.port=0"],
+                            f"database.path={tmp_path / 'db.sqlite'}", "-o", "mllp.port=0",
+                            "-o", "dicom.port=0"],
                            capture_output=True, text=True, timeout=60)
     assert serve.returncode == 2
     assert "not starting" in serve.stderr and "AccesionNumber" in serve.stderr

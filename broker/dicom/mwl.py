@@ -1,0 +1,239 @@
+"""Modality Worklist C-FIND: identifier → WorklistQuery, stored step → response identifier.
+
+Matching follows PS3.4 C.2.2.2 and Annex K: single value, universal (empty or ``*``),
+wildcards only for the VRs that allow them, DA/TM/DT ranges (SPS Start Date and Time
+combined), UID lists; the PN policy is in broker/worklist.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag, Tag
+
+from broker.dicom.dataset import to_dataset
+from broker.model import Attrs
+from broker.store.worklist_query import MATCHABLE, START_DATE, START_TIME, STATION, WorklistRow
+from broker.worklist import Match, WorklistQuery
+
+SPS_SEQUENCE = "ScheduledProcedureStepSequence"
+WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+RANGE_VRS = frozenset({"DA", "TM", "DT"})
+_DA = re.compile(r"^\d{8}$")
+_TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+_DT = re.compile(r"^\d{4,14}(\.\d{1,6})?([+-]\d{4})?$")
+SPECIFIC_CHARACTER_SET = Tag(0x0008, 0x0005)
+
+
+class QueryError(ValueError):
+    """The identifier is not a worklist query (A900) or a value cannot be matched (C000)."""
+
+    def __init__(self, status: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment[:64]
+
+
+@dataclass(slots=True)
+class ReturnKey:
+    tag: BaseTag
+    keyword: str
+    vr: str
+    items: list[ReturnKey] | None = None  # sub-keys of a sequence; [] = every stored one
+
+
+@dataclass(slots=True)
+class ParsedQuery:
+    query: WorklistQuery
+    keys: list[ReturnKey]
+    unsupported: list[str] = field(default_factory=list)
+
+
+def parse_identifier(identifier: Dataset, station_from_caller: str = "") -> ParsedQuery:
+    """Matching keys and return keys of a C-FIND identifier.
+
+    ``station_from_caller`` is used as the Scheduled Station AE Title when the query gives
+    none (the per-calling-AE option "calling AE is the station").
+    """
+    query = WorklistQuery()
+    parsed = ParsedQuery(query, [])
+    for elem in identifier:
+        if elem.tag == SPECIFIC_CHARACTER_SET or elem.tag.element == 0:
+            continue
+        if elem.keyword == SPS_SEQUENCE:
+            parsed.keys.append(_sps_key(elem, parsed))
+            continue
+        parsed.keys.append(_return_key(elem))
+        _add_match(elem, parsed)
+    if station_from_caller and STATION not in query.keywords():
+        query.matches.append(Match(STATION, "single", station_from_caller))
+    return parsed
+
+
+def _return_key(elem: DataElement) -> ReturnKey:
+    vr = elem.VR
+    if vr == "SQ":
+        items = elem.value
+        if len(items) > 1:
+            raise QueryError(0xA900, f"{elem.keyword or elem.tag} has more than one item")
+        sub = [_return_key(e) for e in items[0]] if items else []
+        return ReturnKey(elem.tag, elem.keyword, vr, sub)
+    return ReturnKey(elem.tag, elem.keyword, vr)
+
+
+def _sps_key(elem: DataElement, parsed: ParsedQuery) -> ReturnKey:
+    if elem.VR != "SQ":
+        raise QueryError(0xA900, "Scheduled Procedure Step Sequence is not a sequence")
+    items = elem.value
+    if len(items) > 1:
+        raise QueryError(0xA900, "Scheduled Procedure Step Sequence has more than one item")
+    sub: list[ReturnKey] = []
+    for inner in items[0] if items else []:
+        if inner.tag == SPECIFIC_CHARACTER_SET:
+            continue
+        sub.append(_return_key(inner))
+        _add_match(inner, parsed)
+    return ReturnKey(elem.tag, SPS_SEQUENCE, "SQ", sub)
+
+
+def _text(elem: DataElement) -> str:
+    value = elem.value
+    if value is None:
+        return ""
+    if elem.VR == "PN":
+        return str(value)
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _add_match(elem: DataElement, parsed: ParsedQuery) -> None:
+    if elem.VR == "SQ":
+        if elem.value and len(elem.value[0]):
+            if any(_text(e) for e in elem.value[0]):
+                parsed.unsupported.append(elem.keyword or str(elem.tag))
+        return
+    value = _text(elem).strip()
+    if not value or (value == "*" and elem.VR in WILDCARD_VRS):
+        return
+    keyword = elem.keyword
+    if keyword not in MATCHABLE:
+        parsed.unsupported.append(keyword or str(elem.tag))
+        return
+    parsed.query.matches.append(_match(keyword, elem.VR, value))
+    if keyword == "ScheduledProcedureStepStatus":
+        parsed.query.include_hidden = True
+
+
+def _match(keyword: str, vr: str, value: str) -> Match:
+    if vr == "UI":
+        values = tuple(v.strip() for v in value.split("\\") if v.strip())
+        return Match(keyword, "list", values=values) if len(values) > 1 else Match(
+            keyword, "single", values[0])
+    if vr in RANGE_VRS:
+        return _range(keyword, vr, value)
+    if vr in WILDCARD_VRS and ("*" in value or "?" in value):
+        return Match(keyword, "wildcard", value)
+    return Match(keyword, "single", value)
+
+
+def _range(keyword: str, vr: str, value: str) -> Match:
+    pattern = {"DA": _DA, "TM": _TM, "DT": _DT}[vr]
+    if "-" in value and not (vr == "DT" and value.count("-") == 1 and _DT.match(value)):
+        low, _, high = value.partition("-")
+        low, high = low.strip(), high.strip()
+        for part in (low, high):
+            if part and not pattern.match(part):
+                raise QueryError(0xC000, f"{keyword}: {value!r} is not a {vr} range")
+        if not low and not high:
+            raise QueryError(0xC000, f"{keyword}: {value!r} is an empty range")
+        return Match(keyword, "range", low=low, high=high)
+    if not pattern.match(value):
+        raise QueryError(0xC000, f"{keyword}: {value!r} is not a valid {vr} value")
+    return Match(keyword, "single", value)
+
+
+# -- responses ------------------------------------------------------------------------------
+
+def build_response(row: WorklistRow, keys: list[ReturnKey], charset: str,
+                   encode_name: Callable[[str], str] | None = None) -> Dataset:
+    """Exactly the requested keys (plus Specific Character Set); unknown ones empty."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = charset
+    top = (row.patient, row.procedure, row.step)
+    for key in keys:
+        if key.keyword == SPS_SEQUENCE:
+            item = Dataset()
+            _fill(item, key.items or [], (row.step,), encode_name)
+            if not key.items:
+                _all(item, row.step, encode_name)
+            ds.add(DataElement(key.tag, "SQ", Sequence([item])))
+        else:
+            _fill(ds, [key], top, encode_name)
+    return ds
+
+
+def _lookup(keyword: str, sources: tuple[Attrs, ...]) -> Any:
+    for source in sources:
+        if keyword in source:
+            return source[keyword]
+    return None
+
+
+def _fill(ds: Dataset, keys: list[ReturnKey], sources: tuple[Attrs, ...],
+          encode_name: Callable[[str], str] | None) -> None:
+    for key in keys:
+        value = _lookup(key.keyword, sources) if key.keyword else None
+        if key.vr == "SQ":
+            items = []
+            for stored in value if isinstance(value, list) else []:
+                item = Dataset()
+                if key.items:
+                    _fill(item, key.items, (stored,), encode_name)
+                else:
+                    _all(item, stored, encode_name)
+                items.append(item)
+            ds.add(DataElement(key.tag, "SQ", Sequence(items)))
+            continue
+        ds.add(_element(key.tag, key.vr, value, encode_name))
+
+
+def _all(item: Dataset, stored: Attrs, encode_name: Callable[[str], str] | None) -> None:
+    for keyword, value in stored.items():
+        tag = keyword_dict.get(keyword)
+        if tag is None or keyword == "ScheduledStationAETitle" and not value:
+            continue
+        vr = dictionary_VR(tag)
+        if vr == "SQ":
+            item.add(DataElement(tag, "SQ", Sequence(
+                [to_dataset(v) for v in value if isinstance(v, dict)])))
+        else:
+            item.add(_element(Tag(tag), vr, value, encode_name))
+
+
+def _element(tag: BaseTag, vr: str, value: Any,
+             encode_name: Callable[[str], str] | None) -> DataElement:
+    if value is None or value == "" or value == []:
+        return DataElement(tag, vr, None)
+    if vr == "PN" and encode_name is not None:
+        value = encode_name(str(value)) if not isinstance(value, list) else [
+            encode_name(str(v)) for v in value]
+    if vr in ("US", "SS", "UL", "SL"):
+        try:
+            return DataElement(tag, vr, int(value))
+        except (TypeError, ValueError):
+            return DataElement(tag, vr, None)
+    if isinstance(value, list):
+        return DataElement(tag, vr, [str(v) for v in value])
+    return DataElement(tag, vr, str(value))
+
+
+def keyword_of(tag: BaseTag) -> str:
+    return keyword_for_tag(tag) or str(tag)

@@ -1,0 +1,190 @@
+"""The broker's DICOM AE: Verification and Modality Worklist FIND (later MPPS, IAN …).
+
+pynetdicom runs each association in its own thread; handlers read through a connection of
+their own thread (never the writer's) and never touch the asyncio loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityWorklistInformationFind,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from broker.dicom.mwl import ParsedQuery, QueryError, build_response, parse_identifier
+from broker.logs import event
+from broker.store.worklist_query import open_reader, search
+
+log = logging.getLogger("broker.dicom")
+
+#: DICOM Specific Character Set → how names that it cannot hold are written
+CHARSETS = {"ISO_IR 192": "utf-8", "GB18030": "gb18030", "ISO_IR 100": "latin-1"}
+
+
+@dataclass
+class CallingAeOptions:
+    """Per calling AE title: use it as the station key; the response character set."""
+
+    station_key: bool = False
+    charset: str = "ISO_IR 192"
+
+
+@dataclass
+class WorklistOptions:
+    show_all_statuses: bool = False
+    default: CallingAeOptions = field(default_factory=CallingAeOptions)
+    callers: dict[str, CallingAeOptions] = field(default_factory=dict)
+
+    def for_caller(self, ae_title: str) -> CallingAeOptions:
+        return self.callers.get(ae_title.strip(), self.default)
+
+
+class NoDelayServer(ThreadedAssociationServer):
+    """Accepts associations with TCP_NODELAY set, so a response's PDUs are not held back."""
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True)
+        return client, address
+
+
+def latin1_name(pn: str) -> str:
+    """A PN for ISO_IR 100: the alphabetic group only, unencodable characters as '?'."""
+    alphabetic = pn.split("=")[0]
+    return alphabetic.encode("latin-1", errors="replace").decode("latin-1")
+
+
+class DicomServer:
+    def __init__(self, db_path: str | Path, *, ae_title: str, host: str, port: int,
+                 max_associations: int = 64, calling_aes: list[str] | None = None,
+                 options: WorklistOptions | None = None) -> None:
+        self.db_path = Path(db_path)
+        self.ae_title, self.host, self.port = ae_title, host, port
+        self.options = options or WorklistOptions()
+        self.ae = AE(ae_title=ae_title)
+        self.ae.maximum_associations = max_associations
+        self.ae.require_called_aet = True
+        if calling_aes:
+            self.ae.require_calling_aet = calling_aes
+        self.ae.network_timeout = 60
+        self.ae.acse_timeout = 30
+        self.ae.dimse_timeout = 60
+        for sop_class in (ModalityWorklistInformationFind, Verification):
+            self.ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        self._server: ThreadedAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self.queries = 0
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        handlers: list[Any] = [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_ECHO, self._on_echo),
+                    (evt.EVT_REJECTED, self._on_rejected)]
+        server = self.ae.make_server((self.host, self.port), evt_handlers=handlers,
+                                     server_class=NoDelayServer)
+        assert isinstance(server, ThreadedAssociationServer)
+        self.ae._servers.append(server)  # as AE.start_server does: shutdown() removes it
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.1,),
+                                        name="dicom-acceptor", daemon=True)
+        self._thread.start()
+        event(log, "dicom_listening", ae_title=self.ae_title, host=self.host,
+              port=self.bound_port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            for assoc in self._server.active_associations:
+                assoc.abort()
+            self._server.shutdown()
+            self._server = None
+        event(log, "dicom_stopped")
+
+    # -- handlers (association threads) ---------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = open_reader(self.db_path)
+            self._local.conn = conn
+        return conn
+
+    def _on_echo(self, ev: Event) -> int:
+        return 0x0000
+
+    def _on_rejected(self, ev: Event) -> None:
+        event(log, "association_rejected", logging.WARNING,
+              calling_ae=ev.assoc.requestor.ae_title, peer=ev.assoc.requestor.address)
+
+    def _on_find(self, ev: Event) -> Iterator[tuple[Any, Any]]:
+        started = time.perf_counter()
+        calling = ev.assoc.requestor.ae_title
+        options = self.options.for_caller(calling)
+        matches = 0
+        try:
+            identifier = ev.identifier
+            parsed = parse_identifier(identifier,
+                                      calling.strip() if options.station_key else "")
+        except QueryError as exc:
+            event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
+                  status=f"0x{exc.status:04X}", error=exc.comment)
+            yield _failure(exc.status, exc.comment), None
+            return
+        except Exception as exc:  # an identifier pydicom cannot decode
+            event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
+                  status="0xA900", error=str(exc))
+            yield _failure(0xA900, f"identifier cannot be read: {exc}"), None
+            return
+        if self.options.show_all_statuses:
+            parsed.query.include_hidden = True
+        status = 0xFF01 if parsed.unsupported else 0xFF00
+        encode_name = latin1_name if options.charset == "ISO_IR 100" else None
+        try:
+            for row in search(self._reader(), parsed.query):
+                if ev.is_cancelled:
+                    self._log_query(calling, parsed, matches, started, "cancelled")
+                    yield 0xFE00, None
+                    return
+                matches += 1
+                yield status, build_response(row, parsed.keys, options.charset, encode_name)
+        except sqlite3.Error as exc:
+            event(log, "mwl_query_failed", logging.ERROR, calling_ae=calling, error=str(exc))
+            yield _failure(0xC001, f"worklist store unavailable: {exc}"), None
+            return
+        self.queries += 1
+        self._log_query(calling, parsed, matches, started, "done")
+        yield 0x0000, None
+
+    @staticmethod
+    def _log_query(calling: str, parsed: ParsedQuery, matches: int, started: float,
+                   outcome: str) -> None:
+        event(log, "mwl_query", calling_ae=calling, outcome=outcome, matches=matches,
+              keys=",".join(sorted(parsed.query.keywords())) or "-",
+              unsupported=",".join(parsed.unsupported) or "-",
+              ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds

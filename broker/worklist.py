@@ -1,0 +1,135 @@
+"""Worklist queries in domain terms (which attribute, how matched) and the PN policy.
+
+Neither DICOM encoding nor SQL lives here: broker/dicom/mwl.py turns a C-FIND identifier
+into a WorklistQuery, broker/store/worklist_query.py turns one into SQL.
+
+PN matching policy (stated in the conformance statement): case-insensitive (Unicode
+case folding), component by component (family^given^middle^prefix^suffix; components the
+query leaves out match anything), against each component group of the stored name
+(alphabetic, ideographic, phonetic) — a query with '=' matches group by group. ``*`` and
+``?`` are wildcards inside a component.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from broker.model import StepStatus
+
+#: shown only when the query asks for SPS Status
+HIDDEN_STATUSES = (StepStatus.STARTED, StepStatus.COMPLETED, StepStatus.DISCONTINUED,
+                   StepStatus.CANCELED)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One matching key: ``kind`` is single, wildcard, range, list or name."""
+
+    keyword: str
+    kind: str
+    value: str = ""
+    low: str = ""
+    high: str = ""
+    values: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class WorklistQuery:
+    matches: list[Match] = field(default_factory=list)
+    include_hidden: bool = False  # the query has a value for SPS Status
+
+    def keywords(self) -> set[str]:
+        return {m.keyword for m in self.matches}
+
+
+def name_key(pn: str) -> str:
+    """Index key of a stored name: the case-folded family name of its alphabetic group."""
+    return pn.split("=")[0].split("^")[0].strip().casefold()
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of a wildcard pattern before its first wildcard."""
+    cut = min((i for i in (pattern.find("*"), pattern.find("?")) if i >= 0), default=-1)
+    return pattern if cut < 0 else pattern[:cut]
+
+
+@lru_cache(maxsize=4096)
+def wildcard_regex(pattern: str, fold: bool = False) -> re.Pattern[str]:
+    """``*`` and ``?`` as in DICOM (any run, any one character); everything else literal."""
+    parts = []
+    for ch in pattern:
+        parts.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if fold else 0))
+
+
+def _components(group: str) -> list[str]:
+    return [c.strip().casefold() for c in group.split("^")]
+
+
+@lru_cache(maxsize=4096)
+def _compiled_name_query(query: str) -> tuple[tuple[re.Pattern[str] | None, ...], ...]:
+    groups = []
+    for group in query.split("="):
+        comps = _components(group)
+        while comps and comps[-1] in ("", "*"):
+            comps.pop()
+        groups.append(tuple(None if c in ("", "*") else wildcard_regex(c) for c in comps))
+    return tuple(groups)
+
+
+def pn_matches(stored: str, query: str) -> bool:
+    """Whether a stored PN value matches a PN query under the policy above."""
+    compiled = _compiled_name_query(query)
+    stored_groups = stored.split("=")
+    if len(compiled) > 1:  # group by group
+        for i, comps in enumerate(compiled):
+            if not comps:
+                continue
+            group = stored_groups[i] if i < len(stored_groups) else ""
+            if not _group_matches(group, comps):
+                return False
+        return True
+    comps = compiled[0]
+    if not comps:
+        return True
+    return any(_group_matches(group, comps) for group in stored_groups if group)
+
+
+def _group_matches(group: str, comps: tuple[re.Pattern[str] | None, ...]) -> bool:
+    values = _components(group)
+    for i, pattern in enumerate(comps):
+        if pattern is None:
+            continue
+        value = values[i] if i < len(values) else ""
+        if not pattern.fullmatch(value):
+            return False
+    return True
+
+
+def normalise_time(value: str, upper: bool) -> str:
+    """TM (HH, HHMM, HHMMSS, HHMMSS.FFFFFF, HH:MM:SS) → HHMMSS; an open end gets 00/59."""
+    digits = value.replace(":", "").split(".")[0].strip()
+    fill = "235959" if upper else "000000"
+    return (digits + fill[len(digits):])[:6]
+
+
+def datetime_range(date: Match | None, time: Match | None) -> tuple[str, str]:
+    """The combined SPS start date/time range as YYYYMMDDHHMMSS bounds ('' = open).
+
+    PS3.4 C.2.2.2.5.1: Date and Time given together are matched as one date-time range.
+    """
+    if date is None:
+        return "", ""
+    d_lo, d_hi = (date.value, date.value) if date.kind == "single" else (date.low, date.high)
+    if time is None:
+        t_lo, t_hi = "000000", "235959"
+    elif time.kind == "single":
+        t_lo, t_hi = normalise_time(time.value, False), normalise_time(time.value, True)
+    else:
+        t_lo = normalise_time(time.low, False) if time.low else "000000"
+        t_hi = normalise_time(time.high, True) if time.high else "235959"
+    low = d_lo + t_lo if d_lo else ""
+    high = d_hi + t_hi if d_hi else ""
+    return low, high
