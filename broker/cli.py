@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,41 @@ def cmd_map(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_import_worklist(args: argparse.Namespace) -> int:
+    from broker.dicom.importer import ImportError_, read_worklist_file, worklist_files
+    from broker.store.writer import Writer
+
+    settings = _settings(args)
+    db = settings.database
+    writer = Writer(db.path, synchronous=db.synchronous, busy_timeout_ms=db.busy_timeout_ms,
+                    max_batch=db.max_batch)
+    writer.start()
+    imported = failed = 0
+    try:
+        for path in worklist_files(Path(args.directory)):
+            try:
+                item = read_worklist_file(path)
+                writer.run_sync(partial(_apply_in, order=item.order))
+            except (ImportError_, ValueError) as exc:
+                failed += 1
+                print(f"skipped {exc}", file=sys.stderr)
+                continue
+            imported += 1
+            if args.verbose:
+                print(f"imported {path}")
+    finally:
+        writer.stop()
+    print(f"{imported} worklist item(s) imported into {db.path}, {failed} skipped")
+    return 1 if failed and not imported else 0
+
+
+def _apply_in(conn: Any, order: Any) -> None:
+    from broker.store.repo import Repo
+    from broker.workflow.orders import apply
+
+    apply(Repo(conn), order)
+
+
 def _patient_json(patient: Any) -> dict[str, Any]:
     from broker.dicom.dataset import to_json
 
@@ -225,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="validate the mapping files (exit 1 with file:line errors)")
     p.add_argument("directory", nargs="?")
     p.set_defaults(func=cmd_check_mappings)
+
+    p = sub.add_parser("import-worklist", parents=[common],
+                       help="load DICOM worklist files (*.wl, wlmscpfs/Orthanc folders)")
+    p.add_argument("directory")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_import_worklist)
 
     p = sub.add_parser("map", parents=[common],
                        help="dry run: show what a message would produce, as DICOM JSON")

@@ -115,6 +115,14 @@ def normalise_time(value: str, upper: bool) -> str:
     return (digits + fill[len(digits):])[:6]
 
 
+def time_of_day_range(time: Match) -> tuple[str, str]:
+    """HHMMSS bounds of a TM single value or range (a time given alone: any day)."""
+    if time.kind == "single":
+        return normalise_time(time.value, False), normalise_time(time.value, True)
+    return (normalise_time(time.low, False) if time.low else "000000",
+            normalise_time(time.high, True) if time.high else "235959")
+
+
 def datetime_range(date: Match | None, time: Match | None) -> tuple[str, str]:
     """The combined SPS start date/time range as YYYYMMDDHHMMSS bounds ('' = open).
 
@@ -123,13 +131,7 @@ def datetime_range(date: Match | None, time: Match | None) -> tuple[str, str]:
     if date is None:
         return "", ""
     d_lo, d_hi = (date.value, date.value) if date.kind == "single" else (date.low, date.high)
-    if time is None:
-        t_lo, t_hi = "000000", "235959"
-    elif time.kind == "single":
-        t_lo, t_hi = normalise_time(time.value, False), normalise_time(time.value, True)
-    else:
-        t_lo = normalise_time(time.low, False) if time.low else "000000"
-        t_hi = normalise_time(time.high, True) if time.high else "235959"
+    t_lo, t_hi = ("000000", "235959") if time is None else time_of_day_range(time)
     low = d_lo + t_lo if d_lo else ""
     high = d_hi + t_hi if d_hi else ""
     return low, high

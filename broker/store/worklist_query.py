@@ -20,6 +20,7 @@ from broker.worklist import (
     Match,
     WorklistQuery,
     datetime_range,
+    time_of_day_range,
     literal_prefix,
     pn_matches,
 )
@@ -106,6 +107,11 @@ def build_sql(query: WorklistQuery) -> tuple[str, list[Any]]:
         params.append(high)
     if low or high:
         where.append(f"{start_column} != ''")
+    time_only = by_keyword.get(START_TIME) if START_DATE not in by_keyword else None
+    if time_only is not None:
+        t_low, t_high = time_of_day_range(time_only)
+        where.append(f"{start_column} != '' AND substr({start_column}, 9, 6) BETWEEN ? AND ?")
+        params += [t_low, t_high]
     for match in query.matches:
         if match.keyword in COLUMNS:
             _condition(match, COLUMNS[match.keyword], where, params)

@@ -1,0 +1,110 @@
+"""Worklist files (``*.wl``, as served by DCMTK wlmscpfs or Orthanc) → domain orders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from broker.mapping.engine import generate_study_uid
+from broker.model import (
+    Attrs,
+    OrderAction,
+    OrderChange,
+    Patient,
+    PatientKey,
+    Procedure,
+    Step,
+    StepStatus,
+)
+
+#: attributes of the Patient modules; every other top-level one belongs to the request
+PATIENT_KEYWORDS = frozenset({
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientBirthTime",
+    "PatientSex", "OtherPatientIDsSequence", "OtherPatientNames", "PatientAge", "PatientSize",
+    "PatientWeight", "PatientAddress", "PatientTelephoneNumbers", "EthnicGroup",
+    "PatientComments", "MedicalAlerts", "Allergies", "SmokingStatus", "PregnancyStatus",
+    "LastMenstrualDate", "SpecialNeeds", "PatientState", "AdditionalPatientHistory",
+    "ConfidentialityConstraintOnPatientDataDescription", "PatientSpeciesDescription",
+    "ResponsiblePerson", "PatientIdentityRemoved",
+})
+SKIPPED = frozenset({"SpecificCharacterSet"})
+
+
+class ImportError_(ValueError):
+    """A worklist file cannot be imported; the message says which and why."""
+
+
+@dataclass(slots=True)
+class Imported:
+    path: Path
+    order: OrderChange
+
+
+def to_attrs(ds: Dataset) -> Attrs:
+    """A dataset as domain attributes (keyword → str | list[str] | list[Attrs])."""
+    attrs: Attrs = {}
+    for elem in ds:
+        keyword = elem.keyword
+        if not keyword or keyword in SKIPPED or elem.tag.group in (0x0002, 0xFFFE):
+            continue
+        value = elem.value
+        if elem.VR == "SQ":
+            attrs[keyword] = [to_attrs(item) for item in value]
+        elif value is None or value == "":
+            continue
+        elif elem.VM > 1:
+            attrs[keyword] = [str(v) for v in value]
+        else:
+            attrs[keyword] = _text(value)
+    return attrs
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
+
+
+def read_worklist_file(path: Path) -> Imported:
+    try:
+        ds = dcmread(path, force=True)
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        raise ImportError_(f"{path}: not a DICOM file ({exc})") from exc
+    attrs = to_attrs(ds)
+    sps_items = attrs.pop("ScheduledProcedureStepSequence", None) or [{}]
+    patient_id = str(attrs.get("PatientID", "")).strip()
+    if not patient_id:
+        raise ImportError_(f"{path}: no Patient ID (0010,0020)")
+    patient = Patient(PatientKey(patient_id, str(attrs.get("IssuerOfPatientID", "")).strip()),
+                      {k: v for k, v in attrs.items() if k in PATIENT_KEYWORDS
+                       and k not in ("PatientID", "IssuerOfPatientID")})
+    procedure = Procedure({k: v for k, v in attrs.items() if k not in PATIENT_KEYWORDS})
+    if not procedure.study_uid:
+        seed = [str(attrs.get(k, "")) for k in ("AccessionNumber", "RequestedProcedureID")]
+        if not any(seed):
+            seed = [patient_id, path.name]
+        procedure.attrs["StudyInstanceUID"] = generate_study_uid("import", "", seed)
+        procedure.generated_uid = True
+    statuses = []
+    for index, item in enumerate(sps_items, start=1):
+        step = dict(item)
+        step.setdefault("ScheduledProcedureStepID", str(index))
+        statuses.append(step.pop("ScheduledProcedureStepStatus", "SCHEDULED"))
+        procedure.steps.append(Step(step))
+    try:
+        status = StepStatus(str(statuses[0]).strip().upper() or "SCHEDULED")
+    except ValueError:
+        status = StepStatus.SCHEDULED
+    order = OrderChange(patient, procedure, OrderAction.UPSERT, status, "IMPORT", "cancel")
+    return Imported(path, order)
+
+
+def worklist_files(folder: Path) -> Iterator[Path]:
+    """``*.wl`` files below the folder (DCMTK and Orthanc worklist folders)."""
+    yield from sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".wl")
