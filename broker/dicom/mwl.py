@@ -20,7 +20,7 @@ from pydicom.tag import BaseTag, Tag
 
 from broker.dicom.dataset import to_dataset
 from broker.model import Attrs
-from broker.store.worklist_query import MATCHABLE, START_DATE, START_TIME, STATION, WorklistRow
+from broker.store.worklist_query import MATCHABLE, STATION, WorklistRow
 from broker.worklist import Match, WorklistQuery
 
 SPS_SEQUENCE = "ScheduledProcedureStepSequence"
@@ -115,10 +115,9 @@ def _text(elem: DataElement) -> str:
 
 
 def _add_match(elem: DataElement, parsed: ParsedQuery) -> None:
-    if elem.VR == "SQ":
-        if elem.value and len(elem.value[0]):
-            if any(_text(e) for e in elem.value[0]):
-                parsed.unsupported.append(elem.keyword or str(elem.tag))
+    if elem.VR == "SQ":  # sequence matching (other than the SPS sequence) is not offered
+        if elem.value and any(_text(e) for e in elem.value[0]):
+            parsed.unsupported.append(elem.keyword or str(elem.tag))
         return
     value = _text(elem).strip()
     if not value or (value == "*" and elem.VR in WILDCARD_VRS):
@@ -208,7 +207,7 @@ def _fill(ds: Dataset, keys: list[ReturnKey], sources: tuple[Attrs, ...],
 def _all(item: Dataset, stored: Attrs, encode_name: Callable[[str], str] | None) -> None:
     for keyword, value in stored.items():
         tag = keyword_dict.get(keyword)
-        if tag is None or keyword == "ScheduledStationAETitle" and not value:
+        if tag is None or (keyword == "ScheduledStationAETitle" and not value):
             continue
         vr = dictionary_VR(tag)
         if vr == "SQ":

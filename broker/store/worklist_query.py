@@ -20,9 +20,9 @@ from broker.worklist import (
     Match,
     WorklistQuery,
     datetime_range,
-    time_of_day_range,
     literal_prefix,
     pn_matches,
+    time_of_day_range,
 )
 
 #: matching keyword → column (the steps s / procedures p / patients pt join)
