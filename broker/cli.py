@@ -220,6 +220,68 @@ def cmd_import_worklist(args: argparse.Namespace) -> int:
     return 1 if failed and not imported else 0
 
 
+TABLE_COLUMNS = (("Patient", "PatientName", 24), ("ID", "PatientID", 12),
+                 ("Accession", "AccessionNumber", 12), ("Mod", "Modality", 4),
+                 ("Station", "ScheduledStationAETitle", 12),
+                 ("Date", "ScheduledProcedureStepStartDate", 8),
+                 ("Time", "ScheduledProcedureStepStartTime", 6),
+                 ("SPS ID", "ScheduledProcedureStepID", 12),
+                 ("Status", "ScheduledProcedureStepStatus", 10),
+                 ("Description", "ScheduledProcedureStepDescription", 24))
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import datetime
+
+    from broker.dicom.client import QueryFailed, WorklistClient, build_query, query_keys
+
+    date = args.date
+    if date == "today":
+        date = datetime.date.today().strftime("%Y%m%d")
+    try:
+        keys = query_keys(args.key or [], station=args.station or "", date=date or "",
+                          modality=args.modality or "")
+    except ValueError as exc:
+        print(f"mwl-broker query: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with WorklistClient(args.host, args.port, called=args.aec, calling=args.aet,
+                            timeout=args.timeout) as client:
+            result = client.find(build_query(keys))
+    except (QueryFailed, OSError) as exc:
+        print(f"mwl-broker query: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        json.dump([ds.to_json_dict() for ds in result.matches], sys.stdout, indent=2,
+                  ensure_ascii=False)
+        print()
+    else:
+        _print_table(result.matches)
+    status = f"0x{result.status:04X}" if result.status >= 0 else "none"
+    note = f" ({result.comment})" if result.comment else ""
+    warn = f", {result.warnings} with warning FF01" if result.warnings else ""
+    print(f"# {len(result.matches)} match(es){warn}; final status {status}{note}",
+          file=sys.stderr)
+    return 0 if result.status == 0 else 1
+
+
+def _print_table(matches: list[Any]) -> None:
+    from pydicom.multival import MultiValue
+
+    print("  ".join(label.ljust(width) for label, _, width in TABLE_COLUMNS))
+    for ds in matches:
+        sps = ds.ScheduledProcedureStepSequence[0] if ds.get(
+            "ScheduledProcedureStepSequence") else ds
+        cells = []
+        for _, name, width in TABLE_COLUMNS:
+            source = sps if name in sps else ds
+            value = source.get(name, "")
+            if isinstance(value, MultiValue | list):
+                value = "\\".join(str(v) for v in value)
+            cells.append(str(value if value is not None else "")[:width].ljust(width))
+        print("  ".join(cells))
+
+
 def _apply_in(conn: Any, order: Any) -> None:
     from broker.store.repo import Repo
     from broker.workflow.orders import apply
@@ -267,6 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_import_worklist)
+
+    p = sub.add_parser("query", help="query a worklist SCP (findscu-like) and print the items")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("-p", "--port", type=int, default=11112)
+    p.add_argument("--aec", default="MWLBROKER", help="called AE title")
+    p.add_argument("--aet", default="MWLQUERY", help="calling AE title")
+    p.add_argument("-k", "--key", action="append", metavar="KEY=VALUE",
+                   help="a matching or return key: keyword or (gggg,eeee); repeatable")
+    p.add_argument("--station", help="Scheduled Station AE Title")
+    p.add_argument("--date", help="SPS start date: YYYYMMDD, a range A-B, or 'today'")
+    p.add_argument("--modality")
+    p.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
+    p.add_argument("-t", "--timeout", type=float, default=30.0)
+    p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("map", parents=[common],
                        help="dry run: show what a message would produce, as DICOM JSON")
