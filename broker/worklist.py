@@ -44,9 +44,9 @@ class WorklistQuery:
         return {m.keyword for m in self.matches}
 
 
-def name_key(pn: str) -> str:
-    """Index key of a stored name: the case-folded family name of its alphabetic group."""
-    return pn.split("=")[0].split("^")[0].strip().casefold()
+def name_keys(pn: str) -> set[str]:
+    """Index keys of a stored name: the case-folded family name of each component group."""
+    return {k for k in (g.split("^")[0].strip().casefold() for g in pn.split("=")) if k}
 
 
 def literal_prefix(pattern: str) -> str:

@@ -107,6 +107,21 @@ def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
         proc.stop()
 
 
+def mappings_with_orc18_station(folder: Path) -> Path:
+    """The shipped mappings, with ORM^O01 taking the station AE title from ORC-18."""
+    import shutil
+
+    target = folder / "mappings"
+    shutil.copytree(ROOT / "mappings", target)
+    orders = target / "orders.yaml"
+    text = orders.read_text()
+    anchor = "        ScheduledProcedureStepID: OBR-20\n"
+    assert anchor in text
+    orders.write_text(text.replace(
+        anchor, anchor + '        ScheduledStationAETitle: "ORC-18[*].1"\n', 1))
+    return target
+
+
 def make_settings(folder: Path, **mllp: Any) -> Settings:
     settings = Settings()
     settings.database.path = str(folder / "broker.sqlite")

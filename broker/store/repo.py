@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.model import Attrs, PatientKey, StepStatus
-from broker.worklist import name_key
+from broker.worklist import name_keys
 
 
 def _dump(attrs: Attrs) -> str:
@@ -90,22 +90,33 @@ class Repo:
     def insert_patient(self, key: PatientKey, attrs: Attrs) -> int | None:
         """The new row's id, or None when the patient already exists (nothing written)."""
         row = self.conn.execute(
-            "INSERT INTO patients (patient_id, issuer, name, name_key, birth_date, sex, attrs,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO patients (patient_id, issuer, name, birth_date, sex, attrs,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (patient_id, issuer) DO NOTHING RETURNING id",
             (key.patient_id, key.issuer, _text(attrs, "PatientName"),
-             name_key(_text(attrs, "PatientName")),
              _text(attrs, "PatientBirthDate"), _text(attrs, "PatientSex"), _dump(attrs),
              self.now, self.now)).fetchone()
-        return int(row[0]) if row else None
+        if row is None:
+            return None
+        self._set_names(int(row[0]), _text(attrs, "PatientName"))
+        return int(row[0])
+
+    def _set_names(self, pk: int, name: str, replace: bool = False) -> None:
+        if replace:
+            self.conn.execute("DELETE FROM patient_names WHERE patient_fk = ?", (pk,))
+        keys = name_keys(name)
+        if keys:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO patient_names (name_key, patient_fk) VALUES (?, ?)",
+                [(k, pk) for k in keys])
 
     def update_patient(self, pk: int, attrs: Attrs, key: PatientKey | None = None) -> None:
         self.conn.execute(
-            "UPDATE patients SET name = ?, name_key = ?, birth_date = ?, sex = ?, attrs = ?,"
+            "UPDATE patients SET name = ?, birth_date = ?, sex = ?, attrs = ?,"
             " updated_at = ? WHERE id = ?",
-            (_text(attrs, "PatientName"), name_key(_text(attrs, "PatientName")),
-             _text(attrs, "PatientBirthDate"),
+            (_text(attrs, "PatientName"), _text(attrs, "PatientBirthDate"),
              _text(attrs, "PatientSex"), _dump(attrs), self.now, pk))
+        self._set_names(pk, _text(attrs, "PatientName"), replace=True)
         if key is not None:
             self.conn.execute("UPDATE patients SET patient_id = ?, issuer = ? WHERE id = ?",
                               (key.patient_id, key.issuer, pk))

@@ -10,7 +10,6 @@ MIGRATIONS: list[str] = [
         patient_id TEXT NOT NULL,
         issuer TEXT NOT NULL DEFAULT '',
         name TEXT NOT NULL DEFAULT '',
-        name_key TEXT NOT NULL DEFAULT '',
         birth_date TEXT NOT NULL DEFAULT '',
         sex TEXT NOT NULL DEFAULT '',
         attrs TEXT NOT NULL DEFAULT '{}',
@@ -19,7 +18,13 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL,
         UNIQUE (patient_id, issuer)
     );
-    CREATE INDEX patients_name_key ON patients(name_key);
+
+    CREATE TABLE patient_names (
+        name_key TEXT NOT NULL,
+        patient_fk INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+        PRIMARY KEY (name_key, patient_fk)
+    ) WITHOUT ROWID;
+    CREATE INDEX patient_names_patient ON patient_names(patient_fk);
 
     CREATE TABLE procedures (
         id INTEGER PRIMARY KEY,

@@ -95,7 +95,7 @@ def build_sql(query: WorklistQuery) -> tuple[str, list[Any]]:
         start_column = "ss.start_dt"
         where.append("ss.station_aet = ?")
         params.append(station.value)
-    elif station is not None:
+    elif station is not None and station.value.strip("*"):  # '**' also matches "no station"
         where.append("EXISTS (SELECT 1 FROM step_stations x WHERE x.step_fk = s.id"
                      " AND x.station_aet GLOB ?)")
         params.append(glob_pattern(station.value))
@@ -130,8 +130,9 @@ def _condition(match: Match, column: str, where: list[str], params: list[Any]) -
     if match.keyword in PN_KEYS and match.kind in ("single", "wildcard", "name"):
         if match.keyword == "PatientName" and "=" not in match.value:
             prefix = literal_prefix(match.value.split("^")[0]).strip().casefold()
-            if prefix and "^" not in prefix:
-                where.append("pt.name_key >= ? AND pt.name_key < ?")
+            if prefix:  # any group's family name starts so: the index narrows the search
+                where.append("pt.id IN (SELECT patient_fk FROM patient_names"
+                             " WHERE name_key >= ? AND name_key < ?)")
                 params += [prefix, prefix + "\U0010ffff"]
         where.append(f"pn_match({column}, ?)")
         params.append(match.value)
