@@ -80,4 +80,5 @@ def _dicom_server(settings: Settings) -> DicomServer:
         callers={c.ae_title: CallingAeOptions(c.station_key, c.charset) for c in d.calling_aes})
     return DicomServer(settings.database.path, ae_title=d.ae_title, host=d.host, port=d.port,
                        max_associations=d.max_associations,
-                       calling_aes=d.allowed_calling_aes or None, options=options)
+                       calling_aes=d.allowed_calling_aes or None, options=options,
+                       fast_path=d.fast_path)

@@ -18,7 +18,6 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
-from broker.dicom.dataset import to_dataset
 from broker.model import Attrs
 from broker.store.worklist_query import MATCHABLE, STATION, WorklistRow
 from broker.worklist import Match, WorklistQuery
@@ -161,22 +160,24 @@ def _range(keyword: str, vr: str, value: str) -> Match:
 
 # -- responses ------------------------------------------------------------------------------
 
-def build_response(row: WorklistRow, keys: list[ReturnKey], charset: str,
-                   encode_name: Callable[[str], str] | None = None) -> Dataset:
-    """Exactly the requested keys (plus Specific Character Set); unknown ones empty."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = charset
+#: one response element: (tag, VR, value); a sequence's value is a list of items (node lists)
+Node = tuple[int, str, Any]
+
+
+def response_nodes(row: WorklistRow, keys: list[ReturnKey],
+                   encode_name: Callable[[str], str] | None = None) -> list[Node]:
+    """Exactly the requested keys (unknown ones empty), sorted by tag, without the charset."""
     top = (row.patient, row.procedure, row.step)
+    nodes: list[Node] = []
     for key in keys:
         if key.keyword == SPS_SEQUENCE:
-            item = Dataset()
-            _fill(item, key.items or [], (row.step,), encode_name)
-            if not key.items:
-                _all(item, row.step, encode_name)
-            ds.add(DataElement(key.tag, "SQ", Sequence([item])))
+            item = _nodes(key.items or [], (row.step,), encode_name) if key.items else \
+                _all_nodes(row.step, encode_name)
+            nodes.append((int(key.tag), "SQ", [item]))
         else:
-            _fill(ds, [key], top, encode_name)
-    return ds
+            nodes.extend(_nodes([key], top, encode_name))
+    nodes.sort(key=lambda n: n[0])
+    return nodes
 
 
 def _lookup(keyword: str, sources: tuple[Attrs, ...]) -> Any:
@@ -186,52 +187,83 @@ def _lookup(keyword: str, sources: tuple[Attrs, ...]) -> Any:
     return None
 
 
-def _fill(ds: Dataset, keys: list[ReturnKey], sources: tuple[Attrs, ...],
-          encode_name: Callable[[str], str] | None) -> None:
+def _nodes(keys: list[ReturnKey], sources: tuple[Attrs, ...],
+           encode_name: Callable[[str], str] | None) -> list[Node]:
+    out: list[Node] = []
     for key in keys:
         value = _lookup(key.keyword, sources) if key.keyword else None
         if key.vr == "SQ":
-            items = []
-            for stored in value if isinstance(value, list) else []:
-                item = Dataset()
-                if key.items:
-                    _fill(item, key.items, (stored,), encode_name)
-                else:
-                    _all(item, stored, encode_name)
-                items.append(item)
-            ds.add(DataElement(key.tag, "SQ", Sequence(items)))
-            continue
-        ds.add(_element(key.tag, key.vr, value, encode_name))
+            items = [(_nodes(key.items, (stored,), encode_name) if key.items
+                      else _all_nodes(stored, encode_name))
+                     for stored in (value if isinstance(value, list) else [])
+                     if isinstance(stored, dict)]
+            out.append((int(key.tag), "SQ", items))
+        else:
+            out.append(_node(int(key.tag), key.vr, value, encode_name))
+    out.sort(key=lambda n: n[0])
+    return out
 
 
-def _all(item: Dataset, stored: Attrs, encode_name: Callable[[str], str] | None) -> None:
+def _all_nodes(stored: Attrs, encode_name: Callable[[str], str] | None) -> list[Node]:
+    out: list[Node] = []
     for keyword, value in stored.items():
         tag = keyword_dict.get(keyword)
         if tag is None or (keyword == "ScheduledStationAETitle" and not value):
             continue
         vr = dictionary_VR(tag)
         if vr == "SQ":
-            item.add(DataElement(tag, "SQ", Sequence(
-                [to_dataset(v) for v in value if isinstance(v, dict)])))
+            out.append((int(tag), "SQ", [_all_nodes(v, encode_name) for v in value
+                                         if isinstance(v, dict)]))
         else:
-            item.add(_element(Tag(tag), vr, value, encode_name))
+            out.append(_node(int(tag), vr, value, encode_name))
+    out.sort(key=lambda n: n[0])
+    return out
 
 
-def _element(tag: BaseTag, vr: str, value: Any,
-             encode_name: Callable[[str], str] | None) -> DataElement:
+def _node(tag: int, vr: str, value: Any, encode_name: Callable[[str], str] | None) -> Node:
     if value is None or value == "" or value == []:
-        return DataElement(tag, vr, None)
+        return (tag, vr, None)
     if vr == "PN" and encode_name is not None:
         value = encode_name(str(value)) if not isinstance(value, list) else [
             encode_name(str(v)) for v in value]
-    if vr in ("US", "SS", "UL", "SL"):
+    if vr in BINARY_INTEGERS:
         try:
-            return DataElement(tag, vr, int(value))
+            return (tag, vr, int(value))
         except (TypeError, ValueError):
-            return DataElement(tag, vr, None)
+            return (tag, vr, None)
     if isinstance(value, list):
-        return DataElement(tag, vr, [str(v) for v in value])
-    return DataElement(tag, vr, str(value))
+        return (tag, vr, [str(v) for v in value])
+    return (tag, vr, str(value))
+
+
+BINARY_INTEGERS = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i"}
+
+
+def to_pydicom(nodes: list[Node], charset: str) -> Dataset:
+    """The response as a pydicom Dataset (what the fast encoder's bytes must decode to)."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = charset
+    _add(ds, nodes)
+    return ds
+
+
+def _add(ds: Dataset, nodes: list[Node]) -> None:
+    for tag, vr, value in nodes:
+        if vr == "SQ":
+            items = []
+            for item_nodes in value:
+                item = Dataset()
+                _add(item, item_nodes)
+                items.append(item)
+            ds.add(DataElement(tag, "SQ", Sequence(items)))
+        else:
+            ds.add(DataElement(tag, vr, value))
+
+
+def build_response(row: WorklistRow, keys: list[ReturnKey], charset: str,
+                   encode_name: Callable[[str], str] | None = None) -> Dataset:
+    """Exactly the requested keys (plus Specific Character Set); unknown ones empty."""
+    return to_pydicom(response_nodes(row, keys, encode_name), charset)
 
 
 def keyword_of(tag: BaseTag) -> str:

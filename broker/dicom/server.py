@@ -13,10 +13,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -25,7 +27,15 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from broker.dicom.mwl import ParsedQuery, QueryError, build_response, parse_identifier
+from broker.dicom import fastpath
+from broker.dicom.encoder import encode
+from broker.dicom.mwl import (
+    ParsedQuery,
+    QueryError,
+    parse_identifier,
+    response_nodes,
+    to_pydicom,
+)
 from broker.logs import event
 from broker.store.worklist_query import open_reader, search
 
@@ -74,10 +84,11 @@ def latin1_name(pn: str) -> str:
 class DicomServer:
     def __init__(self, db_path: str | Path, *, ae_title: str, host: str, port: int,
                  max_associations: int = 64, calling_aes: list[str] | None = None,
-                 options: WorklistOptions | None = None) -> None:
+                 options: WorklistOptions | None = None, fast_path: bool = True) -> None:
         self.db_path = Path(db_path)
         self.ae_title, self.host, self.port = ae_title, host, port
         self.options = options or WorklistOptions()
+        self.fast = fastpath.apply() if fast_path else False
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.require_called_aet = True
@@ -158,6 +169,10 @@ class DicomServer:
             parsed.query.include_hidden = True
         status = 0xFF01 if parsed.unsupported else 0xFF00
         encode_name = latin1_name if options.charset == "ISO_IR 100" else None
+        syntax = ev.context.transfer_syntax
+        implicit = syntax == ImplicitVRLittleEndian
+        pre_encode = self.fast and (implicit or syntax == ExplicitVRLittleEndian)
+        charset = options.charset
         try:
             for row in search(self._reader(), parsed.query):
                 if ev.is_cancelled:
@@ -165,7 +180,13 @@ class DicomServer:
                     yield 0xFE00, None
                     return
                 matches += 1
-                yield status, build_response(row, parsed.keys, options.charset, encode_name)
+                nodes = response_nodes(row, parsed.keys, encode_name)
+                if pre_encode:
+                    yield status, fastpath.PreEncoded(
+                        encode(nodes, charset, implicit), implicit,
+                        partial(to_pydicom, nodes, charset))
+                else:
+                    yield status, to_pydicom(nodes, charset)
         except sqlite3.Error as exc:
             event(log, "mwl_query_failed", logging.ERROR, calling_ae=calling, error=str(exc))
             yield _failure(0xC001, f"worklist store unavailable: {exc}"), None

@@ -1,0 +1,72 @@
+"""The worklist response encoder and the fast C-FIND response command produce exactly the
+bytes pydicom/pynetdicom would."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import pytest
+from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import decode
+from pynetdicom.dsutils import encode as pydicom_encode
+
+from broker.dicom.client import build_query, query_keys
+from broker.dicom.encoder import encode
+from broker.dicom.fastpath import find_response_command
+from broker.dicom.mwl import parse_identifier, response_nodes, to_pydicom
+from broker.dicom.server import latin1_name
+from broker.store.worklist_query import WorklistRow
+
+ROW = WorklistRow(
+    {"PatientID": "P1", "IssuerOfPatientID": "HOSP", "PatientName": "WANG^XIAOMING=王^小明",
+     "PatientBirthDate": "19700101", "PregnancyStatus": "3", "MedicalAlerts": ["A", "B C"],
+     "PatientWeight": "65.5"},
+    {"StudyInstanceUID": "1.2.840.5", "AccessionNumber": "ACC1",
+     "RequestedProcedureCodeSequence": [
+         {"CodeValue": "P1", "CodingSchemeDesignator": "L", "CodeMeaning": "Proc één"}]},
+    {"ScheduledProcedureStepID": "S1", "Modality": "CT", "ScheduledStationAETitle": ["CT01", "CT2"],
+     "ScheduledProcedureStepStartDate": "20261122", "ScheduledProcedureStepStartTime": "0800",
+     "ScheduledProcedureStepStatus": "SCHEDULED",
+     "ScheduledProtocolCodeSequence": [{"CodeValue": "X", "CodingSchemeDesignator": "L"}]})
+EXTRA = ["PregnancyStatus=", "MedicalAlerts=", "PatientWeight=", "ReferencedStudySequence=",
+         "RequestedProcedureCodeSequence=", "ScheduledProtocolCodeSequence=",
+         "AdmissionID=", "ScheduledStationName="]
+
+
+@pytest.mark.parametrize("charset", ["ISO_IR 192", "GB18030", "ISO_IR 100"])
+@pytest.mark.parametrize("implicit", [True, False])
+def test_bytes_equal_pydicom_encoding(charset: str, implicit: bool) -> None:
+    keys = parse_identifier(build_query(query_keys(EXTRA))).keys
+    name = latin1_name if charset == "ISO_IR 100" else None
+    nodes = response_nodes(ROW, keys, name)
+    ours = encode(nodes, charset, implicit)
+    theirs = pydicom_encode(to_pydicom(nodes, charset), implicit, True)
+    assert ours == theirs
+    back = decode(BytesIO(ours), implicit, True)
+    assert back.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == ["CT01", "CT2"]
+    assert back.PregnancyStatus == 3
+
+
+def test_sequence_returned_whole_when_its_query_item_is_empty() -> None:
+    keys = parse_identifier(build_query(query_keys(["RequestedProcedureCodeSequence="]))).keys
+    ds = decode(BytesIO(encode(response_nodes(ROW, keys), "ISO_IR 192", True)), True, True)
+    item = ds.RequestedProcedureCodeSequence[0]
+    assert (item.CodeValue, item.CodeMeaning) == ("P1", "Proc één")
+
+
+@pytest.mark.parametrize("status,has_dataset", [(0xFF00, True), (0xFF01, True),
+                                                (0x0000, False), (0xFE00, False)])
+def test_fast_response_command_equals_pynetdicom(status: int, has_dataset: bool) -> None:
+    from pynetdicom.dimse_messages import C_FIND_RSP
+
+    primitive = C_FIND()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.31"
+    primitive.Status = status
+    if has_dataset:
+        primitive.Identifier = BytesIO(b"\x08\x00\x05\x00\x00\x00\x00\x00")
+    message = C_FIND_RSP()
+    message.primitive_to_message(primitive)
+    command = message.command_set
+    expected = pydicom_encode(command, True, True)
+    assert find_response_command("1.2.840.10008.5.1.4.31", 7, status, has_dataset) == expected
