@@ -182,3 +182,32 @@ def test_cancel_stops_the_search(tmp_path: Path) -> None:
         assert 5 <= len(result.matches) < 300
     finally:
         proc.stop()
+
+
+def test_concurrent_associations_get_every_match(fed_broker: BrokerProcess) -> None:
+    """16 associations querying at once: no response lost, none refused (the fast path's
+    hand-back of responses that pynetdicom's requestor reactor takes by mistake)."""
+    import threading
+
+    failures: list[str] = []
+    counts: list[int] = []
+    query = build_query(query_keys(station="CT01", date=DAY))
+
+    def run(k: int) -> None:
+        try:
+            with client(fed_broker, f"LOAD{k:02d}") as c:
+                for _ in range(15):
+                    result = c.find(query)
+                    counts.append(len(result.matches))
+                    if result.status != 0 or len(result.matches) != 3:
+                        failures.append(f"{k}: {result.status:#06x} {len(result.matches)}")
+        except Exception as exc:
+            failures.append(f"{k}: {exc!r}")
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures
+    assert len(counts) == 16 * 15
