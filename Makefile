@@ -27,13 +27,15 @@ typecheck: $(STAMP)
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/mwl-broker check-mappings
 	$(BIN)/python -m pytest -q
-	$(BIN)/python benchmarks/hl7_ingest.py --quick
+	$(MAKE) bench-quick
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py
+	$(BIN)/python benchmarks/mwl_query.py
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py --quick
+	$(BIN)/python benchmarks/mwl_query.py --quick
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
