@@ -47,37 +47,30 @@ def _parse_dtm(text: str) -> re.Match[str]:
     return m
 
 
-def to_date(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
-    out = []
-    for text in items:
-        if not text:
-            out.append("")
-            continue
-        m = _parse_dtm(text)
-        out.append(m[1] + (m[2] or "01") + (m[3] or "01"))
-    return out
+def per_value(convert: Callable[[str], str]) -> Fn:
+    """A text transform applying ``convert`` to every non-empty value."""
+    def transform(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
+        return [convert(str(text)) if text else "" for text in items]
+    return transform
 
 
-def to_time(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
-    out = []
-    for text in items:
-        if not text:
-            out.append("")
-            continue
-        m = _parse_dtm(text)
-        out.append((m[4] or "") + (m[5] or "") + (m[6] or "") if m[4] else "")
-    return out
+def _date(text: str) -> str:
+    m = _parse_dtm(text)
+    return m[1] + (m[2] or "01") + (m[3] or "01")
 
 
-def to_datetime(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
-    out = []
-    for text in items:
-        if not text:
-            out.append("")
-            continue
-        m = _parse_dtm(text)
-        out.append("".join(x or "" for x in m.groups()))
-    return out
+def _time(text: str) -> str:
+    m = _parse_dtm(text)
+    return (m[4] or "") + (m[5] or "") + (m[6] or "") if m[4] else ""
+
+
+def _datetime(text: str) -> str:
+    return "".join(x or "" for x in _parse_dtm(text).groups())
+
+
+to_date = per_value(_date)
+to_time = per_value(_time)
+to_datetime = per_value(_datetime)
 
 
 def _components(ctx: TransformContext, raw: str) -> list[str]:
@@ -180,14 +173,11 @@ def uid(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
     return items
 
 
-def number(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
-    out = []
-    for text in items:
-        if not text:
-            out.append("")
-            continue
-        out.append(decimal_string(Decimal(1), str(text)))
-    return out
+def _number(text: str) -> str:
+    return decimal_string(Decimal(1), text)
+
+
+number = per_value(_number)
 
 
 def decimal_string(factor: Decimal, text: str) -> str:
