@@ -61,7 +61,8 @@ class Broker:
         stop_requested = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_requested.set)
-        loop.add_signal_handler(signal.SIGHUP, self.mappings.reload)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: loop.run_in_executor(None, self.mappings.reload))
         await self.start()
         try:
             await stop_requested.wait()

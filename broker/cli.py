@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from functools import partial
@@ -193,27 +194,41 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def cmd_import_worklist(args: argparse.Namespace) -> int:
-    from broker.dicom.importer import ImportError_, read_worklist_file, worklist_files
-    from broker.store.writer import Writer
+    from broker.dicom.importer import (
+        Imported,
+        ImportError_,
+        group_by_study,
+        read_worklist_file,
+        worklist_files,
+    )
+    from broker.model import DomainError
+    from broker.store.writer import StoreError, Writer
 
     settings = _settings(args)
     db = settings.database
+    items: list[Imported] = []
+    failed = 0
+    for path in worklist_files(Path(args.directory)):
+        try:
+            items.append(read_worklist_file(path))
+        except (ImportError_, ValueError) as exc:
+            failed += 1
+            print(f"skipped {exc}", file=sys.stderr)
     writer = Writer(db.path, synchronous=db.synchronous, busy_timeout_ms=db.busy_timeout_ms,
                     max_batch=db.max_batch)
     writer.start()
-    imported = failed = 0
+    imported = 0
     try:
-        for path in worklist_files(Path(args.directory)):
+        for paths, order in group_by_study(items):
             try:
-                item = read_worklist_file(path)
-                writer.run_sync(partial(_apply_in, order=item.order))
-            except (ImportError_, ValueError) as exc:
-                failed += 1
-                print(f"skipped {exc}", file=sys.stderr)
+                writer.run_sync(partial(_apply_in, order=order))
+            except (StoreError, DomainError, sqlite3.Error) as exc:
+                failed += len(paths)
+                print(f"skipped {', '.join(map(str, paths))}: {exc}", file=sys.stderr)
                 continue
-            imported += 1
+            imported += len(paths)
             if args.verbose:
-                print(f"imported {path}")
+                print("imported " + ", ".join(map(str, paths)))
     finally:
         writer.stop()
     print(f"{imported} worklist item(s) imported into {db.path}, {failed} skipped")

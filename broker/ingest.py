@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import time
@@ -77,7 +78,7 @@ class Ingestor:
             message = _parse_for_ack(raw)
         except ParseError as exc:
             rejection = Hl7Reject("AR", Hl7Error(exc.code, exc.reason, exc.location))
-            message = None
+            message = _parse_for_ack(raw)  # the MSH alone may still say whom to answer
         except Hl7Reject as exc:
             rejection = exc
         except Exception as exc:
@@ -86,15 +87,15 @@ class Ingestor:
         record = MessageRecord(
             received_at=received, peer=peer, sender_application=app, sender_facility=fac,
             control_id=control_id, message_type=message.message_type if message else "",
-            charset=codec, outcome="", error="", ack="", raw=raw)
+            charset=codec, outcome="", error="", ack="", raw=raw,
+            content_hash=content_hash(raw))
         _describe(record, events)
         try:
             try:
                 code, ack_text, duplicate = await self.writer.run(
                     lambda conn: self._store(conn, record, message, events, rejection))
-            except DomainError as exc:  # nothing was applied: log the message as rejected
-                rejection = Hl7Reject("AE", Hl7Error(DOMAIN_CODES.get(exc.kind, 207), exc.reason,
-                                                     _origin_of(events, exc.keyword)))
+            except Exception as exc:  # nothing was applied: log the message as rejected
+                rejection = self._rejection_for(exc, events, control_id, peer)
                 code, ack_text, duplicate = await self.writer.run(
                     lambda conn: self._store(conn, record, message, [], rejection))
         except StoreError as exc:
@@ -111,6 +112,21 @@ class Ingestor:
             event(log, "hl7_rejected_raw", logging.WARNING, control_id=control_id,
                   raw=raw[:4096].decode("latin-1"))
         return Outcome(code, ack, control_id, duplicate)
+
+    @staticmethod
+    def _rejection_for(exc: Exception, events: list[Event], control_id: str,
+                       peer: str) -> Hl7Reject:
+        """The AE for a message whose effects could not be stored (it changes nothing)."""
+        if isinstance(exc, DomainError):
+            return Hl7Reject("AE", Hl7Error(DOMAIN_CODES.get(exc.kind, 207), exc.reason,
+                                            _origin_of(events, exc.keyword)))
+        if isinstance(exc, sqlite3.IntegrityError):
+            return Hl7Reject("AE", Hl7Error(205, f"the message contradicts stored data: {exc}"))
+        if isinstance(exc, StoreError):
+            raise exc
+        log.exception("store_job_failed", extra={"fields": {"control_id": control_id,
+                                                            "peer": peer}})
+        return Hl7Reject("AE", Hl7Error(207, f"internal error while storing: {exc}"))
 
     def _check_header(self, message: Message) -> None:
         version = message.version
@@ -138,10 +154,16 @@ class Ingestor:
         if rejection is None and record.control_id:
             accepted = repo.accepted_message(record.sender_application, record.sender_facility,
                                              record.control_id)
-            if accepted is not None:
+            if accepted is not None and accepted[2] == record.content_hash:
                 record.outcome, record.ack, record.duplicate_of = "AA", accepted[1], accepted[0]
                 repo.log_message(record)
                 return "AA", accepted[1], True
+            if accepted is not None:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(accepted[3]))
+                rejection = Hl7Reject("AE", Hl7Error(
+                    205, f"control ID {record.control_id!r} of {record.sender_application} was "
+                    f"accepted on {when} for a different message; send a new control ID",
+                    "MSH-10"))
         if rejection is None:
             for ev in events:
                 apply(repo, ev)
@@ -162,6 +184,20 @@ class Ingestor:
             100, f"frame exceeds the limit of {self.mllp.max_frame_bytes} bytes "
             f"(at least {size} received); connection closed"),))
         return text.encode("ascii", errors="replace")
+
+
+def content_hash(raw: bytes) -> str:
+    """A digest of the message that ignores MSH-7 (a resend may carry a new time stamp) and
+    the kind of line ends, to tell a resend from a new message reusing a control ID."""
+    text = raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").strip(b"\r")
+    end = text.find(b"\r")
+    header, rest = (text, b"") if end < 0 else (text[:end], text[end:])
+    if header.startswith(b"MSH") and len(header) > 3:
+        fields = header.split(header[3:4])
+        if len(fields) > 6:
+            fields[6] = b""
+        header = header[3:4].join(fields)
+    return hashlib.blake2b(header + rest, digest_size=16).hexdigest()
 
 
 def _parse_for_ack(raw: bytes) -> Message | None:

@@ -105,6 +105,23 @@ def read_worklist_file(path: Path) -> Imported:
     return Imported(path, order)
 
 
+def group_by_study(items: list[Imported]) -> list[tuple[list[Path], OrderChange]]:
+    """One order per requested procedure: wlmscpfs and Orthanc keep one file per scheduled
+    step, so files that share a Study Instance UID are the steps of one procedure."""
+    groups: dict[str, tuple[list[Path], OrderChange]] = {}
+    for item in items:
+        uid = item.order.procedure.study_uid
+        if uid in groups:
+            paths, order = groups[uid]
+            paths.append(item.path)
+            known = {s.sps_id for s in order.procedure.steps}
+            order.procedure.steps.extend(s for s in item.order.procedure.steps
+                                         if s.sps_id not in known)
+        else:
+            groups[uid] = ([item.path], item.order)
+    return list(groups.values())
+
+
 def worklist_files(folder: Path) -> Iterator[Path]:
     """``*.wl`` files below the folder (DCMTK and Orthanc worklist folders)."""
     yield from sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".wl")

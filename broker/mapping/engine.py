@@ -197,11 +197,40 @@ def _order_events(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet) -> l
         _study_uid(ev, mm, proc, message)
         same = next((e for e in events if e.procedure.study_uid == proc.study_uid), None)
         if same is not None and (same.action, same.status) == (rule.action, rule.status):
-            same.procedure.steps.extend(proc.steps)  # one requested procedure, several steps
+            _merge_group(ev, same.procedure, proc)  # one requested procedure, several steps
             continue
         events.append(OrderChange(patient, proc, rule.action, rule.status, control,
                                   mm.absent_steps, dict(ev.origin)))
+    for order in events:
+        _check_step_ids(ev, order.procedure)
     return list(events)
+
+
+def _merge_group(ev: _Evaluator, into: Procedure, group: Procedure) -> None:
+    """A further order group of the same Study Instance UID adds its steps; it may not
+    contradict what the first group says of the requested procedure."""
+    for keyword, value in group.attrs.items():
+        if keyword in into.attrs and into.attrs[keyword] != value:
+            raise reject("AE", 205, f"two order groups share Study Instance UID "
+                         f"{into.study_uid} but differ in {keyword} ({into.attrs[keyword]!r} / "
+                         f"{value!r})", ev.origin.get(keyword, ""))
+    into.attrs.update({k: v for k, v in group.attrs.items() if k not in into.attrs})
+    into.steps.extend(group.steps)
+
+
+def _check_step_ids(ev: _Evaluator, procedure: Procedure) -> None:
+    """Number the steps that have no SPS ID (1, 2 … within the procedure); refuse two
+    steps with the same SPS ID."""
+    seen: set[str] = set()
+    for index, step in enumerate(procedure.steps, start=1):
+        if not step.attrs.get("ScheduledProcedureStepID"):
+            step.attrs["ScheduledProcedureStepID"] = str(index)
+        sps_id = step.sps_id
+        if sps_id in seen:
+            where = ev.origin.get("ScheduledProcedureStepID", "")
+            raise reject("AE", 205, f"requested procedure {procedure.study_uid} has two "
+                         f"scheduled steps with SPS ID {sps_id!r}", where)
+        seen.add(sps_id)
 
 
 def _steps(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet, group: Scope,
@@ -213,10 +242,9 @@ def _steps(ev: _Evaluator, mm: MessageMapping, mappings: MappingSet, group: Scop
     else:
         return []
     steps = []
-    for index, seg in enumerate(segments, start=1):
+    for seg in segments:
         scopes: Scopes = [Scope([seg]), group, header]
         attrs = ev.block(mm.steps, scopes)
-        attrs.setdefault("ScheduledProcedureStepID", str(index))
         if not attrs.get("ScheduledStationAETitle"):
             _apply_station_rules(ev, mappings.station_rules, attrs, proc, patient, scopes)
         steps.append(Step(attrs))

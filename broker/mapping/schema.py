@@ -316,6 +316,11 @@ class _Builder:
         unit = None
         if "unit" in spec:
             unit = self._unit(file, spec.lines["unit"], keyword, spec["unit"])
+        for option in ("value", "default"):
+            if option in spec and not _plain(spec[option]):
+                self.error(file, spec.lines.get(option, line),
+                           f"{keyword}: {option} must be text or a number (quote dates and "
+                           f"times: '20240101'), or a list of them")
         scope = spec.get("scope", "any")
         if scope not in ("any", "group"):
             self.error(file, spec.lines.get("scope", line), f"{keyword}: scope is any or group")
@@ -466,6 +471,13 @@ class _Builder:
         settings = {k: [str(x) for x in v] if isinstance(v, list) else str(v)
                     for k, v in rule["set"].items()}
         self.station_rules.append(StationRule(tuple(conditions), settings, f"{file}:{rule.line}"))
+
+
+def _plain(value: Any) -> bool:
+    """Text, a number, or a list of them (YAML would turn 2024-01-01 into a date)."""
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
 def load_mappings(directory: str | FsPath) -> MappingSet:

@@ -90,6 +90,7 @@ MIGRATIONS: list[str] = [
         ack TEXT NOT NULL DEFAULT '',
         patient_id TEXT NOT NULL DEFAULT '',
         accession TEXT NOT NULL DEFAULT '',
+        content_hash TEXT NOT NULL DEFAULT '',
         raw BLOB NOT NULL
     );
     CREATE INDEX message_log_received ON message_log(received_at);

@@ -159,6 +159,13 @@ def search(conn: sqlite3.Connection, query: WorklistQuery) -> Iterator[WorklistR
     """Matching steps, earliest start first, read lazily (a C-CANCEL stops the reading)."""
     sql, params = build_sql(query)
     cursor = conn.execute(sql, params)
+    try:
+        yield from _rows(cursor)
+    finally:
+        cursor.close()  # also when the caller stops early (C-CANCEL): release the snapshot
+
+
+def _rows(cursor: sqlite3.Cursor) -> Iterator[WorklistRow]:
     while rows := cursor.fetchmany(64):
         for patient_id, issuer, patient, uid, procedure, status, step in rows:
             patient_attrs = json.loads(patient)

@@ -61,6 +61,7 @@ class Writer:
         self._startup_error: BaseException | None = None
         self.commits = 0
         self.jobs = 0
+        self._alive = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -77,12 +78,16 @@ class Writer:
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in the writer's transaction; returns after it is committed."""
+        if not self._alive:
+            raise StoreError("the store writer is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put(_Job(work, future))
         return await future
 
     def run_sync(self, work: Callable[[sqlite3.Connection], T], timeout: float | None = None) -> T:
         """The same from a thread that is not the event loop (e.g. a DICOM association)."""
+        if not self._alive:
+            raise StoreError("the store writer is not running")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._queue.put(_Job(work, future))
         return future.result(timeout)
@@ -96,7 +101,29 @@ class Writer:
             self._startup_error = exc
             self._ready.set()
             return
+        self._alive = True
         self._ready.set()
+        try:
+            self._serve(conn)
+        finally:
+            self._alive = False
+            conn.close()
+            self._fail_waiting("the store writer stopped")
+            event(log, "writer_stopped", commits=self.commits, jobs=self.jobs,
+                  mean_batch=round(self.jobs / self.commits, 2) if self.commits else 0)
+
+    def _fail_waiting(self, reason: str) -> None:
+        """Answer every job still queued, so that no caller waits for ever."""
+        failure = StoreError(reason)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Job):
+                _deliver([(item, None, failure)])
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
         try:
             while True:
                 first = self._next_job()
@@ -116,10 +143,9 @@ class Writer:
                 self._commit_batch(conn, batch)
                 if stop:
                     break
-        finally:
-            conn.close()
-            event(log, "writer_stopped", commits=self.commits, jobs=self.jobs,
-                  mean_batch=round(self.jobs / self.commits, 2) if self.commits else 0)
+        except BaseException as exc:
+            event(log, "writer_failed", logging.CRITICAL, error=repr(exc))
+            raise
 
     def _next_job(self) -> Any:
         """The next job; polls (yielding the GIL) for a moment before sleeping, because
@@ -159,8 +185,9 @@ class Writer:
 
     @staticmethod
     def _fail_or_deliver(batch: list[_Job], exc: Exception) -> None:
-        """A job's own error goes to its caller; a database failure to every caller."""
-        if isinstance(exc, sqlite3.Error):
+        """A job's own error (including a constraint it broke) goes to its caller; a database
+        failure becomes a StoreError for every caller."""
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
             event(log, "commit_failed", logging.ERROR, error=str(exc), jobs=len(batch))
             failure: Exception = StoreError(f"database commit failed: {exc}")
         else:

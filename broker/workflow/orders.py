@@ -134,7 +134,8 @@ def _upsert_order(repo: Repo, event: OrderChange, row: ProcedureRow | None = Non
         if current is None:
             repo.insert_step(row.id, new_step.attrs, event.status)
         else:
-            status = current.status if current.status in PERFORMED else event.status
+            keep = current.status in PERFORMED or current.status in FINAL
+            status = current.status if keep else event.status
             repo.update_step(current.id, new_step.attrs, status)
     for left_out in existing.values():
         if left_out.status in PERFORMED or left_out.status in FINAL:

@@ -108,11 +108,24 @@ async def test_change_of_patient_id_everywhere_and_conflict(broker: Broker) -> N
 async def test_duplicate_control_id_is_answered_from_the_log_not_applied(broker: Broker) -> None:
     db = Db(broker.writer.path)
     first = await send(broker.mllp.bound_port, order(1).encode())
-    changed = order(1, modality="MR")  # same sender and MSH-10, different content
-    again = await send(broker.mllp.bound_port, changed.encode())
+    # a resend: same sender, MSH-10 and content; only MSH-7 (time stamp) and line ends differ
+    resend = order(1).text().replace("20261122093000", "20261122093105", 1)
+    again = await send(broker.mllp.bound_port, resend.replace("\r", "\r\n").encode())
     assert again == first
-    assert [s["_modality"] for s in db.steps(UID).values()] == ["CT"]
     assert [(r[1], r[2] is not None) for r in db.log()] == [("AA", False), ("AA", True)]
+
+
+async def test_reused_control_id_with_other_content_is_refused(broker: Broker) -> None:
+    """Answering the stored ACK here would acknowledge a message that is never applied."""
+    db = Db(broker.writer.path)
+    assert await post(broker, order(1).encode()) == ["AA"]
+    before = db.domain_snapshot()
+    changed = order(1, modality="MR")  # same sender and MSH-10, different content
+    ack = (await send(broker.mllp.bound_port, changed.encode()))[0]
+    assert msa(ack)[1] == "AE"
+    assert err(ack)[2] == "MSH^1^10" and err(ack)[3].startswith("205^")
+    assert "different message" in ack
+    assert db.domain_snapshot() == before
 
 
 async def test_same_control_id_from_another_sender_is_a_new_message(broker: Broker) -> None:

@@ -301,8 +301,9 @@ def text(alphabet: str = ID_CHARS, max_size: int = 3) -> st.SearchStrategy[str]:
 @st.composite
 def person_names(draw: st.DrawFn) -> str:
     """A PN: 1-3 components, sometimes with an ideographic (and phonetic) group."""
-    def group(alphabet: str) -> str:
-        comps = draw(st.lists(st.text(alphabet=alphabet, max_size=3), min_size=1, max_size=3))
+    def group(alphabet: str, min_size: int = 0) -> str:
+        comps = draw(st.lists(st.text(alphabet=alphabet, min_size=min_size, max_size=3),
+                              min_size=1, max_size=3))
         return "^".join(comps).strip()
 
     shape = draw(st.sampled_from(["alpha", "alpha", "ideo", "ideo+phon", "no-alpha", "empty"]))
@@ -311,9 +312,9 @@ def person_names(draw: st.DrawFn) -> str:
     alpha = "" if shape == "no-alpha" else group(LATIN)
     if shape == "alpha":
         return alpha
-    groups = [alpha, group(IDEOGRAPHIC)]
+    groups = [alpha, group(IDEOGRAPHIC, 1)]
     if shape == "ideo+phon":
-        groups.append(group(PHONETIC))
+        groups.append(group(PHONETIC, 1))
     return "=".join(groups)
 
 
@@ -407,9 +408,10 @@ def _pn_group_query(data: st.DataObject, group: str, alphabet: str) -> str:
 def pn_query(data: st.DataObject, keyword: str, stored: list[str]) -> Match:
     """A PN key: often derived from a stored name (a component group, components left out,
     case changed, wild cards), or a group-by-group query with '='."""
-    name = data.draw(st.sampled_from(stored))
+    name = data.draw(st.sampled_from([n for n in stored if n] or [""]))
     groups = name.split("=")
-    shape = data.draw(st.sampled_from(["alpha", "alpha", "any-group", "by-group", "random"]))
+    shape = data.draw(st.sampled_from(["alpha", "any-group", "any-group", "by-group",
+                                       "random"]))
     if shape == "alpha":
         value = _pn_group_query(data, groups[0], LATIN)
     elif shape == "any-group":
@@ -472,11 +474,15 @@ def draw_match(data: st.DataObject, keyword: str, rows: list[Row]) -> Match:
 
 
 #: every matching column, the PN keys, dates, UIDs and the status more often than the rest
-WEIGHTED_KEYWORDS = (*sorted(COLUMNS), *sorted(PN_KEYS) * 2, "PatientName", "PatientName",
-                     "PatientBirthDate", "StudyInstanceUID", "ScheduledProcedureStepStatus")
+WEIGHTED_KEYWORDS = (*sorted(COLUMNS), *sorted(PN_KEYS), *["PatientName"] * 5,
+                     "PatientBirthDate", "PatientBirthDate", "StudyInstanceUID",
+                     "ScheduledProcedureStepStatus")
 
 
 def draw_query(data: st.DataObject, rows: list[Row]) -> WorklistQuery:
+    if data.draw(st.integers(0, 2)) == 0:  # one key alone, every status: each rule on its own
+        keyword = data.draw(st.sampled_from(WEIGHTED_KEYWORDS))
+        return WorklistQuery([draw_match(data, keyword, rows)], include_hidden=True)
     keywords = data.draw(st.lists(st.sampled_from(WEIGHTED_KEYWORDS), max_size=2, unique=True))
     matches = [draw_match(data, k, rows) for k in keywords]
     start = data.draw(st.sampled_from(["none", "none", "date", "date+time", "time"]))
