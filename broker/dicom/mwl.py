@@ -95,7 +95,7 @@ def _sps_key(elem: DataElement, parsed: ParsedQuery) -> ReturnKey:
         raise QueryError(0xA900, "Scheduled Procedure Step Sequence has more than one item")
     sub: list[ReturnKey] = []
     for inner in items[0] if items else []:
-        if inner.tag == SPECIFIC_CHARACTER_SET:
+        if inner.tag == SPECIFIC_CHARACTER_SET or inner.tag.element == 0:
             continue
         sub.append(_return_key(inner))
         _add_match(inner, parsed)

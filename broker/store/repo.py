@@ -240,7 +240,8 @@ class Repo:
     def _step_columns(attrs: Attrs) -> tuple[Any, ...]:
         date = _text(attrs, "ScheduledProcedureStepStartDate")
         time_ = _text(attrs, "ScheduledProcedureStepStartTime")
-        start_dt = (date + (time_.split(".")[0] + "000000")[:6]) if date else ""
+        digits = time_.replace(":", "").split(".")[0]  # ACR-NEMA HH:MM:SS too
+        start_dt = (date.replace(".", "") + (digits + "000000")[:6]) if date else ""
         return (_text(attrs, "Modality"), date, time_, start_dt,
                 _text(attrs, "ScheduledPerformingPhysicianName"),
                 _text(attrs, "ScheduledStationName"),

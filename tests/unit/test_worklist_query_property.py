@@ -6,6 +6,9 @@ lists, DA/TM ranges (inclusive, either end open), SPS Start Date + Time as ONE d
 range, a Start Time given alone as a time-of-day range, the Scheduled Station AE Title
 matched against each of a step's titles, and the hidden statuses.  Only the PN policy is
 taken from the broker (``pn_matches`` *is* the stated policy).
+
+Generated steps have both an SPS Start Date and Time or neither (both are Type 1 in the SPS
+sequence); what a date without a time should match is left open.
 """
 
 from __future__ import annotations
@@ -258,6 +261,8 @@ def station_matches(row: Row, match: Match | None) -> bool:
         return True
     if match.kind == "single":
         return match.value in row.stations
+    if not match.value.strip("*"):  # PS3.4 C.2.2.2.4: '*' also matches a zero-length value
+        return True
     return any(wildcard(match.value, s) for s in row.stations)
 
 
@@ -495,7 +500,8 @@ def draw_query(data: st.DataObject, rows: list[Row]) -> WorklistQuery:
         matches.append(Match(STATION, "single", data.draw(st.sampled_from([*STATIONS, "XX"]))))
     elif station == "wildcard":
         pattern = data.draw(st.sampled_from(
-            ["CT*", "C?1", "*1", "?T?", "A[*", "*]", "c*", "MR?", "*[1]", "*T*", "A[?]"]))
+            ["CT*", "C?1", "*1", "?T?", "A[*", "*]", "c*", "MR?", "*[1]", "*T*", "A[?]",
+             "**"]))
         matches.append(Match(STATION, "wildcard", pattern))
     matches = list(data.draw(st.permutations(matches)))
     has_status = "ScheduledProcedureStepStatus" in keywords
@@ -678,6 +684,18 @@ def test_time_range_without_date_through_parse_identifier() -> None:
                                                 "late-21"}
 
 
+@pytest.mark.parametrize("time_match", [
+    Match(START_TIME, "range", high="0859"), Match(START_TIME, "single", "0859"),
+])
+@pytest.mark.parametrize("with_date", [True, False])
+def test_stored_time_with_colons(time_match: Match, with_date: bool) -> None:
+    steps_ = [StepItem("colon", date="20261122", time="08:59:00"),
+              StepItem("plain", date="20261122", time="085900")]
+    with Worklist([one_patient(proc("1.1", *steps_))]) as wl:
+        matches = [time_match, *([Match(START_DATE, "single", "20261122")] if with_date else [])]
+        assert sps(wl.found(q(*matches))) == {"colon", "plain"}
+
+
 PEOPLE = [
     PatientItem("P1", [proc("1.1", StepItem("S1"), referring="Yamada^Tarou=山田^太郎")],
                 name="DOE^JOHN"),
@@ -755,6 +773,7 @@ def test_station_ae_with_two_titles() -> None:
 
 
 def test_station_all_star_wildcard_matches_step_without_station() -> None:
+    """PS3.4 C.2.2.2.4: '*' matches any sequence of characters, a zero-length one too."""
     patients = [one_patient(proc("1.1", StepItem("none"), StepItem("ct", stations=["CT1"])))]
     with Worklist(patients) as wl:
         parsed = parse_identifier(_sps_identifier(ScheduledStationAETitle="**"))
