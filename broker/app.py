@@ -32,7 +32,7 @@ class Broker:
         self.mllp = MllpServer(self._handle_hl7, self.ingestor.oversize_ack, host=m.host,
                                port=m.port, max_frame=m.max_frame_bytes,
                                idle_timeout=m.idle_timeout, max_connections=m.max_connections)
-        self.dicom = _dicom_server(settings)
+        self.dicom = _dicom_server(settings, self.writer)
         self._stopped = asyncio.Event()
 
     async def _handle_hl7(self, raw: bytes, peer: str) -> bytes:
@@ -73,7 +73,7 @@ class Broker:
             await self.stop()
 
 
-def _dicom_server(settings: Settings) -> DicomServer:
+def _dicom_server(settings: Settings, writer: Writer) -> DicomServer:
     d = settings.dicom
     options = WorklistOptions(
         show_all_statuses=d.show_all_statuses,
@@ -82,4 +82,5 @@ def _dicom_server(settings: Settings) -> DicomServer:
     return DicomServer(settings.database.path, ae_title=d.ae_title, host=d.host, port=d.port,
                        max_associations=d.max_associations,
                        calling_aes=d.allowed_calling_aes or None, options=options,
-                       fast_path=d.fast_path)
+                       fast_path=d.fast_path, writer=writer,
+                       mpps_match_accession=d.mpps_match_accession)

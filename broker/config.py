@@ -77,6 +77,7 @@ class DicomSettings:
     port: int = 11112
     max_associations: int = 64
     fast_path: bool = True
+    mpps_match_accession: bool = True
     allowed_calling_aes: list[str] = field(default_factory=list)
     show_all_statuses: bool = False
     charset: str = "ISO_IR 192"

@@ -18,16 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
 from broker.dicom import fastpath
+from broker.dicom import mpps as mpps_checks
 from broker.dicom.encoder import encode
 from broker.dicom.mwl import (
     ParsedQuery,
@@ -37,7 +39,10 @@ from broker.dicom.mwl import (
     to_pydicom,
 )
 from broker.logs import event
+from broker.store.repo import MppsRepo
 from broker.store.worklist_query import open_reader, search
+from broker.store.writer import StoreError, Writer
+from broker.workflow import mpps as mpps_flow
 
 log = logging.getLogger("broker.dicom")
 
@@ -84,10 +89,13 @@ def latin1_name(pn: str) -> str:
 class DicomServer:
     def __init__(self, db_path: str | Path, *, ae_title: str, host: str, port: int,
                  max_associations: int = 64, calling_aes: list[str] | None = None,
-                 options: WorklistOptions | None = None, fast_path: bool = True) -> None:
+                 options: WorklistOptions | None = None, fast_path: bool = True,
+                 writer: Writer | None = None, mpps_match_accession: bool = True) -> None:
         self.db_path = Path(db_path)
         self.ae_title, self.host, self.port = ae_title, host, port
         self.options = options or WorklistOptions()
+        self.writer = writer
+        self.mpps_match_accession = mpps_match_accession
         self.fast = fastpath.apply() if fast_path else False
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
@@ -97,7 +105,10 @@ class DicomServer:
         self.ae.network_timeout = 60
         self.ae.acse_timeout = 30
         self.ae.dimse_timeout = 60
-        for sop_class in (ModalityWorklistInformationFind, Verification):
+        served = [ModalityWorklistInformationFind, Verification]
+        if writer is not None:
+            served.append(ModalityPerformedProcedureStep)
+        for sop_class in served:
             self.ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         self._server: ThreadedAssociationServer | None = None
         self._thread: threading.Thread | None = None
@@ -111,7 +122,9 @@ class DicomServer:
 
     def start(self) -> None:
         handlers: list[Any] = [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_ECHO, self._on_echo),
-                    (evt.EVT_REJECTED, self._on_rejected)]
+                               (evt.EVT_REJECTED, self._on_rejected),
+                               (evt.EVT_N_CREATE, self._on_n_create),
+                               (evt.EVT_N_SET, self._on_n_set)]
         server = self.ae.make_server((self.host, self.port), evt_handlers=handlers,
                                      server_class=NoDelayServer)
         assert isinstance(server, ThreadedAssociationServer)
@@ -195,6 +208,52 @@ class DicomServer:
         self._log_query(calling, parsed, matches, started, "done")
         yield 0x0000, None
 
+    def _on_n_create(self, ev: Event) -> tuple[Any, Any]:
+        calling = ev.assoc.requestor.ae_title.strip()
+        request: Any = ev.request
+        requested = request.AffectedSOPInstanceUID
+        uid = str(requested) if requested else generate_uid()
+        try:
+            ds = ev.attribute_list
+            status, refs = mpps_checks.check_create(ds)
+            outcome = self._write(partial(
+                _create, uid=uid, status=status, dataset=mpps_checks.as_json(ds),
+                calling_ae=calling, refs=refs, match_accession=self.mpps_match_accession))
+        except mpps_flow.MppsError as exc:
+            event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
+                  operation="N-CREATE", status=f"0x{exc.status:04X}", error=exc.comment)
+            return mpps_checks.failure(exc), None
+        event(log, "mpps_created", logging.WARNING if outcome.unscheduled else logging.INFO,
+              sop_instance_uid=uid, calling_ae=calling, status=status, steps=len(outcome.steps),
+              unscheduled=outcome.unscheduled)
+        if not requested:
+            ds.AffectedSOPInstanceUID = uid  # pynetdicom moves it into the response
+        return 0x0000, ds
+
+    def _on_n_set(self, ev: Event) -> tuple[Any, Any]:
+        calling = ev.assoc.requestor.ae_title.strip()
+        request: Any = ev.request
+        uid = str(request.RequestedSOPInstanceUID or "")
+        try:
+            modifications = ev.modification_list
+            outcome = self._write(partial(_update, uid=uid,
+                                          merge=mpps_checks.merger(modifications)))
+        except mpps_flow.MppsError as exc:
+            event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
+                  operation="N-SET", status=f"0x{exc.status:04X}", error=exc.comment)
+            return mpps_checks.failure(exc), None
+        event(log, "mpps_updated", sop_instance_uid=uid, calling_ae=calling,
+              status=outcome.status, steps=len(outcome.steps))
+        return 0x0000, modifications
+
+    def _write(self, work: Any) -> mpps_flow.Outcome:
+        assert self.writer is not None
+        try:
+            outcome: mpps_flow.Outcome = self.writer.run_sync(work, timeout=30)
+        except StoreError as exc:
+            raise mpps_flow.MppsError(0x0110, f"store unavailable: {exc}") from exc
+        return outcome
+
     @staticmethod
     def _log_query(calling: str, parsed: ParsedQuery, matches: int, started: float,
                    outcome: str) -> None:
@@ -209,3 +268,13 @@ def _failure(status: int, comment: str) -> Dataset:
     ds.Status = status
     ds.ErrorComment = comment[:64]
     return ds
+
+
+def _create(conn: sqlite3.Connection, **kwargs: Any) -> mpps_flow.Outcome:
+    return mpps_flow.create(MppsRepo(conn), kwargs["uid"], kwargs["status"],
+                            kwargs["dataset"], kwargs["calling_ae"], kwargs["refs"],
+                            kwargs["match_accession"])
+
+
+def _update(conn: sqlite3.Connection, uid: str, merge: mpps_flow.Merge) -> mpps_flow.Outcome:
+    return mpps_flow.update(MppsRepo(conn), uid, merge)

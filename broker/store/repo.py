@@ -276,3 +276,69 @@ def _patient(row: Any) -> PatientRow:
 
 def _procedure(row: Any) -> ProcedureRow:
     return ProcedureRow(row[0], row[1], row[2], json.loads(row[3]))
+
+
+@dataclass(slots=True)
+class MppsRow:
+    id: int
+    sop_instance_uid: str
+    status: str
+    dataset: dict[str, Any]
+    unscheduled: bool
+
+
+class MppsRepo(Repo):
+    """Rows of performed procedure steps and their links to scheduled steps."""
+
+    def mpps(self, sop_instance_uid: str) -> MppsRow | None:
+        row = self.conn.execute(
+            "SELECT id, sop_instance_uid, status, dataset, unscheduled FROM mpps"
+            " WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
+        return MppsRow(row[0], row[1], row[2], json.loads(row[3]), bool(row[4])) if row else None
+
+    def insert_mpps(self, sop_instance_uid: str, status: str, dataset: dict[str, Any],
+                    calling_ae: str, unscheduled: bool) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO mpps (sop_instance_uid, status, calling_ae, unscheduled, dataset,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sop_instance_uid, status, calling_ae, int(unscheduled),
+             json.dumps(dataset, separators=(",", ":")), self.now, self.now))
+        return int(cur.lastrowid or 0)
+
+    def update_mpps(self, pk: int, status: str, dataset: dict[str, Any]) -> None:
+        self.conn.execute(
+            "UPDATE mpps SET status = ?, dataset = ?, updated_at = ? WHERE id = ?",
+            (status, json.dumps(dataset, separators=(",", ":")), self.now, pk))
+
+    def link(self, mpps_pk: int, step_pks: list[int]) -> None:
+        self.conn.executemany("INSERT OR IGNORE INTO mpps_steps (mpps_fk, step_fk) VALUES (?, ?)",
+                              [(mpps_pk, s) for s in step_pks])
+
+    def linked_steps(self, mpps_pk: int) -> list[int]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT step_fk FROM mpps_steps WHERE mpps_fk = ? ORDER BY step_fk", (mpps_pk,))]
+
+    def steps_of_study(self, study_uid: str, sps_id: str = "") -> list[int]:
+        sql = ("SELECT s.id FROM steps s JOIN procedures p ON p.id = s.procedure_fk"
+               " WHERE p.study_uid = ?")
+        args: list[Any] = [study_uid]
+        if sps_id:
+            sql += " AND s.sps_id = ?"
+            args.append(sps_id)
+        return [r[0] for r in self.conn.execute(sql + " ORDER BY s.id", args)]
+
+    def steps_of_accession(self, accession: str, sps_id: str = "") -> list[int]:
+        sql = ("SELECT s.id FROM steps s JOIN procedures p ON p.id = s.procedure_fk"
+               " WHERE p.accession = ?")
+        args: list[Any] = [accession]
+        if sps_id:
+            sql += " AND s.sps_id = ?"
+            args.append(sps_id)
+        return [r[0] for r in self.conn.execute(sql + " ORDER BY s.id", args)]
+
+    def step_statuses(self, step_pks: list[int]) -> dict[int, StepStatus]:
+        if not step_pks:
+            return {}
+        marks = ", ".join("?" * len(step_pks))
+        return {r[0]: StepStatus(r[1]) for r in self.conn.execute(
+            f"SELECT id, status FROM steps WHERE id IN ({marks})", step_pks)}

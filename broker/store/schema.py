@@ -97,3 +97,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX message_log_control ON message_log(control_id);
     """,
 ]
+
+MIGRATIONS.append(
+    # 2: Modality Performed Procedure Steps and the scheduled steps they cover
+    """
+    CREATE TABLE mpps (
+        id INTEGER PRIMARY KEY,
+        sop_instance_uid TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        calling_ae TEXT NOT NULL DEFAULT '',
+        unscheduled INTEGER NOT NULL DEFAULT 0,
+        dataset TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX mpps_status ON mpps(status);
+
+    CREATE TABLE mpps_steps (
+        mpps_fk INTEGER NOT NULL REFERENCES mpps(id) ON DELETE CASCADE,
+        step_fk INTEGER NOT NULL REFERENCES steps(id) ON DELETE CASCADE,
+        PRIMARY KEY (mpps_fk, step_fk)
+    ) WITHOUT ROWID;
+    CREATE INDEX mpps_steps_step ON mpps_steps(step_fk);
+    """
+)

@@ -1,0 +1,92 @@
+"""Performed procedure steps: linking them to scheduled steps and moving those steps on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.model import StepStatus
+from broker.store.repo import MppsRepo
+
+IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
+PPS_STATUSES = (IN_PROGRESS, COMPLETED, DISCONTINUED)
+FINAL_PPS = frozenset({COMPLETED, DISCONTINUED})
+STEP_STATUS = {IN_PROGRESS: StepStatus.STARTED, COMPLETED: StepStatus.COMPLETED,
+               DISCONTINUED: StepStatus.DISCONTINUED}
+
+
+class MppsError(Exception):
+    """A request the MPPS SCP refuses: the DIMSE status, a comment and an optional Error ID."""
+
+    def __init__(self, status: int, comment: str, error_id: int | None = None) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment
+        self.error_id = error_id
+
+
+@dataclass(frozen=True, slots=True)
+class StepReference:
+    """One item of the Scheduled Step Attributes Sequence."""
+
+    study_uid: str = ""
+    accession: str = ""
+    requested_procedure_id: str = ""
+    sps_id: str = ""
+
+
+@dataclass(slots=True)
+class Outcome:
+    steps: list[int] = field(default_factory=list)
+    unscheduled: bool = False
+    status: str = ""
+
+
+def resolve(repo: MppsRepo, refs: list[StepReference], match_accession: bool) -> list[int]:
+    """The scheduled steps an MPPS covers: by Study Instance UID (+ SPS ID), else by
+    Accession Number (+ SPS ID) when that matching is enabled."""
+    found: list[int] = []
+    for ref in refs:
+        steps = repo.steps_of_study(ref.study_uid, ref.sps_id) if ref.study_uid else []
+        if not steps and match_accession and ref.accession:
+            steps = repo.steps_of_accession(ref.accession, ref.sps_id)
+        found += [s for s in steps if s not in found]
+    return found
+
+
+def create(repo: MppsRepo, sop_instance_uid: str, status: str, dataset: dict[str, Any],
+           calling_ae: str, refs: list[StepReference], match_accession: bool) -> Outcome:
+    if repo.mpps(sop_instance_uid) is not None:
+        raise MppsError(0x0111, f"an MPPS with SOP Instance UID {sop_instance_uid} exists")
+    steps = resolve(repo, refs, match_accession)
+    pk = repo.insert_mpps(sop_instance_uid, status, dataset, calling_ae, not steps)
+    repo.link(pk, steps)
+    _move_steps(repo, steps, status)
+    return Outcome(steps, not steps, status)
+
+
+Merge = Callable[[dict[str, Any]], tuple[dict[str, Any], str]]
+
+
+def update(repo: MppsRepo, sop_instance_uid: str, merge: Merge) -> Outcome:
+    """Apply an N-SET: ``merge`` turns the stored dataset into the new one and its status."""
+    row = repo.mpps(sop_instance_uid)
+    if row is None:
+        raise MppsError(0x0112, f"no MPPS with SOP Instance UID {sop_instance_uid}")
+    if row.status in FINAL_PPS:
+        raise MppsError(0x0110, f"the MPPS is {row.status} and may no longer be updated",
+                        error_id=0xA710)
+    dataset, status = merge(row.dataset)
+    repo.update_mpps(row.id, status, dataset)
+    steps = repo.linked_steps(row.id)
+    if status != row.status:
+        _move_steps(repo, steps, status)
+    return Outcome(steps, row.unscheduled, status)
+
+
+def _move_steps(repo: MppsRepo, steps: list[int], status: str) -> None:
+    target = STEP_STATUS[status]
+    for step, current in repo.step_statuses(steps).items():
+        if current is not target:
+            repo.set_step_status(step, target)
