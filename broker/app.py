@@ -14,7 +14,9 @@ from broker.hl7.server import MllpServer
 from broker.ingest import Ingestor
 from broker.logs import event
 from broker.mapping.holder import MappingHolder
+from broker.outbound.outbox import Destination, OutboxWorker
 from broker.store.writer import Writer
+from broker.workflow.notify import StatusNotifier
 
 log = logging.getLogger("broker.app")
 
@@ -33,6 +35,12 @@ class Broker:
                                port=m.port, max_frame=m.max_frame_bytes,
                                idle_timeout=m.idle_timeout, max_connections=m.max_connections)
         self.dicom = _dicom_server(settings, self.writer)
+        o = settings.outbound
+        destinations = [Destination(d.name, d.host, d.port, d.timeout) for d in o.destinations]
+        self.outbox = OutboxWorker(db.path, self.writer, destinations,
+                                   backoff_base=o.backoff_base, backoff_max=o.backoff_max,
+                                   poll=o.poll)
+        self.dicom.notify = StatusNotifier(self.mappings, [d.name for d in destinations])
         self._stopped = asyncio.Event()
 
     async def _handle_hl7(self, raw: bytes, peer: str) -> bytes:
@@ -42,6 +50,9 @@ class Broker:
         started = time.perf_counter()
         await asyncio.to_thread(self.writer.start)
         await self.mllp.start()
+        loop = asyncio.get_running_loop()
+        self.dicom.on_queued = lambda: loop.call_soon_threadsafe(self.outbox.wake)
+        await self.outbox.start()
         await asyncio.to_thread(self.dicom.start)
         event(log, "broker_ready", database=str(self.writer.path),
               mllp_port=self.mllp.bound_port, dicom_port=self.dicom.bound_port,
@@ -51,6 +62,7 @@ class Broker:
         event(log, "broker_stopping")
         await asyncio.to_thread(self.dicom.stop)
         await self.mllp.stop(self.settings.mllp.shutdown_grace)
+        await self.outbox.stop()
         await asyncio.to_thread(self.writer.stop)
         self._stopped.set()
         event(log, "broker_stopped")

@@ -85,6 +85,24 @@ class DicomSettings:
 
 
 @dataclass
+class DestinationSettings:
+    """A system that receives the broker's HL7 (the RIS)."""
+
+    name: str = "ris"
+    host: str = "127.0.0.1"
+    port: int = 2576
+    timeout: float = 10.0
+
+
+@dataclass
+class OutboundSettings:
+    destinations: list[DestinationSettings] = field(default_factory=list)
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    poll: float = 1.0
+
+
+@dataclass
 class AdminSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -107,6 +125,7 @@ class Settings:
     mllp: MllpSettings = field(default_factory=MllpSettings)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
     dicom: DicomSettings = field(default_factory=DicomSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     mappings: MappingSettings = field(default_factory=MappingSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)

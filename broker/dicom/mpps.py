@@ -70,14 +70,30 @@ def check_create(ds: Dataset) -> tuple[str, list[StepReference]]:
     return status, step_references(ds)
 
 
+def summary(ds: Dataset, sop_instance_uid: str) -> dict[str, Any]:
+    """What status messages say of a performed procedure step."""
+    series = ds.get("PerformedSeriesSequence") or []
+    images = sum(len(s.get("ReferencedImageSequence") or [])
+                 + len(s.get("ReferencedNonImageCompositeSOPInstanceSequence") or [])
+                 for s in series)
+    return {"start": _text(ds, "PerformedProcedureStepStartDate")
+            + _text(ds, "PerformedProcedureStepStartTime").split(".")[0],
+            "end": _text(ds, "PerformedProcedureStepEndDate")
+            + _text(ds, "PerformedProcedureStepEndTime").split(".")[0],
+            "station": _text(ds, "PerformedStationAETitle"),
+            "status": _text(ds, "PerformedProcedureStepStatus"),
+            "series_count": len(series), "image_count": images,
+            "sop_instance_uid": sop_instance_uid}
+
+
 def as_json(ds: Dataset) -> dict[str, Any]:
     """The whole dataset as DICOM JSON (the stored form)."""
     return ds.to_json_dict()
 
 
-def merger(modifications: Dataset) -> Merge:
+def merger(modifications: Dataset, sop_instance_uid: str) -> Merge:
     """The N-SET as a function from the stored dataset to the new one and its status."""
-    def merge(stored: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    def merge(stored: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any]]:
         ds = Dataset.from_json(stored)
         for elem in modifications:
             if elem.tag.group not in (0x0000, 0x0002):
@@ -92,7 +108,7 @@ def merger(modifications: Dataset) -> Merge:
                     raise MppsError(0x0121, f"{keyword} is required to set the MPPS {status}")
         if "ScheduledStepAttributesSequence" in modifications:
             step_references(ds)
-        return as_json(ds), status
+        return as_json(ds), status, summary(ds, sop_instance_uid)
     return merge
 
 

@@ -96,6 +96,10 @@ class DicomServer:
         self.options = options or WorklistOptions()
         self.writer = writer
         self.mpps_match_accession = mpps_match_accession
+        #: queues the RIS messages of a status change; set by the application
+        self.notify: mpps_flow.Notify | None = None
+        #: called (from an association thread) after messages were queued
+        self.on_queued: Any = None
         self.fast = fastpath.apply() if fast_path else False
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
@@ -218,11 +222,13 @@ class DicomServer:
             status, refs = mpps_checks.check_create(ds)
             outcome = self._write(partial(
                 _create, uid=uid, status=status, dataset=mpps_checks.as_json(ds),
-                calling_ae=calling, refs=refs, match_accession=self.mpps_match_accession))
+                summary=mpps_checks.summary(ds, uid), calling_ae=calling, refs=refs,
+                match_accession=self.mpps_match_accession, notify=self.notify))
         except mpps_flow.MppsError as exc:
             event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
                   operation="N-CREATE", status=f"0x{exc.status:04X}", error=exc.comment)
             return mpps_checks.failure(exc), None
+        self._queued(outcome)
         event(log, "mpps_created", logging.WARNING if outcome.unscheduled else logging.INFO,
               sop_instance_uid=uid, calling_ae=calling, status=status, steps=len(outcome.steps),
               unscheduled=outcome.unscheduled)
@@ -237,14 +243,20 @@ class DicomServer:
         try:
             modifications = ev.modification_list
             outcome = self._write(partial(_update, uid=uid,
-                                          merge=mpps_checks.merger(modifications)))
+                                          merge=mpps_checks.merger(modifications, uid),
+                                          notify=self.notify))
         except mpps_flow.MppsError as exc:
             event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
                   operation="N-SET", status=f"0x{exc.status:04X}", error=exc.comment)
             return mpps_checks.failure(exc), None
+        self._queued(outcome)
         event(log, "mpps_updated", sop_instance_uid=uid, calling_ae=calling,
-              status=outcome.status, steps=len(outcome.steps))
+              status=outcome.status, steps=len(outcome.steps), queued=outcome.queued)
         return 0x0000, modifications
+
+    def _queued(self, outcome: mpps_flow.Outcome) -> None:
+        if outcome.queued and self.on_queued is not None:
+            self.on_queued()
 
     def _write(self, work: Any) -> mpps_flow.Outcome:
         assert self.writer is not None
@@ -272,9 +284,10 @@ def _failure(status: int, comment: str) -> Dataset:
 
 def _create(conn: sqlite3.Connection, **kwargs: Any) -> mpps_flow.Outcome:
     return mpps_flow.create(MppsRepo(conn), kwargs["uid"], kwargs["status"],
-                            kwargs["dataset"], kwargs["calling_ae"], kwargs["refs"],
-                            kwargs["match_accession"])
+                            kwargs["dataset"], kwargs["summary"], kwargs["calling_ae"],
+                            kwargs["refs"], kwargs["match_accession"], kwargs["notify"])
 
 
-def _update(conn: sqlite3.Connection, uid: str, merge: mpps_flow.Merge) -> mpps_flow.Outcome:
-    return mpps_flow.update(MppsRepo(conn), uid, merge)
+def _update(conn: sqlite3.Connection, uid: str, merge: mpps_flow.Merge,
+            notify: mpps_flow.Notify | None) -> mpps_flow.Outcome:
+    return mpps_flow.update(MppsRepo(conn), uid, merge, notify)

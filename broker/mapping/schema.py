@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,11 +14,14 @@ import yaml
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 
 from broker.hl7.path import Path, PathError, parse_path
+from broker.mapping.outbound import PLACEHOLDER, OutboundRule, Template, placeholder_error
 from broker.mapping.transforms import TRANSFORMS, VR_TRANSFORM, Fn
 from broker.model import OrderAction, StepStatus
 
 KINDS = ("order", "patient_update", "patient_merge", "patient_id_change")
-TOP_KEYS = ("sections", "messages", "tables", "order_control", "station_rules")
+TOP_KEYS = ("sections", "messages", "tables", "order_control", "station_rules", "templates",
+            "outbound")
+OUTBOUND_EVENTS = ("procedure_status",)
 MESSAGE_KEYS = {"types", "kind", "patient", "prior", "procedure", "steps", "order_control",
                 "study_uid", "group", "absent_steps"}
 FIELD_KEYS = {"path", "transform", "default", "value", "required", "scope", "unit"}
@@ -120,6 +124,8 @@ class MappingSet:
     order_control: dict[str, OrderRule]
     station_rules: list[StationRule]
     files: list[str]
+    templates: dict[str, Template] = field(default_factory=dict)
+    outbound: dict[str, OutboundRule] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
 
     def for_type(self, message_type: str) -> MessageMapping | None:
@@ -134,6 +140,9 @@ class _Builder:
         self.order_control: dict[str, OrderRule] = {}
         self.station_rules: list[StationRule] = []
         self.messages: dict[str, MessageMapping] = {}
+        self.templates: dict[str, Template] = {}
+        self.outbound: dict[str, OutboundRule] = {}
+        self._outbound_docs: list[tuple[_Doc, str]] = []
         self._message_docs: list[tuple[_Doc, str]] = []
         self._rule_docs: list[tuple[Any, str, int]] = []
 
@@ -188,6 +197,13 @@ class _Builder:
                 self._read_tables(name, value, line)
             elif key == "order_control":
                 self._read_order_control(name, value, line)
+            elif key == "templates":
+                self._read_templates(name, value, line)
+            elif key == "outbound":
+                if isinstance(value, _Doc):
+                    self._outbound_docs.append((value, name))
+                else:
+                    self.error(name, line, "outbound must map an event to {template: …}")
             elif key == "station_rules":
                 if not isinstance(value, list):
                     self.error(name, line, "station_rules must be a list")
@@ -220,6 +236,65 @@ class _Builder:
             else:
                 self.tables[str(name)] = {str(k): "" if v is None else str(v)
                                           for k, v in body.items()}
+
+    def _read_templates(self, file: str, value: Any, line: int) -> None:
+        if not isinstance(value, _Doc):
+            self.error(file, line, "templates must map a name to a list of segments")
+            return
+        for name, body in value.items():
+            at = value.lines[name]
+            if name in self.templates:
+                self.error(file, at, f"template {name!r} is defined twice")
+                continue
+            if not isinstance(body, list) or not body:
+                self.error(file, at, f"template {name!r} must be a list of [SEGMENT, {{n: text}}]")
+                continue
+            segments = []
+            for index, seg in enumerate(body, start=1):
+                if (not isinstance(seg, list) or len(seg) != 2 or not isinstance(seg[1], dict)
+                        or not re.fullmatch(r"[A-Z][A-Z0-9]{2}", str(seg[0]))):
+                    self.error(file, at, f"template {name!r} segment {index}: expected "
+                               "[NAME, {field number: text}]")
+                    continue
+                fields = []
+                for number, text in seg[1].items():
+                    if not isinstance(number, int) or number < 1:
+                        self.error(file, at, f"template {name!r} {seg[0]}: field {number!r} "
+                                   "must be a number from 1")
+                        continue
+                    for placeholder in PLACEHOLDER.findall(str(text)):
+                        problem = placeholder_error(placeholder)
+                        if problem:
+                            self.error(file, at, f"template {name!r} {seg[0]}-{number}: "
+                                       f"{problem}")
+                    fields.append((number, str(text)))
+                segments.append((str(seg[0]), tuple(sorted(fields))))
+            if not segments or segments[0][0] != "MSH":
+                self.error(file, at, f"template {name!r} must start with MSH")
+                continue
+            msh = dict(segments[0][1])
+            if 9 not in msh or 10 not in msh:
+                self.error(file, at, f"template {name!r}: MSH-9 and MSH-10 are required")
+                continue
+            self.templates[str(name)] = Template(str(name), tuple(segments), msh[9])
+
+    def _read_outbound(self) -> None:
+        for doc, file in self._outbound_docs:
+            for event_name, rule in doc.items():
+                at = doc.lines[event_name]
+                if event_name not in OUTBOUND_EVENTS:
+                    self.unknown_key(file, doc, event_name, OUTBOUND_EVENTS, "outbound event")
+                    continue
+                if not isinstance(rule, dict) or "template" not in rule:
+                    self.error(file, at, f"outbound {event_name}: needs template:")
+                    continue
+                if rule["template"] not in self.templates:
+                    self.error(file, at, f"outbound {event_name}: template "
+                               f"{rule['template']!r} is not defined")
+                    continue
+                statuses = rule.get("order_status", {}) or {}
+                self.outbound[str(event_name)] = OutboundRule(
+                    str(rule["template"]), {str(k): str(v) for k, v in statuses.items()})
 
     def _read_order_control(self, file: str, value: Any, line: int) -> None:
         if not isinstance(value, _Doc):
@@ -490,12 +565,14 @@ def load_mappings(directory: str | FsPath) -> MappingSet:
     for path in files:
         builder.read_file(path)
     builder.build_messages()
+    builder._read_outbound()
     if not builder.order_control and any(m.kind == "order" for m in builder.messages.values()):
         builder.error(str(folder), 0, "order mappings need an order_control table")
     if builder.errors:
         raise MappingLoadError(builder.errors)
     return MappingSet(builder.messages, builder.tables, builder.order_control,
-                      builder.station_rules, [str(p) for p in files])
+                      builder.station_rules, [str(p) for p in files], builder.templates,
+                      builder.outbound)
 
 
 def describe(mappings: MappingSet) -> Mapping[str, Any]:

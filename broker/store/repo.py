@@ -336,9 +336,89 @@ class MppsRepo(Repo):
             args.append(sps_id)
         return [r[0] for r in self.conn.execute(sql + " ORDER BY s.id", args)]
 
+    def step_context(self, step_pk: int) -> tuple[Attrs, Attrs, Attrs]:
+        """(patient, procedure, step) attributes of a step, keys included."""
+        row = self.conn.execute(
+            "SELECT pt.patient_id, pt.issuer, pt.attrs, p.study_uid, p.attrs, s.attrs"
+            " FROM steps s JOIN procedures p ON p.id = s.procedure_fk"
+            " JOIN patients pt ON pt.id = p.patient_fk WHERE s.id = ?", (step_pk,)).fetchone()
+        patient = {**json.loads(row[2]), "PatientID": row[0], "IssuerOfPatientID": row[1]}
+        procedure = {**json.loads(row[4]), "StudyInstanceUID": row[3]}
+        return patient, procedure, json.loads(row[5])
+
     def step_statuses(self, step_pks: list[int]) -> dict[int, StepStatus]:
         if not step_pks:
             return {}
         marks = ", ".join("?" * len(step_pks))
         return {r[0]: StepStatus(r[1]) for r in self.conn.execute(
             f"SELECT id, status FROM steps WHERE id IN ({marks})", step_pks)}
+
+
+@dataclass(slots=True)
+class OutboxRow:
+    id: int
+    destination: str
+    order_key: str
+    control_id: str
+    message_type: str
+    payload: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str
+
+
+OUTBOX_COLUMNS = ("id, destination, order_key, control_id, message_type, payload, state,"
+                  " attempts, next_attempt_at, last_error")
+
+
+class OutboxRepo(Repo):
+    def enqueue(self, destination: str, order_key: str, control_id: str, message_type: str,
+                payload: str) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO outbox (destination, order_key, control_id, message_type, payload,"
+            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (destination, order_key, control_id, message_type, payload, self.now, self.now,
+             self.now))
+        return int(cur.lastrowid or 0)
+
+    def delivered(self, pk: int, ack: str) -> None:
+        self.conn.execute(
+            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, ack = ?,"
+            " last_error = '', updated_at = ? WHERE id = ?", (ack, self.now, pk))
+
+    def dead(self, pk: int, reason: str, ack: str = "") -> None:
+        self.conn.execute(
+            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?, ack = ?,"
+            " updated_at = ? WHERE id = ?", (reason, ack, self.now, pk))
+
+    def retry_later(self, pk: int, reason: str, when: float) -> None:
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+            " updated_at = ? WHERE id = ? AND state = 'pending'", (reason, when, self.now, pk))
+
+    def requeue(self, pk: int | None = None) -> int:
+        """Dead (or one given) entries back to pending, due now."""
+        sql = ("UPDATE outbox SET state = 'pending', next_attempt_at = ?, updated_at = ?"
+               " WHERE state = 'dead'")
+        args: list[Any] = [self.now, self.now]
+        if pk is not None:
+            sql = ("UPDATE outbox SET state = 'pending', next_attempt_at = ?, updated_at = ?"
+                   " WHERE id = ? AND state != 'delivered'")
+            args.append(pk)
+        return self.conn.execute(sql, args).rowcount
+
+    def purge(self, state: str, older_than: float) -> int:
+        return self.conn.execute("DELETE FROM outbox WHERE state = ? AND updated_at < ?",
+                                 (state, older_than)).rowcount
+
+
+def outbox_entries(conn: sqlite3.Connection, state: str = "", limit: int = 100
+                   ) -> list[OutboxRow]:
+    sql = f"SELECT {OUTBOX_COLUMNS} FROM outbox"
+    args: list[Any] = []
+    if state:
+        sql += " WHERE state = ?"
+        args.append(state)
+    return [OutboxRow(*r) for r in conn.execute(sql + " ORDER BY id DESC LIMIT ?",
+                                                 [*args, limit])]

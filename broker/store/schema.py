@@ -121,3 +121,26 @@ MIGRATIONS.append(
     CREATE INDEX mpps_steps_step ON mpps_steps(step_fk);
     """
 )
+
+MIGRATIONS.append(
+    # 3: the durable outbox of messages to other systems (HL7 to the RIS …)
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        destination TEXT NOT NULL,
+        order_key TEXT NOT NULL,
+        control_id TEXT NOT NULL,
+        message_type TEXT NOT NULL DEFAULT '',
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        ack TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    CREATE INDEX outbox_order ON outbox(order_key, id);
+    """
+)

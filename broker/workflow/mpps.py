@@ -41,6 +41,7 @@ class Outcome:
     steps: list[int] = field(default_factory=list)
     unscheduled: bool = False
     status: str = ""
+    queued: int = 0
 
 
 def resolve(repo: MppsRepo, refs: list[StepReference], match_accession: bool) -> list[int]:
@@ -55,21 +56,29 @@ def resolve(repo: MppsRepo, refs: list[StepReference], match_accession: bool) ->
     return found
 
 
+#: told of a status change: (connection, step ids, MPPS status, MPPS summary) → queued count
+Notify = Callable[[Any, list[int], str, dict[str, Any]], int]
+
+
 def create(repo: MppsRepo, sop_instance_uid: str, status: str, dataset: dict[str, Any],
-           calling_ae: str, refs: list[StepReference], match_accession: bool) -> Outcome:
+           summary: dict[str, Any], calling_ae: str, refs: list[StepReference],
+           match_accession: bool, notify: Notify | None = None) -> Outcome:
     if repo.mpps(sop_instance_uid) is not None:
         raise MppsError(0x0111, f"an MPPS with SOP Instance UID {sop_instance_uid} exists")
     steps = resolve(repo, refs, match_accession)
     pk = repo.insert_mpps(sop_instance_uid, status, dataset, calling_ae, not steps)
     repo.link(pk, steps)
     _move_steps(repo, steps, status)
-    return Outcome(steps, not steps, status)
+    queued = notify(repo.conn, steps, status, summary) if notify else 0
+    return Outcome(steps, not steps, status, queued)
 
 
-Merge = Callable[[dict[str, Any]], tuple[dict[str, Any], str]]
+#: the stored dataset → (new dataset, its status, its summary for messages)
+Merge = Callable[[dict[str, Any]], tuple[dict[str, Any], str, dict[str, Any]]]
 
 
-def update(repo: MppsRepo, sop_instance_uid: str, merge: Merge) -> Outcome:
+def update(repo: MppsRepo, sop_instance_uid: str, merge: Merge,
+           notify: Notify | None = None) -> Outcome:
     """Apply an N-SET: ``merge`` turns the stored dataset into the new one and its status."""
     row = repo.mpps(sop_instance_uid)
     if row is None:
@@ -77,12 +86,14 @@ def update(repo: MppsRepo, sop_instance_uid: str, merge: Merge) -> Outcome:
     if row.status in FINAL_PPS:
         raise MppsError(0x0110, f"the MPPS is {row.status} and may no longer be updated",
                         error_id=0xA710)
-    dataset, status = merge(row.dataset)
+    dataset, status, summary = merge(row.dataset)
     repo.update_mpps(row.id, status, dataset)
     steps = repo.linked_steps(row.id)
+    queued = 0
     if status != row.status:
         _move_steps(repo, steps, status)
-    return Outcome(steps, row.unscheduled, status)
+        queued = notify(repo.conn, steps, status, summary) if notify else 0
+    return Outcome(steps, row.unscheduled, status, queued)
 
 
 def _move_steps(repo: MppsRepo, steps: list[int], status: str) -> None:

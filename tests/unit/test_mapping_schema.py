@@ -59,7 +59,7 @@ def test_shipped_mappings_load(shipped: MappingSet) -> None:
         "ADT^A01", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A31", "ADT^A40", "ADT^A47",
         "OMI^O23", "ORM^O01"]
     assert [Path(f).name for f in shipped.files] == [
-        "adt.yaml", "orders.yaml", "stations.yaml", "tables.yaml"]
+        "adt.yaml", "orders.yaml", "outbound.yaml", "stations.yaml", "tables.yaml"]
 
 
 @pytest.mark.parametrize(

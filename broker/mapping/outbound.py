@@ -1,0 +1,88 @@
+"""Outbound HL7 from templates (``templates`` and ``outbound`` in the mapping files)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_dict
+
+from broker.hl7.escape import escape
+
+PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+MPPS_FIELDS = frozenset({"start", "end", "station", "status", "series_count", "image_count",
+                         "sop_instance_uid"})
+PLAIN = frozenset({"now", "control_id", "order_status"})
+SCOPES = frozenset({"patient", "procedure", "step"})
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    name: str
+    segments: tuple[tuple[str, tuple[tuple[int, str], ...]], ...]
+    message_type: str
+
+
+@dataclass(slots=True)
+class OutboundRule:
+    template: str
+    order_status: dict[str, str] = field(default_factory=dict)
+
+
+def placeholder_error(name: str) -> str | None:
+    """Why a placeholder is not known, or None."""
+    if name in PLAIN:
+        return None
+    scope, _, key = name.partition(".")
+    if scope == "mpps":
+        return None if key in MPPS_FIELDS else (
+            f"{{{name}}}: mpps has {', '.join(sorted(MPPS_FIELDS))}")
+    if scope in SCOPES:
+        return None if key in keyword_dict else f"{{{name}}}: {key!r} is not a DICOM keyword"
+    return (f"{{{name}}} is not a placeholder (use now, control_id, order_status, "
+            "patient.X, procedure.X, step.X or mpps.X)")
+
+
+def render(template: Template, context: dict[str, Any]) -> str:
+    """The message text (segments ended by CR)."""
+    out = []
+    for name, fields in template.segments:
+        values = dict(fields)
+        if name == "MSH":
+            parts = ["MSH", "^~\\&"] + [_fill(values.get(i, ""), context)
+                                        for i in range(3, max(values, default=2) + 1)]
+            out.append("|".join(parts).rstrip("|"))
+            continue
+        last = max(values, default=0)
+        parts = [name] + [_fill(values.get(i, ""), context) for i in range(1, last + 1)]
+        out.append("|".join(parts).rstrip("|"))
+    return "\r".join(out) + "\r"
+
+
+def _fill(text: str, context: dict[str, Any]) -> str:
+    def value(m: re.Match[str]) -> str:
+        found = _lookup(m[1], context)
+        if found is None:
+            return ""
+        if isinstance(found, list):
+            return "~".join(escape(str(v)) for v in found if not isinstance(v, dict))
+        key = m[1].partition(".")[2]
+        if key in keyword_dict and dictionary_VR(keyword_dict[key]) == "PN":
+            # a DICOM name's components are HL7 components; its first group only
+            return "^".join(escape(c) for c in str(found).split("=")[0].split("^"))
+        return escape(str(found))
+    return PLACEHOLDER.sub(value, text)
+
+
+def _lookup(name: str, context: dict[str, Any]) -> Any:
+    if name in context:
+        return context[name]
+    scope, _, key = name.partition(".")
+    source = context.get(scope)
+    return source.get(key) if isinstance(source, dict) else None
+
+
+def hl7_timestamp(when: float | None = None) -> str:
+    return time.strftime("%Y%m%d%H%M%S", time.localtime(when))

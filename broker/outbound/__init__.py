@@ -1,0 +1,1 @@
+"""Messages to other systems: the outbox worker and its HL7 sender."""

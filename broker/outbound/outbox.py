@@ -1,0 +1,172 @@
+"""Delivers queued messages over MLLP: in order per order, retried with exponential backoff
+and jitter when the receiver does not answer, dead-lettered with the reason when it refuses.
+
+An acknowledgement counts only when its MSA-2 is the sent MSH-10; any other frame (a late
+ACK of an earlier message) is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from broker.hl7.ack import ack_code_of
+from broker.hl7.mllp import MllpClient, MllpError
+from broker.logs import event
+from broker.store.outbox_reader import due, next_due_at, open_outbox_reader
+from broker.store.repo import OutboxRepo, OutboxRow
+from broker.store.writer import StoreError, Writer
+
+log = logging.getLogger("broker.outbox")
+DELIVERED = ("AA", "CA")
+REFUSED = ("AE", "AR", "CE", "CR")
+
+
+@dataclass
+class Destination:
+    name: str
+    host: str
+    port: int
+    timeout: float = 10.0
+
+
+class OutboxWorker:
+    def __init__(self, db_path: str | Path, writer: Writer, destinations: list[Destination],
+                 *, backoff_base: float = 1.0, backoff_max: float = 60.0,
+                 poll: float = 1.0) -> None:
+        self.db_path = db_path
+        self.writer = writer
+        self.destinations = {d.name: d for d in destinations}
+        self.backoff_base, self.backoff_max, self.poll = backoff_base, backoff_max, poll
+        self._clients: dict[str, MllpClient] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self.delivered = self.dead = self.retried = 0
+
+    def wake(self) -> None:
+        """New messages were queued (call from the event loop)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        if not self.destinations:
+            return
+        self._reader = await open_outbox_reader(self.db_path)
+        self._task = asyncio.create_task(self._run(), name="outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for client in self._clients.values():
+            await client.close()
+        if self._reader is not None:
+            await self._reader.close()
+
+    async def _run(self) -> None:
+        assert self._reader is not None
+        while True:
+            try:
+                rows = await due(self._reader, time.time())
+                for row in rows:
+                    await self._deliver(row)
+                if rows:
+                    continue
+                upcoming = await next_due_at(self._reader)
+            except (sqlite3.Error, StoreError) as exc:
+                event(log, "outbox_store_error", logging.ERROR, error=str(exc))
+                upcoming = None
+            wait = self.poll if upcoming is None else min(self.poll, upcoming - time.time())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        destination = self.destinations.get(row.destination)
+        if destination is None:
+            await self._settle(row, "dead", f"destination {row.destination!r} is not configured")
+            return
+        try:
+            answer = await self._exchange(destination, row)
+        except (MllpError, OSError, TimeoutError) as exc:
+            await self._drop_client(destination.name)
+            await self._settle(row, "retry", f"{type(exc).__name__}: {exc}" if str(exc)
+                               else f"no answer within {destination.timeout} s")
+            return
+        code, _ = ack_code_of(answer)
+        if code in DELIVERED:
+            await self._settle(row, "delivered", "", answer)
+        elif code in REFUSED:
+            await self._settle(row, "dead", f"{destination.name} answered {code}: "
+                               f"{_reason(answer)}", answer)
+        else:
+            await self._settle(row, "retry", f"unexpected answer {answer[:80]!r}")
+
+    async def _exchange(self, destination: Destination, row: OutboxRow) -> str:
+        """Send and wait for the acknowledgement whose MSA-2 is this message's MSH-10."""
+        client = self._clients.get(destination.name)
+        if client is None:
+            client = MllpClient(destination.host, destination.port, timeout=destination.timeout)
+            await client.connect()
+            self._clients[destination.name] = client
+        deadline = time.monotonic() + destination.timeout
+        frame = await client.send(row.payload.encode("utf-8"))
+        while True:
+            text = frame.decode("utf-8", errors="replace")
+            if ack_code_of(text)[1] == row.control_id:
+                return text
+            event(log, "outbox_stray_ack", logging.WARNING, control_id=row.control_id,
+                  destination=destination.name, msa2=ack_code_of(text)[1])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no acknowledgement of {row.control_id} within "
+                                   f"{destination.timeout} s")
+            frame = await asyncio.wait_for(client.receive(), left)
+
+    async def _drop_client(self, name: str) -> None:
+        client = self._clients.pop(name, None)
+        if client is not None:
+            await client.close()
+
+    async def _settle(self, row: OutboxRow, outcome: str, reason: str, ack: str = "") -> None:
+        if outcome == "retry":
+            delay = min(self.backoff_max, self.backoff_base * 2 ** row.attempts)
+            delay *= random.uniform(0.8, 1.2)
+            when = time.time() + delay
+
+            def work(conn: sqlite3.Connection) -> None:
+                OutboxRepo(conn).retry_later(row.id, reason, when)
+            self.retried += 1
+            level, name = logging.WARNING, "outbox_retry"
+        elif outcome == "dead":
+            def work(conn: sqlite3.Connection) -> None:
+                OutboxRepo(conn).dead(row.id, reason, ack)
+            self.dead += 1
+            level, name = logging.ERROR, "outbox_dead_letter"
+        else:
+            def work(conn: sqlite3.Connection) -> None:
+                OutboxRepo(conn).delivered(row.id, ack)
+            self.delivered += 1
+            level, name = logging.INFO, "outbox_delivered"
+        await self.writer.run(work)
+        event(log, name, level, control_id=row.control_id, destination=row.destination,
+              order=row.order_key, attempt=row.attempts + 1,
+              **({"reason": reason} if reason else {}))
+
+
+def _reason(ack: str) -> str:
+    for line in ack.replace("\n", "\r").split("\r"):
+        if line.startswith("ERR"):
+            parts = line.split("|")
+            return parts[8] if len(parts) > 8 and parts[8] else line
+    parts = next((x.split("|") for x in ack.split("\r") if x.startswith("MSA")), [])
+    return parts[3] if len(parts) > 3 else "no reason given"

@@ -1,0 +1,34 @@
+"""The outbox worker's reads, through aiosqlite (the asyncio side never blocks on SQLite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+
+from broker.store.repo import OUTBOX_COLUMNS, OutboxRow
+
+DUE_SQL = (
+    f"SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE state = 'pending' AND id = ("
+    " SELECT MIN(id) FROM outbox f WHERE f.order_key = o.order_key"
+    " AND f.destination = o.destination AND f.state = 'pending')"
+    " AND next_attempt_at <= ? ORDER BY id LIMIT ?")
+
+
+async def open_outbox_reader(path: str | Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    await conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+async def due(conn: aiosqlite.Connection, now: float, limit: int = 100) -> list[OutboxRow]:
+    """The next message of each order that is due (an order's earlier message goes first)."""
+    async with conn.execute(DUE_SQL, (now, limit)) as cursor:
+        return [OutboxRow(*row) async for row in cursor]
+
+
+async def next_due_at(conn: aiosqlite.Connection) -> float | None:
+    async with conn.execute(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'") as cursor:
+        row = await cursor.fetchone()
+    return float(row[0]) if row and row[0] is not None else None

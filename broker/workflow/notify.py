@@ -1,0 +1,50 @@
+"""What the RIS is told when a performed procedure step moves scheduled steps on: one
+message per requested procedure and destination, queued in the same transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.hl7.ack import new_control_id
+from broker.mapping.outbound import hl7_timestamp, render
+from broker.mapping.schema import MappingSet
+from broker.store.repo import MppsRepo, OutboxRepo
+
+EVENT = "procedure_status"
+
+
+@dataclass
+class StatusNotifier:
+    mappings: Callable[[], MappingSet]
+    destinations: list[str] = field(default_factory=list)
+
+    def __call__(self, conn: sqlite3.Connection, steps: list[int], mpps_status: str,
+                 mpps: dict[str, Any]) -> int:
+        """Queue the status messages; returns how many."""
+        mapping = self.mappings()
+        rule = mapping.outbound.get(EVENT)
+        if rule is None or not self.destinations or not steps:
+            return 0
+        template = mapping.templates[rule.template]
+        repo, outbox = MppsRepo(conn), OutboxRepo(conn)
+        seen: set[str] = set()
+        queued = 0
+        for step in steps:
+            patient, procedure, step_attrs = repo.step_context(step)
+            study = str(procedure.get("StudyInstanceUID", ""))
+            if study in seen:
+                continue
+            seen.add(study)
+            for destination in self.destinations:
+                control_id = new_control_id()
+                context = {"now": hl7_timestamp(), "control_id": control_id,
+                           "order_status": rule.order_status.get(mpps_status, mpps_status),
+                           "patient": patient, "procedure": procedure, "step": step_attrs,
+                           "mpps": mpps}
+                outbox.enqueue(destination, study, control_id, template.message_type,
+                               render(template, context))
+                queued += 1
+        return queued
