@@ -1,0 +1,68 @@
+"""A RIS playing the receiving end of the broker's HL7: a real MLLP listener on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from broker.hl7.mllp import Frame, Framer, frame
+
+
+@dataclass
+class Ris:
+    """``mode``: AA (accept), AE (refuse), wrong_msa2 (acknowledge another ID), silent
+    (never answer), cut (send half an acknowledgement and close). Change it at any time."""
+
+    mode: str = "AA"
+    received: list[str] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def start(self, port: int = 0) -> Ris:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        framer = Framer()
+        try:
+            while data := await reader.read(65536):
+                for item in framer.feed(data):
+                    if isinstance(item, Frame):
+                        await self._answer(item.payload.decode("utf-8"), writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, message: str, writer: asyncio.StreamWriter) -> None:
+        self.received.append(message)
+        control = message.split("\r")[0].split("|")[9]
+        mode = self.mode
+        if mode == "silent":
+            return
+        if mode == "cut":
+            writer.write(b"\x0bMSH|^~\\&|RIS|HOSP|||20261122||ACK|1|P|2.3.1\rMSA|A")
+            await writer.drain()
+            writer.close()
+            return
+        code = "AE" if mode == "AE" else "AA"
+        msa2 = "SOMETHING-ELSE" if mode == "wrong_msa2" else control
+        ack = (f"MSH|^~\\&|RIS|HOSP|MWLBROKER|RADIOLOGY|20261122||ACK^O01|R{len(self.received)}"
+               f"|P|2.3.1\rMSA|{code}|{msa2}|{'order unknown here' if code == 'AE' else ''}\r")
+        writer.write(frame(ack.encode()))
+        await writer.drain()
+
+
+def segment(message: str, name: str, index: int = 0) -> list[str]:
+    found = [s for s in message.split("\r") if s.startswith(name + "|")]
+    fields = found[index].split("|")
+    return ["", *fields[1:]] if name != "MSH" else ["", "|", *fields[1:]]

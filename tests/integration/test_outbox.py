@@ -1,0 +1,140 @@
+"""Procedure status to the RIS: MPPS in, HL7 out through the durable outbox, checked field by
+field at a real MLLP listener; refusals, wrong acknowledgements, silence and cuts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
+
+from broker.app import Broker
+from broker.config import DestinationSettings
+from broker.samples import order
+from tests.conftest import Db, make_settings, msa, send
+from tests.integration.ris import Ris, segment
+from tests.integration.test_mpps_scp import UID, completion, mpps
+
+
+@pytest.fixture
+async def ris() -> AsyncIterator[Ris]:
+    r = await Ris().start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def linked(tmp_path: Path, ris: Ris) -> AsyncIterator[Broker]:
+    settings = make_settings(tmp_path)
+    settings.outbound.destinations = [DestinationSettings("ris", "127.0.0.1", ris.port, 1.0)]
+    settings.outbound.backoff_base = 0.05
+    settings.outbound.backoff_max = 0.2
+    settings.outbound.poll = 0.05
+    b = Broker(settings)
+    await b.start()
+    acks = await send(b.mllp.bound_port, order(1).encode())
+    assert msa(acks[0])[1] == "AA"
+    try:
+        yield b
+    finally:
+        await b.stop()
+
+
+def perform(broker: Broker, status_after: str | None = "COMPLETED") -> str:
+    """A modality: N-CREATE IN PROGRESS, then N-SET to ``status_after`` (thread-blocking)."""
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", broker.dicom.bound_port, ae_title="MWLBROKER")
+    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    uid = generate_uid()
+    status, _ = assoc.send_n_create(mpps(), ModalityPerformedProcedureStep, uid)
+    assert status.Status == 0
+    if status_after:
+        status, _ = assoc.send_n_set(completion(status_after), ModalityPerformedProcedureStep,
+                                     uid)
+        assert status.Status == 0
+    assoc.release()
+    return uid
+
+
+async def until(predicate, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def outbox(broker: Broker) -> list[tuple[str, int, str]]:
+    return Db(broker.writer.path).query(
+        "SELECT state, attempts, last_error FROM outbox ORDER BY id")
+
+
+async def test_status_messages_reach_the_ris_field_by_field(linked: Broker, ris: Ris) -> None:
+    await asyncio.to_thread(perform, linked)
+    await until(lambda: len(ris.received) == 2)
+    started, completed = ris.received
+    for message, status in ((started, "IP"), (completed, "CM")):
+        msh = segment(message, "MSH")
+        assert msh[9] == "ORM^O01" and msh[12] == "2.3.1"
+        assert segment(message, "PID")[3] == "P0000001^^^HOSP"
+        assert segment(message, "PID")[5] == "PATIENT^NUMBER1"
+        orc = segment(message, "ORC")
+        assert (orc[1], orc[2], orc[3], orc[5]) == ("SC", "PLC0000001", "FIL0000001", status)
+        obr = segment(message, "OBR")
+        assert (obr[18], obr[19], obr[20], obr[24]) == ("A0000001", "RP0000001", "SPS0000001",
+                                                        "CT")
+        assert obr[7] == "20261122101500"
+        assert segment(message, "ZDS")[1] == f"{UID}^100^Application^DICOM"
+        assert segment(message, "OBX", 0)[5] == "CT01"
+    assert segment(completed, "OBR")[8] == "20261122103000"
+    assert segment(completed, "OBX", 1)[5] == "1"  # series
+    assert segment(completed, "OBX", 2)[5] == "1"  # instances
+    await until(lambda: [r[0] for r in outbox(linked)] == ["delivered", "delivered"])
+
+
+async def test_refusal_is_a_dead_letter_with_the_reason(linked: Broker, ris: Ris) -> None:
+    ris.mode = "AE"
+    await asyncio.to_thread(perform, linked, None)
+    await until(lambda: [r[0] for r in outbox(linked)] == ["dead"])
+    assert "answered AE" in outbox(linked)[0][2] and "order unknown here" in outbox(linked)[0][2]
+
+
+async def test_wrong_msa2_is_not_taken_and_the_message_is_retried(linked: Broker,
+                                                                  ris: Ris) -> None:
+    ris.mode = "wrong_msa2"
+    await asyncio.to_thread(perform, linked, None)
+    await until(lambda: len(ris.received) >= 2)  # sent again: the stray ACK did not count
+    assert outbox(linked)[0][0] == "pending"
+    ris.mode = "AA"
+    await until(lambda: outbox(linked)[0][0] == "delivered")
+    assert outbox(linked)[0][1] >= 2
+
+
+@pytest.mark.parametrize("mode", ["silent", "cut"])
+async def test_silence_or_a_cut_frame_is_retried_until_the_ris_answers(
+        linked: Broker, ris: Ris, mode: str) -> None:
+    ris.mode = mode
+    await asyncio.to_thread(perform, linked, None)
+    await until(lambda: outbox(linked) and outbox(linked)[0][1] >= 1)
+    assert outbox(linked)[0][0] == "pending" and outbox(linked)[0][2]
+    ris.mode = "AA"
+    await until(lambda: outbox(linked)[0][0] == "delivered", 15)
+
+
+async def test_messages_of_one_order_wait_for_the_earlier_one(linked: Broker,
+                                                              ris: Ris) -> None:
+    ris.mode = "silent"
+    await asyncio.to_thread(perform, linked)  # IP then CM for the same order
+    await until(lambda: len(ris.received) >= 2)
+    assert all("|IP" in segment(m, "ORC")[5] or segment(m, "ORC")[5] == "IP"
+               for m in ris.received)  # only the IP message is tried while it waits
+    ris.mode = "AA"
+    await until(lambda: [r[0] for r in outbox(linked)] == ["delivered", "delivered"], 15)
+    statuses = [segment(m, "ORC")[5] for m in ris.received]
+    assert statuses[-1] == "CM" and statuses.index("CM") > max(
+        i for i, s in enumerate(statuses) if s == "IP")
