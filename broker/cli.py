@@ -297,6 +297,44 @@ def _print_table(matches: list[Any]) -> None:
         print("  ".join(cells))
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from broker.store.db import connect
+    from broker.store.repo import OutboxRepo, outbox_entries
+    from broker.store.writer import Writer
+
+    settings = _settings(args)
+    db = settings.database
+    if args.action == "list":
+        conn = connect(db.path, readonly=True)
+        try:
+            rows = outbox_entries(conn, args.state or "", args.limit)
+        finally:
+            conn.close()
+        for r in rows:
+            when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(r.next_attempt_at))
+            print(f"{r.id:>6}  {r.state:<9} {r.destination:<8} {r.message_type:<8} "
+                  f"{r.control_id:<26} attempts={r.attempts} next={when} order={r.order_key}"
+                  + (f"\n        last error: {r.last_error}" if r.last_error else ""))
+        return 0
+    writer = Writer(db.path, synchronous=db.synchronous)
+    writer.start()
+    try:
+        if args.action == "retry":
+            count = writer.run_sync(lambda c: OutboxRepo(c).requeue(args.id))
+            print(f"{count} message(s) queued again (a running broker sends them within "
+                  f"{settings.outbound.poll} s)")
+        else:
+            cutoff = _time.time() - args.older_than_days * 86400
+            count = writer.run_sync(lambda c: OutboxRepo(c).purge(args.state or "delivered",
+                                                                  cutoff))
+            print(f"{count} message(s) purged")
+    finally:
+        writer.stop()
+    return 0
+
+
 def _apply_in(conn: Any, order: Any) -> None:
     from broker.store.repo import Repo
     from broker.workflow.orders import apply
@@ -358,6 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
     p.add_argument("-t", "--timeout", type=float, default=30.0)
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("outbox", parents=[common],
+                       help="list, retry or purge the messages waiting for other systems")
+    p.add_argument("action", choices=["list", "retry", "purge"])
+    p.add_argument("id", nargs="?", type=int, help="retry: one message (default: every dead "
+                   "letter)")
+    p.add_argument("--state", choices=["pending", "delivered", "dead"],
+                   help="list: only this state; purge: this state (default delivered)")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--older-than-days", type=float, default=30.0)
+    p.set_defaults(func=cmd_outbox)
 
     p = sub.add_parser("map", parents=[common],
                        help="dry run: show what a message would produce, as DICOM JSON")

@@ -59,6 +59,7 @@ class Hl7Settings:
     sniff_utf8: bool = True
     fallback_charsets: list[str] = field(default_factory=list)
     senders: list[SenderSettings] = field(default_factory=list)
+    cancel_started_steps: bool = False
 
 
 @dataclass

@@ -166,7 +166,7 @@ class Ingestor:
                     "MSH-10"))
         if rejection is None:
             for ev in events:
-                apply(repo, ev)
+                apply(repo, ev, cancel_started=self.hl7.cancel_started_steps)
         errors: tuple[Hl7Error, ...] = ()
         code = "AA"
         if rejection is not None:

@@ -32,7 +32,8 @@ def merge_attrs(old: Attrs, new: Attrs) -> Attrs:
     return merged
 
 
-def apply(repo: Repo, event: Event) -> None:
+def apply(repo: Repo, event: Event, *, cancel_started: bool = False) -> None:
+    """Apply one event; ``cancel_started`` lets CA/DC stop steps a modality has started."""
     if isinstance(event, PatientUpdate):
         upsert_patient(repo, event.patient)
     elif isinstance(event, PatientMerge):
@@ -40,7 +41,7 @@ def apply(repo: Repo, event: Event) -> None:
     elif isinstance(event, PatientIdChange):
         change_patient_id(repo, event)
     else:
-        apply_order(repo, event)
+        apply_order(repo, event, cancel_started)
 
 
 def upsert_patient(repo: Repo, patient: Patient) -> int:
@@ -89,7 +90,7 @@ def _find_procedure(repo: Repo, event: OrderChange) -> ProcedureRow | None:
     return row
 
 
-def apply_order(repo: Repo, event: OrderChange) -> None:
+def apply_order(repo: Repo, event: OrderChange, cancel_started: bool = False) -> None:
     if event.action is OrderAction.UPSERT and not event.procedure.generated_uid:
         _upsert_order(repo, event)
         return
@@ -103,9 +104,19 @@ def apply_order(repo: Repo, event: OrderChange) -> None:
                 f"{attrs.get('AccessionNumber', '')!r}, Study Instance UID "
                 f"{event.procedure.study_uid!r})",
                 "PlacerOrderNumberImagingServiceRequest", "unknown")
+        steps = repo.steps(row.id)
+        stopping = event.status in (StepStatus.CANCELED, StepStatus.DISCONTINUED)
+        started = [s for s in steps if s.status in PERFORMED and s.status is not
+                   StepStatus.COMPLETED]
+        if stopping and started and not cancel_started:
+            raise DomainError(
+                f"order {event.control}: step {started[0].sps_id} is {started[0].status.value} "
+                "(a modality is performing it) and is not cancelled from HL7; end it at the "
+                "modality, or set hl7.cancel_started_steps", "ScheduledProcedureStepID",
+                "conflict")
         if event.patient is not None:
             upsert_patient(repo, event.patient)
-        for step in repo.steps(row.id):
+        for step in steps:
             if step.status not in FINAL:
                 repo.set_step_status(step.id, event.status)
         repo.touch_procedure(row.id, event.control)

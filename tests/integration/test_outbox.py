@@ -138,3 +138,15 @@ async def test_messages_of_one_order_wait_for_the_earlier_one(linked: Broker,
     statuses = [segment(m, "ORC")[5] for m in ris.received]
     assert statuses[-1] == "CM" and statuses.index("CM") > max(
         i for i, s in enumerate(statuses) if s == "IP")
+
+
+async def test_cancel_of_a_started_step_is_refused(linked: Broker, ris: Ris) -> None:
+    from tests.conftest import err
+
+    await asyncio.to_thread(perform, linked, None)  # IN PROGRESS: the step is STARTED
+    cancel = order(1, control_id="CA-1", order_control="CA", order_status="CA")
+    ack = (await send(linked.mllp.bound_port, cancel.encode()))[0]
+    assert msa(ack)[1] == "AE" and err(ack)[3].startswith("205^")
+    assert "is STARTED" in ack and "hl7.cancel_started_steps" in ack
+    steps = Db(linked.writer.path).steps(UID)
+    assert [s["_status"] for s in steps.values()] == ["STARTED"]
