@@ -64,11 +64,11 @@ async def test_unexpected_error_while_storing_is_an_ae_and_is_logged(
 
     real_apply = ingest.apply
 
-    def failing_apply(repo: object, event: object) -> None:
+    def failing_apply(repo: object, event: object, **options: object) -> None:
         if getattr(event, "procedure", None) and event.procedure.attrs.get(  # type: ignore[attr-defined]
                 "AccessionNumber") == "A0000001":
             raise RuntimeError("disk on fire")
-        real_apply(repo, event)  # type: ignore[arg-type]
+        real_apply(repo, event, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ingest, "apply", failing_apply)
     acks = await send(broker.mllp.bound_port, order(1).encode(), order(2).encode())
