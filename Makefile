@@ -32,10 +32,12 @@ test: $(STAMP) system-deps lint typecheck
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py
 	$(BIN)/python benchmarks/mwl_query.py
+	$(BIN)/python benchmarks/mpps.py
 
 bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py --quick
 	$(BIN)/python benchmarks/mwl_query.py --quick
+	$(BIN)/python benchmarks/mpps.py --quick
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

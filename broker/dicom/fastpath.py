@@ -271,8 +271,9 @@ class _TimeShim:
 
     @staticmethod
     def sleep(seconds: float) -> None:
+        thread = threading.current_thread()
         if seconds == 0.001:
-            wake = getattr(threading.current_thread(), "_wake_event", None)
+            wake = getattr(thread, "_wake_event", None)
             if wake is not None:
                 wake.wait(WAKE_TIMEOUT)
                 wake.clear()
@@ -280,11 +281,28 @@ class _TimeShim:
         _time.sleep(seconds)
 
 
+class _PauseRequest(threading.Event):
+    """The association's reactor checkpoint: clearing it (a send_*() asking the reactor to
+    pause) wakes the reactor at once, so the caller does not wait out its timeout."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake.set()
+
+
 def _assoc_init(self: Any, *args: Any, **kwargs: Any) -> None:
     _stock_assoc_init(self, *args, **kwargs)
     wake = self._wake_event = threading.Event()
     self.dul.to_user_queue = _WakeQueue(wake.set)
     self.dimse.msg_queue = _WakeQueue(wake.set)
+    checkpoint = _PauseRequest(wake)
+    if self._reactor_checkpoint.is_set():
+        checkpoint.set()
+    self._reactor_checkpoint = checkpoint
 
 
 def _kill(self: Any) -> None:

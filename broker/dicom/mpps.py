@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 
 from broker.workflow.mpps import (
@@ -91,25 +92,54 @@ def as_json(ds: Dataset) -> dict[str, Any]:
     return ds.to_json_dict()
 
 
+def _tag(keyword: str) -> str:
+    return f"{keyword_dict[keyword]:08X}"
+
+
+def _json_text(stored: dict[str, Any], keyword: str) -> str:
+    values = stored.get(_tag(keyword), {}).get("Value") or [""]
+    return str(values[0]).strip()
+
+
+def _json_items(stored: dict[str, Any], keyword: str) -> list[dict[str, Any]]:
+    return list(stored.get(_tag(keyword), {}).get("Value") or [])
+
+
 def merger(modifications: Dataset, sop_instance_uid: str) -> Merge:
-    """The N-SET as a function from the stored dataset to the new one and its status."""
+    """The N-SET as a function from the stored dataset (DICOM JSON) to the new one, its status
+    and its summary; the modification list replaces whole attributes (F.7.2.2)."""
+    if "ScheduledStepAttributesSequence" in modifications:
+        step_references(modifications)
+    changes = {tag: value for tag, value in modifications.to_json_dict().items()
+               if not tag.startswith(("0000", "0002"))}
+
     def merge(stored: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any]]:
-        ds = Dataset.from_json(stored)
-        for elem in modifications:
-            if elem.tag.group not in (0x0000, 0x0002):
-                ds[elem.tag] = elem
-        status = _text(ds, "PerformedProcedureStepStatus")
+        merged = {**stored, **changes}
+        status = _json_text(merged, "PerformedProcedureStepStatus")
         if status not in PPS_STATUSES:
             raise MppsError(0x0106, f"PerformedProcedureStepStatus {status!r} is not one of "
                             + ", ".join(PPS_STATUSES))
         if status in FINAL_PPS:
             for keyword in ("PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime"):
-                if not _text(ds, keyword):
+                if not _json_text(merged, keyword):
                     raise MppsError(0x0121, f"{keyword} is required to set the MPPS {status}")
-        if "ScheduledStepAttributesSequence" in modifications:
-            step_references(ds)
-        return as_json(ds), status, summary(ds, sop_instance_uid)
+        return dict(sorted(merged.items())), status, _json_summary(merged, sop_instance_uid)
     return merge
+
+
+def _json_summary(stored: dict[str, Any], sop_instance_uid: str) -> dict[str, Any]:
+    series = _json_items(stored, "PerformedSeriesSequence")
+    images = sum(len(_json_items(s, "ReferencedImageSequence"))
+                 + len(_json_items(s, "ReferencedNonImageCompositeSOPInstanceSequence"))
+                 for s in series)
+    return {"start": _json_text(stored, "PerformedProcedureStepStartDate")
+            + _json_text(stored, "PerformedProcedureStepStartTime").split(".")[0],
+            "end": _json_text(stored, "PerformedProcedureStepEndDate")
+            + _json_text(stored, "PerformedProcedureStepEndTime").split(".")[0],
+            "station": _json_text(stored, "PerformedStationAETitle"),
+            "status": _json_text(stored, "PerformedProcedureStepStatus"),
+            "series_count": len(series), "image_count": images,
+            "sop_instance_uid": sop_instance_uid}
 
 
 def failure(error: MppsError) -> Dataset:

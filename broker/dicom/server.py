@@ -213,6 +213,7 @@ class DicomServer:
         yield 0x0000, None
 
     def _on_n_create(self, ev: Event) -> tuple[Any, Any]:
+        started = time.perf_counter()
         calling = ev.assoc.requestor.ae_title.strip()
         request: Any = ev.request
         requested = request.AffectedSOPInstanceUID
@@ -231,12 +232,16 @@ class DicomServer:
         self._queued(outcome)
         event(log, "mpps_created", logging.WARNING if outcome.unscheduled else logging.INFO,
               sop_instance_uid=uid, calling_ae=calling, status=status, steps=len(outcome.steps),
-              unscheduled=outcome.unscheduled)
-        if not requested:
-            ds.AffectedSOPInstanceUID = uid  # pynetdicom moves it into the response
-        return 0x0000, ds
+              unscheduled=outcome.unscheduled, queued=outcome.queued,
+              ms=round((time.perf_counter() - started) * 1000, 2))
+        if requested:
+            return 0x0000, None  # the attribute list is optional in the response (F.7.2.1)
+        assigned = Dataset()
+        assigned.AffectedSOPInstanceUID = uid  # pynetdicom moves it into the response
+        return 0x0000, assigned
 
     def _on_n_set(self, ev: Event) -> tuple[Any, Any]:
+        started = time.perf_counter()
         calling = ev.assoc.requestor.ae_title.strip()
         request: Any = ev.request
         uid = str(request.RequestedSOPInstanceUID or "")
@@ -251,8 +256,9 @@ class DicomServer:
             return mpps_checks.failure(exc), None
         self._queued(outcome)
         event(log, "mpps_updated", sop_instance_uid=uid, calling_ae=calling,
-              status=outcome.status, steps=len(outcome.steps), queued=outcome.queued)
-        return 0x0000, modifications
+              status=outcome.status, steps=len(outcome.steps), queued=outcome.queued,
+              ms=round((time.perf_counter() - started) * 1000, 2))
+        return 0x0000, None
 
     def _queued(self, outcome: mpps_flow.Outcome) -> None:
         if outcome.queued and self.on_queued is not None:

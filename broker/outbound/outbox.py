@@ -13,6 +13,7 @@ import logging
 import random
 import sqlite3
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,9 +78,9 @@ class OutboxWorker:
         while True:
             try:
                 rows = await due(self._reader, time.time())
-                for row in rows:
-                    await self._deliver(row)
-                if rows:
+                settles = [await self._deliver(row) for row in rows]
+                if settles:  # recorded together: one commit for the batch
+                    await asyncio.gather(*settles)
                     continue
                 upcoming = await next_due_at(self._reader)
             except (sqlite3.Error, StoreError) as exc:
@@ -90,26 +91,25 @@ class OutboxWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
 
-    async def _deliver(self, row: OutboxRow) -> None:
+    async def _deliver(self, row: OutboxRow) -> Awaitable[None]:
+        """Send one message; returns the (not yet awaited) recording of its outcome."""
         destination = self.destinations.get(row.destination)
         if destination is None:
-            await self._settle(row, "dead", f"destination {row.destination!r} is not configured")
-            return
+            return self._settle(row, "dead",
+                                f"destination {row.destination!r} is not configured")
         try:
             answer = await self._exchange(destination, row)
         except (MllpError, OSError, TimeoutError) as exc:
             await self._drop_client(destination.name)
-            await self._settle(row, "retry", f"{type(exc).__name__}: {exc}" if str(exc)
-                               else f"no answer within {destination.timeout} s")
-            return
+            return self._settle(row, "retry", f"{type(exc).__name__}: {exc}" if str(exc)
+                                else f"no answer within {destination.timeout} s")
         code, _ = ack_code_of(answer)
         if code in DELIVERED:
-            await self._settle(row, "delivered", "", answer)
-        elif code in REFUSED:
-            await self._settle(row, "dead", f"{destination.name} answered {code}: "
-                               f"{_reason(answer)}", answer)
-        else:
-            await self._settle(row, "retry", f"unexpected answer {answer[:80]!r}")
+            return self._settle(row, "delivered", "", answer)
+        if code in REFUSED:
+            return self._settle(row, "dead", f"{destination.name} answered {code}: "
+                                f"{_reason(answer)}", answer)
+        return self._settle(row, "retry", f"unexpected answer {answer[:80]!r}")
 
     async def _exchange(self, destination: Destination, row: OutboxRow) -> str:
         """Send and wait for the acknowledgement whose MSA-2 is this message's MSH-10."""

@@ -150,3 +150,23 @@ async def test_cancel_of_a_started_step_is_refused(linked: Broker, ris: Ris) -> 
     assert "is STARTED" in ack and "hl7.cancel_started_steps" in ack
     steps = Db(linked.writer.path).steps(UID)
     assert [s["_status"] for s in steps.values()] == ["STARTED"]
+
+
+async def test_outbox_command_lists_and_retries_dead_letters(linked: Broker, ris: Ris) -> None:
+    import subprocess
+
+    from tests.conftest import BIN
+
+    ris.mode = "AE"
+    await asyncio.to_thread(perform, linked, None)
+    await until(lambda: [r[0] for r in outbox(linked)] == ["dead"])
+    db_option = f"database.path={linked.writer.path}"
+    listed = subprocess.run([str(BIN / "mwl-broker"), "outbox", "list", "--state", "dead",
+                             "-o", db_option], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "dead" in listed.stdout
+    assert "answered AE" in listed.stdout
+    ris.mode = "AA"
+    retried = subprocess.run([str(BIN / "mwl-broker"), "outbox", "retry", "-o", db_option],
+                             capture_output=True, text=True, timeout=60)
+    assert retried.returncode == 0 and "1 message(s) queued again" in retried.stdout
+    await until(lambda: [r[0] for r in outbox(linked)] == ["delivered"])

@@ -1,0 +1,206 @@
+"""MPPS: N-CREATE + N-SET COMPLETED pairs per second from 8 modalities at once, and the time
+from N-SET COMPLETED to the RIS receiving its status message (RIS up, real MLLP listener).
+
+    python benchmarks/mpps.py            # full run
+    python benchmarks/mpps.py --quick    # bounded (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
+
+from benchmarks.common import BrokerUnderTest, free_port, machine, percentile, write_results
+from broker.dicom import fastpath
+from broker.hl7.mllp import MllpClient
+from broker.samples import order
+from tests.integration.ris import Ris, segment
+
+TARGETS = {"pairs_per_s": 300, "completed_to_ris_p99_ms": 100.0}
+MODALITIES = 8
+
+
+def study(n: int) -> str:
+    return f"1.2.826.0.1.3680043.8.498.{n + 1}"
+
+
+def in_progress(n: int) -> Dataset:
+    ds = Dataset()
+    item = Dataset()
+    item.StudyInstanceUID = study(n)
+    item.AccessionNumber = f"A{n:07d}"
+    item.ScheduledProcedureStepID = f"SPS{n:07d}"
+    ds.ScheduledStepAttributesSequence = [item]
+    ds.PatientName, ds.PatientID = f"PATIENT^NUMBER{n}", f"P{n:07d}"
+    ds.PerformedProcedureStepID, ds.PerformedStationAETitle = f"PPS{n}", "CT01"
+    ds.PerformedProcedureStepStartDate, ds.PerformedProcedureStepStartTime = "20261122", "1000"
+    ds.PerformedProcedureStepStatus, ds.Modality = "IN PROGRESS", "CT"
+    ds.PerformedProcedureStepEndDate = ds.PerformedProcedureStepEndTime = None
+    ds.PerformedSeriesSequence = []
+    return ds
+
+
+def completed() -> Dataset:
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = "COMPLETED"
+    ds.PerformedProcedureStepEndDate, ds.PerformedProcedureStepEndTime = "20261122", "1010"
+    series = Dataset()
+    series.SeriesInstanceUID = generate_uid()
+    image = Dataset()
+    image.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    image.ReferencedSOPInstanceUID = generate_uid()
+    series.ReferencedImageSequence = [image]
+    ds.PerformedSeriesSequence = [series]
+    return ds
+
+
+def modality(port: int, numbers: range, sent: dict[str, float], errors: list[str],
+             pause: float = 0.0) -> None:
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MWLBROKER")
+    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for n in numbers:
+            uid = generate_uid()
+            status, _ = assoc.send_n_create(in_progress(n), ModalityPerformedProcedureStep, uid)
+            if status.Status != 0:
+                errors.append(f"N-CREATE {n}: {status.Status:#06x}")
+                continue
+            if pause:
+                time.sleep(pause)
+            sent[study(n)] = time.time()
+            status, _ = assoc.send_n_set(completed(), ModalityPerformedProcedureStep, uid)
+            if status.Status != 0:
+                errors.append(f"N-SET {n}: {status.Status:#06x}")
+    finally:
+        assoc.release()
+
+
+def _warm(_: int) -> None:
+    fastpath.apply()
+
+
+def _modality_process(port: int, numbers: range) -> tuple[dict[str, float], list[str]]:
+    sent: dict[str, float] = {}
+    errors: list[str] = []
+    modality(port, numbers, sent, errors)
+    return sent, errors
+
+
+class RisThread:
+    """The RIS listener in its own event loop thread, noting when each CM arrives."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.arrived: dict[str, float] = {}
+        self.ris = Ris()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> RisThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.ris.start(self.port), self.loop).result(10)
+        original = self.ris._answer
+
+        async def answer(message: str, writer: Any) -> None:
+            if segment(message, "ORC")[5] == "CM":
+                self.arrived.setdefault(segment(message, "ZDS")[1].split("^")[0], time.time())
+            await original(message, writer)
+
+        self.ris._answer = answer  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.ris.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+async def feed(port: int, total: int) -> None:
+    await feed_range(port, range(total))
+
+
+async def feed_range(port: int, numbers: range) -> None:
+    async with MllpClient("127.0.0.1", port) as client:
+        for n in numbers:
+            await client.send(order(n).encode())
+
+
+def main(quick: bool) -> int:
+    fastpath.apply()
+    per_modality = 40 if quick else 250
+    total = MODALITIES * per_modality
+    ris_port = free_port()
+    destination = (f"outbound.destinations=[{{name: ris, host: 127.0.0.1, port: {ris_port},"
+                   " timeout: 5}]")
+    sent: dict[str, float] = {}
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp, RisThread(ris_port) as ris, \
+            BrokerUnderTest(Path(tmp), destination) as broker:
+        asyncio.run(feed(broker.port, total))
+        # each modality in its own process, as real modalities are: the load generator's
+        # own GIL must not be what is measured
+        jobs = [(broker.dicom_port, range(k * per_modality, (k + 1) * per_modality))
+                for k in range(MODALITIES)]
+        with multiprocessing.get_context("spawn").Pool(MODALITIES) as pool:
+            pool.map(_warm, range(MODALITIES))
+            started = time.perf_counter()
+            for part_sent, part_errors in pool.starmap(_modality_process, jobs):
+                sent.update(part_sent)
+                errors += part_errors
+            elapsed = time.perf_counter() - started
+        deadline = time.time() + 60
+        while len(ris.arrived) < total and time.time() < deadline:
+            time.sleep(0.05)
+        throughput_arrivals = len([k for k in sent if k in ris.arrived])
+        # latency when the RIS is up and the broker is not saturated: one modality, paced
+        paced: dict[str, float] = {}
+        paced_numbers = range(total, total + (40 if quick else 200))
+        asyncio.run(feed_range(broker.port, paced_numbers))
+        modality(broker.dicom_port, paced_numbers, paced, errors, pause=0.02)
+        deadline = time.time() + 30
+        while any(k not in ris.arrived for k in paced) and time.time() < deadline:
+            time.sleep(0.05)
+    latencies = [(ris.arrived[k] - paced[k]) * 1000 for k in paced if k in ris.arrived]
+    pairs = {"modalities": MODALITIES, "pairs": total, "seconds": round(elapsed, 2),
+             "per_s": round(total / elapsed, 1), "errors": len(errors),
+             "error_examples": errors[:3]}
+    to_ris = {"paced_pairs": len(paced), "messages": len(latencies),
+              "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
+              "max_ms": round(max(latencies, default=float("nan")), 1)}
+    results = {"machine": machine(), "quick": quick, "targets": TARGETS, "pairs": pairs,
+               "completed_to_ris": to_ris}
+    rows = [("figure", "measured", "target", "ratio"),
+            (f"N-CREATE + N-SET pairs/s, {MODALITIES} modalities", f"{pairs['per_s']}",
+             f"≥ {TARGETS['pairs_per_s']}", f"{pairs['per_s'] / TARGETS['pairs_per_s']:.2f}×"),
+            ("N-SET COMPLETED → RIS receives, p50 / p99 ms (1 modality, paced; includes the "
+             "N-SET round trip)",
+             f"{to_ris['p50_ms']} / {to_ris['p99_ms']}",
+             f"p99 ≤ {TARGETS['completed_to_ris_p99_ms']}", ""),
+            ("status messages at the RIS / procedures (throughput phase)",
+             f"{throughput_arrivals} / {total}", "all", ""),
+            ("errors", f"{len(errors)}", "0", "")]
+    write_results("mpps_quick" if quick else "mpps", results, rows)
+    return 1 if errors or throughput_arrivals < total or len(latencies) < len(paced) else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short bounded run (CI)")
+    sys.exit(main(parser.parse_args().quick))
