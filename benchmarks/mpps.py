@@ -182,7 +182,8 @@ def main(quick: bool) -> int:
              "per_s": round(total / elapsed, 1), "errors": len(errors),
              "error_examples": errors[:3]}
     to_ris = {"paced_pairs": len(paced), "messages": len(latencies),
-              "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
+              "p50_ms": round(percentile(latencies, 50), 1),
+              "p99_ms": round(percentile(latencies, 99), 1),
               "max_ms": round(max(latencies, default=float("nan")), 1)}
     results = {"machine": machine(), "quick": quick, "targets": TARGETS, "pairs": pairs,
                "completed_to_ris": to_ris}
