@@ -162,7 +162,36 @@ def load_settings(path: str | Path | None = None) -> Settings:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     settings: Settings = _build(Settings, data, str(path))
+    check(settings, str(path))
     return settings
+
+
+#: DICOM Specific Character Sets the worklist can answer in
+DICOM_CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
+
+
+def check(settings: Settings, where: str = "settings") -> None:
+    """Values that are well typed but not usable (unknown character sets …)."""
+    import codecs
+
+    for label, value in [("dicom.charset", settings.dicom.charset)] + [
+            (f"dicom.calling_aes[{i}].charset", c.charset)
+            for i, c in enumerate(settings.dicom.calling_aes)]:
+        if value not in DICOM_CHARSETS:
+            raise ConfigError(f"{where}: {label} {value!r} must be one of "
+                              + ", ".join(DICOM_CHARSETS))
+    codec_settings = [(f"hl7.senders[{i}].charset", s.charset)
+                      for i, s in enumerate(settings.hl7.senders) if s.charset]
+    codec_settings += [(f"hl7.charset_aliases[{k!r}]", v)
+                       for k, v in settings.hl7.charset_aliases.items()]
+    codec_settings += [(f"hl7.fallback_charsets[{i}]", v)
+                       for i, v in enumerate(settings.hl7.fallback_charsets)]
+    for label, codec in codec_settings:
+        try:
+            codecs.lookup(codec)
+        except LookupError:
+            raise ConfigError(f"{where}: {label} {codec!r} is not a known character "
+                              "set (Python codec names such as latin-1, gb18030)") from None
 
 
 def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
@@ -225,4 +254,6 @@ def apply_overrides(settings: Settings, overrides: list[str]) -> Settings:
             raise ConfigError(f"override {item!r}: unknown setting {section}.{key}")
         value = _convert(hints[key], _yaml(text), f"override {name}")
         setattr(target, key, value)
+    if overrides:
+        check(settings, "overrides")
     return settings

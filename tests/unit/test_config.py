@@ -222,3 +222,15 @@ def test_yaml_words_like_off_stay_text(tmp_path: Path) -> None:
     assert settings.hl7.sniff_utf8 is False
     assert apply_overrides(settings, ["database.synchronous=NORMAL"]).database.synchronous == (
         "NORMAL")
+
+
+@pytest.mark.parametrize("override,text", [
+    ("dicom.charset=ISO_IR 144", "must be one of"),
+    ("hl7.senders=[{application: RIS, charset: no-such-codec}]", "not a known character set"),
+    ("hl7.fallback_charsets=[klingon]", "not a known character set"),
+])
+def test_unusable_character_sets_are_refused_at_start(override: str, text: str) -> None:
+    from broker.config import ConfigError, Settings, apply_overrides
+
+    with pytest.raises(ConfigError, match=text):
+        apply_overrides(Settings(), [override])
