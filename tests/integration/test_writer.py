@@ -75,3 +75,30 @@ def test_callers_in_other_threads(writer: Writer) -> None:
         t.join(30)
     assert not errors
     assert len(values(writer.path)) == 200
+
+
+async def test_full_durability_answers_after_the_wal_is_synced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """synchronous=FULL: callers are answered only after the WAL fsync; if it fails they get
+    a StoreError (the change may not be on disk), not a success."""
+    import broker.store.writer as writer_module
+
+    w = Writer(tmp_path / "d.sqlite", synchronous="FULL")
+    w.start()
+    try:
+        await w.run(lambda c: c.execute("CREATE TABLE t (v INTEGER)"))
+        before = w.syncs
+        await asyncio.gather(*(w.run(lambda c, v=v: c.execute("INSERT INTO t VALUES (?)", (v,)))
+                               for v in range(20)))
+        assert w.syncs > before
+        assert len(values(w.path)) == 20
+
+        def broken_fsync(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(writer_module.os, "fsync", broken_fsync)
+        with pytest.raises(StoreError, match="could not make the commit durable"):
+            await w.run(lambda c: c.execute("INSERT INTO t VALUES (99)"))
+    finally:
+        monkeypatch.undo()
+        w.stop()
