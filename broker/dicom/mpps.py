@@ -71,22 +71,6 @@ def check_create(ds: Dataset) -> tuple[str, list[StepReference]]:
     return status, step_references(ds)
 
 
-def summary(ds: Dataset, sop_instance_uid: str) -> dict[str, Any]:
-    """What status messages say of a performed procedure step."""
-    series = ds.get("PerformedSeriesSequence") or []
-    images = sum(len(s.get("ReferencedImageSequence") or [])
-                 + len(s.get("ReferencedNonImageCompositeSOPInstanceSequence") or [])
-                 for s in series)
-    return {"start": _text(ds, "PerformedProcedureStepStartDate")
-            + _text(ds, "PerformedProcedureStepStartTime").split(".")[0],
-            "end": _text(ds, "PerformedProcedureStepEndDate")
-            + _text(ds, "PerformedProcedureStepEndTime").split(".")[0],
-            "station": _text(ds, "PerformedStationAETitle"),
-            "status": _text(ds, "PerformedProcedureStepStatus"),
-            "series_count": len(series), "image_count": images,
-            "sop_instance_uid": sop_instance_uid}
-
-
 def as_json(ds: Dataset) -> dict[str, Any]:
     """The whole dataset as DICOM JSON (the stored form)."""
     return ds.to_json_dict()
@@ -123,11 +107,12 @@ def merger(modifications: Dataset, sop_instance_uid: str) -> Merge:
             for keyword in ("PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime"):
                 if not _json_text(merged, keyword):
                     raise MppsError(0x0121, f"{keyword} is required to set the MPPS {status}")
-        return dict(sorted(merged.items())), status, _json_summary(merged, sop_instance_uid)
+        return dict(sorted(merged.items())), status, summary(merged, sop_instance_uid)
     return merge
 
 
-def _json_summary(stored: dict[str, Any], sop_instance_uid: str) -> dict[str, Any]:
+def summary(stored: dict[str, Any], sop_instance_uid: str) -> dict[str, Any]:
+    """What status messages say of a performed procedure step (from its DICOM JSON)."""
     series = _json_items(stored, "PerformedSeriesSequence")
     images = sum(len(_json_items(s, "ReferencedImageSequence"))
                  + len(_json_items(s, "ReferencedNonImageCompositeSOPInstanceSequence"))

@@ -221,9 +221,10 @@ class DicomServer:
         try:
             ds = ev.attribute_list
             status, refs = mpps_checks.check_create(ds)
+            stored = mpps_checks.as_json(ds)
             outcome = self._write(partial(
-                _create, uid=uid, status=status, dataset=mpps_checks.as_json(ds),
-                summary=mpps_checks.summary(ds, uid), calling_ae=calling, refs=refs,
+                _create, uid=uid, status=status, dataset=stored,
+                summary=mpps_checks.summary(stored, uid), calling_ae=calling, refs=refs,
                 match_accession=self.mpps_match_accession, notify=self.notify))
         except mpps_flow.MppsError as exc:
             event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,

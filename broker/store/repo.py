@@ -319,18 +319,16 @@ class MppsRepo(Repo):
             "SELECT step_fk FROM mpps_steps WHERE mpps_fk = ? ORDER BY step_fk", (mpps_pk,))]
 
     def steps_of_study(self, study_uid: str, sps_id: str = "") -> list[int]:
-        sql = ("SELECT s.id FROM steps s JOIN procedures p ON p.id = s.procedure_fk"
-               " WHERE p.study_uid = ?")
-        args: list[Any] = [study_uid]
-        if sps_id:
-            sql += " AND s.sps_id = ?"
-            args.append(sps_id)
-        return [r[0] for r in self.conn.execute(sql + " ORDER BY s.id", args)]
+        return self._steps_where("p.study_uid", study_uid, sps_id)
 
     def steps_of_accession(self, accession: str, sps_id: str = "") -> list[int]:
+        return self._steps_where("p.accession", accession, sps_id)
+
+    def _steps_where(self, column: str, value: str, sps_id: str) -> list[int]:
+        """Steps of the procedures whose ``column`` (a constant of this class) is ``value``."""
         sql = ("SELECT s.id FROM steps s JOIN procedures p ON p.id = s.procedure_fk"
-               " WHERE p.accession = ?")
-        args: list[Any] = [accession]
+               f" WHERE {column} = ?")
+        args: list[Any] = [value]
         if sps_id:
             sql += " AND s.sps_id = ?"
             args.append(sps_id)
