@@ -4,63 +4,31 @@ from __future__ import annotations
 
 import json
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.conftest import BrokerProcess, free_port  # one broker launcher for both
+
+__all__ = ["BrokerUnderTest", "free_port", "machine", "percentile", "write_results"]
 RESULTS = Path(__file__).resolve().parent / "results"
-BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class BrokerUnderTest:
-    """``mwl-broker serve`` in its own process, on loopback, with a fresh SQLite file."""
+class BrokerUnderTest(BrokerProcess):
+    """``mwl-broker serve`` in its own process (the tests' BrokerProcess) as a context."""
 
     def __init__(self, folder: Path, *options: str) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.dicom_port = free_port()
-        self.db = folder / "bench.sqlite"
-        self.log = folder / "broker.log"
-        self.options = options
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(folder, options)
 
     def __enter__(self) -> BrokerUnderTest:
-        args = [str(BIN / "mwl-broker"), "serve", "-o", f"database.path={self.db}",
-                "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}",
-                "-o", "dicom.host=127.0.0.1", "-o", f"dicom.port={self.dicom_port}"]
-        for option in self.options:
-            args += ["-o", option]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"broker did not start: {self.log.read_text()}")
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.stop()
 
 
 def percentile(values: list[float], p: float) -> float:

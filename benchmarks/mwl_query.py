@@ -170,9 +170,9 @@ def main(quick: bool) -> int:
         orders = list(items(size))
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            db = folder / "bench.sqlite"
-            entry: dict[str, Any] = {"populate_s": round(populate(db, orders), 1)}
-            with BrokerUnderTest(folder, "logging.level=WARNING") as broker:
+            broker = BrokerUnderTest(folder, "logging.level=WARNING")
+            entry: dict[str, Any] = {"populate_s": round(populate(broker.db, orders), 1)}
+            with broker:
                 for name in QUERIES:
                     entry[name] = keep_open(broker.dicom_port, "MWLBROKER", name, reps)
                 entry["findscu_station"] = findscu_times(broker.dicom_port, "MWLBROKER",

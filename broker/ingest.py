@@ -65,7 +65,8 @@ class Ingestor:
         try:
             decoded = charset.decode(
                 raw, aliases=self.hl7.charset_aliases, override=self._override_for(app, fac),
-                sniff_utf8=self.hl7.sniff_utf8, fallbacks=tuple(self.hl7.fallback_charsets))
+                sniff_utf8=self.hl7.sniff_utf8, fallbacks=tuple(self.hl7.fallback_charsets),
+                msh=fields)
             codec = decoded.codec
             message = parse(decoded.text, codec)
             if decoded.note:

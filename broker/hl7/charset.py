@@ -92,9 +92,10 @@ def msh_value(fields: list[str], n: int) -> str:
     return value.split(enc[:1] or "^")[0].strip()
 
 
-def declared_charset(raw: bytes) -> str:
-    """MSH-18 (first repetition) read from the raw bytes; '' if absent."""
-    fields = peek_msh(raw)
+def declared_charset(raw: bytes, fields: list[str] | None = None) -> str:
+    """MSH-18 (first repetition) read from the raw bytes (or their peek_msh fields)."""
+    if fields is None:
+        fields = peek_msh(raw)
     if len(fields) < 18:
         return ""
     return fields[17].split(fields[1][1:2] or "~")[0].strip()
@@ -107,6 +108,7 @@ def decode(
     override: str | None = None,
     sniff_utf8: bool = True,
     fallbacks: tuple[str, ...] = (),
+    msh: list[str] | None = None,
 ) -> Decoded:
     """Decode a message following MSH-18, a per-sender override and the fallbacks.
 
@@ -114,8 +116,9 @@ def decode(
     set is single-byte but the bytes are valid UTF-8 with multi-byte sequences (a common lie),
     UTF-8 is used if ``sniff_utf8``. When the bytes are invalid in the chosen set, each fallback
     is tried in turn; if none reads them, CharsetError says where the first bad byte is.
+    ``msh`` is the header from peek_msh when the caller already has it.
     """
-    declared = declared_charset(raw)
+    declared = declared_charset(raw, msh)
     if override:
         codec = canonical_codec(override)
         return Decoded(_strict(raw, codec, declared, "sender override"), declared, codec,
