@@ -76,7 +76,7 @@ class DicomSettings:
     ae_title: str = "MWLBROKER"
     host: str = "0.0.0.0"
     port: int = 11112
-    max_associations: int = 64
+    max_associations: int = 128
     fast_path: bool = True
     mpps_match_accession: bool = True
     allowed_calling_aes: list[str] = field(default_factory=list)

@@ -88,7 +88,7 @@ def latin1_name(pn: str) -> str:
 
 class DicomServer:
     def __init__(self, db_path: str | Path, *, ae_title: str, host: str, port: int,
-                 max_associations: int = 64, calling_aes: list[str] | None = None,
+                 max_associations: int = 128, calling_aes: list[str] | None = None,
                  options: WorklistOptions | None = None, fast_path: bool = True,
                  writer: Writer | None = None, mpps_match_accession: bool = True) -> None:
         self.db_path = Path(db_path)
