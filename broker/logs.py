@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
+import re
 import sys
+import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "fields"}
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:/^,+@*")
+_PLAIN = re.compile(r"[A-Za-z0-9.\-_:/^,+@*]+")
 
 
 def _kv(value: Any) -> str:
-    text = str(value)
-    if text and all(c in _PLAIN for c in text):
+    text = value if type(value) is str else str(value)
+    if _PLAIN.fullmatch(text):
         return text
     return json.dumps(text, ensure_ascii=False)
 
@@ -28,8 +32,18 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class KeyValueFormatter(logging.Formatter):
+    _second = -1
+    _stamp = ""
+
+    def _seconds(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # one strftime per second, not per line
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                              time.localtime(second))
+        return self._stamp
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+        ts = self._seconds(record.created)
         parts = [f"ts={ts}.{int(record.msecs):03d}", f"level={record.levelname}",
                  f"logger={record.name}", f"event={_kv(record.getMessage())}"]
         parts += [f"{k}={_kv(v)}" for k, v in _fields(record).items()]
@@ -48,8 +62,66 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
+class BackgroundHandler(logging.Handler):
+    """Hands each record to a logging thread that formats and writes it: a thread that logs
+    (an association, the store writer) neither waits for the stream nor for another thread's
+    write. Lines keep their order; ``close`` (also at exit) writes what is still queued."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self.stream = stream
+        self._queue: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="log-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._queue.put(record)
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no lock needed: the queue is safe
+        if self.filter(record):
+            self._queue.put(record)
+        return True
+
+    def _drain(self) -> None:
+        while True:
+            records = [self._queue.get()]
+            while True:
+                try:
+                    records.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines: list[str] = []
+            for record in records:
+                if record is None:
+                    self._write(lines)
+                    return
+                try:
+                    lines.append(self.format(record))
+                except Exception:
+                    self.handleError(record)
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
+        if lines:
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(5)
+        super().close()
+
+
 def setup(level: str = "INFO", fmt: str = "keyvalue") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    for old in logging.getLogger().handlers:
+        if isinstance(old, BackgroundHandler):
+            old.close()
+    handler = BackgroundHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

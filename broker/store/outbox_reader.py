@@ -24,7 +24,8 @@ async def open_outbox_reader(path: str | Path) -> aiosqlite.Connection:
 async def due(conn: aiosqlite.Connection, now: float, limit: int = 100) -> list[OutboxRow]:
     """The next message of each order that is due (an order's earlier message goes first)."""
     async with conn.execute(DUE_SQL, (now, limit)) as cursor:
-        return [OutboxRow(*row) async for row in cursor]
+        rows = await cursor.fetchall()  # one hop to the reader thread, not one per row
+    return [OutboxRow(*row) for row in rows]
 
 
 async def next_due_at(conn: aiosqlite.Connection) -> float | None:

@@ -73,6 +73,10 @@ class Writer:
         self._own_sync = synchronous.upper() == "FULL"
         self._synced: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._syncer: threading.Thread | None = None
+        self.checkpoint_seconds = 0.5
+        self.checkpoints = 0
+        self._checkpoint_stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
 
     def start(self) -> None:
         if self._own_sync:
@@ -84,8 +88,15 @@ class Writer:
         self._ready.wait()
         if self._startup_error is not None:
             raise self._startup_error
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop,
+                                              name="store-checkpointer", daemon=True)
+        self._checkpointer.start()
 
     def stop(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpoint_stop.set()
+            self._checkpointer.join()
+            self._checkpointer = None
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join()
@@ -121,6 +132,32 @@ class Writer:
             if stop:
                 return
 
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database off the commit path (PASSIVE: never blocks the
+        writer or a reader); the writer's own automatic checkpoint is switched off, so no
+        commit waits for a checkpoint and its fsync."""
+        try:
+            conn = connect(self.path, synchronous="NORMAL" if self._own_sync else self.synchronous,
+                           busy_timeout_ms=self.busy_timeout_ms)
+        except sqlite3.Error as exc:
+            event(log, "checkpointer_failed", logging.ERROR, error=str(exc))
+            return
+        seen = -1
+        try:
+            while not self._checkpoint_stop.wait(self.checkpoint_seconds):
+                if self.commits == seen:
+                    continue
+                seen = self.commits
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:
+                    event(log, "checkpoint_failed", logging.WARNING, error=str(exc))
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
     def _fsync_wal(self) -> None:
         for path in (f"{self.path}-wal", str(self.path)):
             try:
@@ -154,6 +191,7 @@ class Writer:
             conn = connect(self.path, synchronous="NORMAL" if self._own_sync else self.synchronous,
                            busy_timeout_ms=self.busy_timeout_ms)
             migrate(conn)
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         except BaseException as exc:  # reported to start()
             self._startup_error = exc
             self._ready.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,25 @@ async def test_full_durability_answers_after_the_wal_is_synced(
     finally:
         monkeypatch.undo()
         w.stop()
+
+
+def test_checkpointer_copies_the_wal_into_the_database(tmp_path: Path) -> None:
+    """Commits never run the checkpoint themselves; the checkpointer thread does it."""
+    writer = Writer(tmp_path / "c.sqlite")
+    writer.checkpoint_seconds = 0.05
+    writer.start()
+    try:
+        writer.run_sync(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
+        for n in range(50):
+            writer.run_sync(lambda c, n=n: c.execute("INSERT INTO t VALUES (?)", (n,)))
+        deadline = time.monotonic() + 5
+        while writer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert writer.checkpoints >= 1
+        reader = sqlite3.connect(tmp_path / "c.sqlite")
+        assert reader.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 50
+        assert reader.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # a new conn
+        reader.close()
+    finally:
+        writer.stop()
+    assert writer._checkpointer is None
