@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pynetdicom.dimse_messages import N_CREATE_RQ, N_SET_RQ
-from pynetdicom.dimse_primitives import N_CREATE, N_SET
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_FIND_RQ, N_CREATE_RQ, N_SET_RQ
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, N_CREATE, N_SET
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"
+VERIFICATION = "1.2.840.10008.1.1"
+PENDING = frozenset({0xFF00, 0xFF01})
 MAX_PDU = 65536
 CONTEXT_ID = 1
 
@@ -61,13 +63,18 @@ def _p_data(pdvs: list[tuple[int, bytes]]) -> bytes:
     return struct.pack(">BxI", 0x04, len(body)) + body
 
 
-def _request(primitive: N_CREATE | N_SET, dataset: bytes) -> bytes:
-    message = N_CREATE_RQ() if isinstance(primitive, N_CREATE) else N_SET_RQ()
+_MESSAGES = {N_CREATE: N_CREATE_RQ, N_SET: N_SET_RQ, C_FIND: C_FIND_RQ, C_ECHO: C_ECHO_RQ}
+
+
+def _request(primitive: N_CREATE | N_SET | C_FIND | C_ECHO, dataset: bytes | None) -> bytes:
+    message = _MESSAGES[type(primitive)]()
     message.primitive_to_message(primitive)
     message.data_set = None
-    message.command_set.CommandDataSetType = 0x0001
+    message.command_set.CommandDataSetType = 0x0101 if dataset is None else 0x0001
     message._set_command_group_length()
     command = encode_dataset(message.command_set)
+    if dataset is None:
+        return _p_data([(0x03, command)])
     return _p_data([(0x03, command)]) + _p_data([(0x02, dataset)])
 
 
@@ -86,6 +93,20 @@ def n_set(message_id: int, sop_class: str, sop_instance: str, dataset: bytes) ->
     return _request(primitive, dataset)
 
 
+def c_find(message_id: int, sop_class: str, identifier: bytes) -> bytes:
+    """A whole C-FIND-RQ (medium priority) with its encoded identifier."""
+    primitive = C_FIND()
+    primitive.MessageID, primitive.AffectedSOPClassUID = message_id, sop_class
+    primitive.Priority = 0x0000
+    return _request(primitive, identifier)
+
+
+def c_echo(message_id: int) -> bytes:
+    primitive = C_ECHO()
+    primitive.MessageID, primitive.AffectedSOPClassUID = message_id, VERIFICATION
+    return _request(primitive, None)
+
+
 def _command_elements(data: bytes) -> dict[int, bytes]:
     elements: dict[int, bytes] = {}
     offset = 0
@@ -101,6 +122,7 @@ def _command_elements(data: bytes) -> dict[int, bytes]:
 class Response:
     status: int
     message_id_responded: int
+    comment: str = ""
 
 
 class Association:
@@ -141,6 +163,18 @@ class Association:
 
     async def request(self, encoded: bytes) -> Response:
         self.writer.write(encoded)
+        return await self.response()
+
+    async def find(self, encoded: bytes) -> tuple[int, Response]:
+        """Send a C-FIND-RQ; the number of pending (matching) responses and the final one."""
+        self.writer.write(encoded)
+        matches = 0
+        while (response := await self.response()).status in PENDING:
+            matches += 1
+        return matches, response
+
+    async def response(self) -> Response:
+        """Read one DIMSE message (its command and, when it has one, its data set)."""
         command = b""
         has_data = False
         data_done = True
@@ -167,7 +201,8 @@ class Association:
         elements = _command_elements(command)
         status = struct.unpack("<H", elements[0x00000900])[0]
         responded = struct.unpack("<H", elements.get(0x00000120, b"\0\0"))[0]
-        return Response(status, responded)
+        comment = elements.get(0x00000902, b"").decode("latin-1").rstrip("\0 ")
+        return Response(status, responded, comment)
 
     async def release(self) -> None:
         self.writer.write(struct.pack(">BxI", 0x05, 4) + bytes(4))

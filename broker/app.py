@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
+from broker.admin.http import AdminServer
 from broker.config import Settings
+from broker.dicom import mpps as mpps_checks
+from broker.dicom.closure_scp import ClosureScp
 from broker.dicom.server import CallingAeOptions, DicomServer, WorklistOptions
+from broker.dicom.stgcmt import CommitmentRequester
 from broker.hl7.server import MllpServer
 from broker.ingest import Ingestor
 from broker.logs import event
 from broker.mapping.holder import MappingHolder
-from broker.outbound.outbox import Destination, OutboxWorker
+from broker.metrics import Metrics
+from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
+from broker.purger import Purger
+from broker.store.closure import Instance
+from broker.store.repo import OutboxRow
 from broker.store.writer import Writer
+from broker.workflow.closure import ACTION_TYPE, Closure, ClosurePolicy
 from broker.workflow.notify import StatusNotifier
 
 log = logging.getLogger("broker.app")
@@ -37,11 +49,43 @@ class Broker:
         self.dicom = _dicom_server(settings, self.writer)
         o = settings.outbound
         destinations = [Destination(d.name, d.host, d.port, d.timeout) for d in o.destinations]
-        self.outbox = OutboxWorker(db.path, self.writer, destinations,
+        notifier = StatusNotifier(self.mappings, [d.name for d in destinations])
+        self.closure = _closure(settings, self.mappings, notifier)
+        self.closure_scp = ClosureScp(self.writer, self.closure)
+        requests = _commitment_destinations(settings, self.closure_scp)
+        self.outbox = OutboxWorker(db.path, self.writer, [*destinations, *requests],
                                    backoff_base=o.backoff_base, backoff_max=o.backoff_max,
-                                   poll=o.poll)
-        self.dicom.notify = StatusNotifier(self.mappings, [d.name for d in destinations])
+                                   poll=o.poll, on_settled=self._settled)
+        self.purger = Purger(db.path, self.writer, settings.retention, db.busy_timeout_ms)
+        self.dicom.notify = notifier
+        self.dicom.final = self._mpps_final
+        self.dicom.closure = self.closure_scp
+        self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self.metrics = Metrics()
+        self.ingestor.metrics = self.mllp.metrics = self.dicom.metrics = self.metrics
+        self.outbox.metrics = self.metrics
+        self.metrics.count_associations(lambda: self.dicom.active_associations)
+        self.admin = AdminServer(self) if settings.admin.enabled else None
+
+    def _mpps_final(self, conn: Any, mpps_pk: int, uid: str, status: str,
+                    summary: dict[str, Any], steps: list[int]) -> int:
+        instances = [Instance(*i) for i in summary.get("instances", [])]
+        return self.closure.mpps_final(conn, mpps_pk, uid, status, instances, steps)
+
+    def _settled(self, conn: Any, row: OutboxRow, outcome: str, reason: str) -> None:
+        if row.message_type == ACTION_TYPE:
+            self.closure.commitment_sent(conn, row.control_id, outcome, reason)
+
+    async def _sweep(self, interval: float = 1.0) -> None:
+        """Time out commitment reports and completion notices that waited too long."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await self.writer.run(self.closure.sweep):
+                    self.outbox.wake()
+            except Exception as exc:  # the store is down: try again next round
+                event(log, "closure_sweep_failed", logging.ERROR, error=str(exc))
 
     async def _handle_hl7(self, raw: bytes, peer: str) -> bytes:
         return (await self.ingestor.handle(raw, peer)).ack
@@ -52,14 +96,27 @@ class Broker:
         await self.mllp.start()
         loop = asyncio.get_running_loop()
         self.dicom.on_queued = lambda: loop.call_soon_threadsafe(self.outbox.wake)
+        self.closure_scp.on_queued = self.dicom.on_queued
+        await self.writer.run(self.closure.recover)
+        self._sweeper = asyncio.create_task(self._sweep(), name="closure-sweep")
         await self.outbox.start()
+        await self.purger.start()
         await asyncio.to_thread(self.dicom.start)
+        if self.admin is not None:
+            await self.admin.start()
         event(log, "broker_ready", database=str(self.writer.path),
               mllp_port=self.mllp.bound_port, dicom_port=self.dicom.bound_port,
               seconds=round(time.perf_counter() - started, 3))
 
     async def stop(self) -> None:
         event(log, "broker_stopping")
+        if self.admin is not None:
+            await self.admin.stop()
+        await self.purger.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await asyncio.to_thread(self.dicom.stop)
         await self.mllp.stop(self.settings.mllp.shutdown_grace)
         await self.outbox.stop()
@@ -96,3 +153,30 @@ def _dicom_server(settings: Settings, writer: Writer) -> DicomServer:
                        calling_aes=d.allowed_calling_aes or None, options=options,
                        fast_path=d.fast_path, writer=writer,
                        mpps_match_accession=d.mpps_match_accession)
+
+
+def _closure(settings: Settings, mappings: Callable[[], Any],
+             notifier: StatusNotifier) -> Closure:
+    sc = settings.storage_commitment
+    policy = ClosurePolicy(archive=sc.name if sc.ae_title else "", delay=sc.delay,
+                           report_timeout=sc.report_timeout,
+                           available_statuses=tuple(a.upper() for a in sc.available_statuses))
+    return Closure(mappings, notifier, policy, mpps_checks.summary)
+
+
+def _commitment_destinations(settings: Settings, scp: ClosureScp) -> list[RequestDestination]:
+    """The archive asked for storage commitment, as an outbox destination (none when off)."""
+    sc = settings.storage_commitment
+    if not sc.ae_title:
+        return []
+    requester = CommitmentRequester(settings.dicom.ae_title, sc.ae_title, sc.host, sc.port,
+                                    timeout=sc.timeout,
+                                    same_association_wait=sc.same_association_wait,
+                                    on_report=scp.report)
+
+    def send(row: OutboxRow) -> tuple[str, str, str]:
+        request = json.loads(row.payload)
+        outcome = requester.request(request["transaction_uid"],
+                                    [(c, i) for c, i in request["instances"]])
+        return outcome.outcome, outcome.reason, outcome.detail
+    return [RequestDestination(sc.name, send)]

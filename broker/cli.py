@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from broker import __version__
+from broker import __version__, care_commands
 from broker.config import ConfigError, Settings, apply_overrides, load_settings
 
 
@@ -245,6 +245,28 @@ TABLE_COLUMNS = (("Patient", "PatientName", 24), ("ID", "PatientID", 12),
                  ("Description", "ScheduledProcedureStepDescription", 24))
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from broker.simulator import Endpoint, Plan, SimulationError, run
+
+    try:
+        worklist = Endpoint.parse(args.worklist, "MWLBROKER")
+        mpps = Endpoint.parse(args.mpps, "MWLBROKER") if args.mpps else worklist
+        archive = Endpoint.parse(args.store, "ARCHIVE") if args.store else None
+    except ValueError as exc:
+        print(f"mwl-broker simulate: {exc}", file=sys.stderr)
+        return 2
+    plan = Plan(args.station, worklist, mpps, archive, modality=args.modality,
+                accession=args.accession, series=args.series, images=args.images,
+                not_stored=args.not_stored, discontinue=args.discontinue, timeout=args.timeout)
+    try:
+        result = run(plan)
+    except SimulationError as exc:
+        print(f"mwl-broker simulate: {exc}", file=sys.stderr)
+        return 3
+    print(f"done: MPPS {result.mpps_uid} {result.status}, study {result.study_uid}")
+    return 0
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     import datetime
 
@@ -397,6 +419,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--timeout", type=float, default=30.0)
     p.set_defaults(func=cmd_query)
 
+    p = sub.add_parser("simulate", help="play a modality against worklist/MPPS/storage endpoints")
+    what = p.add_subparsers(dest="what", required=True)
+    m = what.add_parser("modality", help="query the worklist, MPPS IN PROGRESS, store images, "
+                        "MPPS COMPLETED")
+    m.add_argument("--station", required=True, help="the modality's AE title (station key)")
+    m.add_argument("--worklist", default="MWLBROKER@127.0.0.1:11112",
+                   help="worklist SCP as [AE@]HOST:PORT")
+    m.add_argument("--mpps", help="MPPS SCP as [AE@]HOST:PORT (default: the worklist SCP)")
+    m.add_argument("--store", help="archive (storage SCP) as [AE@]HOST:PORT; no images are "
+                   "sent without it")
+    m.add_argument("--modality", default="", help="only steps of this modality")
+    m.add_argument("--accession", default="", help="only the step of this accession number")
+    m.add_argument("--series", type=int, default=1)
+    m.add_argument("--images", type=int, default=3, help="images per series")
+    m.add_argument("--not-stored", type=int, default=0, metavar="N",
+                   help="list N images in the MPPS without storing them (a failure case)")
+    m.add_argument("--discontinue", action="store_true", help="end with DISCONTINUED")
+    m.add_argument("-t", "--timeout", type=float, default=30.0)
+    m.set_defaults(func=cmd_simulate)
+
     p = sub.add_parser("outbox", parents=[common],
                        help="list, retry or purge the messages waiting for other systems")
     p.add_argument("action", choices=["list", "retry", "purge"])
@@ -413,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.hl7|-")
     p.add_argument("--mappings", help="mapping folder (default: the configured one)")
     p.set_defaults(func=cmd_map)
+    care_commands.register(sub, common)
     return parser
 
 

@@ -96,6 +96,25 @@ class DestinationSettings:
 
 
 @dataclass
+class StorageCommitmentSettings:
+    """The archive asked to commit the instances of each completed MPPS (Push Model SCU).
+
+    Off while ``ae_title`` is empty. The request goes through the outbox (destination
+    ``name``); the archive's N-EVENT-REPORT may come on the same association or on a new one
+    it opens to the broker's AE."""
+
+    name: str = "archive"
+    ae_title: str = ""
+    host: str = "127.0.0.1"
+    port: int = 104
+    delay: float = 0.0
+    report_timeout: float = 600.0
+    same_association_wait: float = 2.0
+    timeout: float = 30.0
+    available_statuses: list[str] = field(default_factory=lambda: ["ONLINE", "NEARLINE"])
+
+
+@dataclass
 class OutboundSettings:
     destinations: list[DestinationSettings] = field(default_factory=list)
     backoff_base: float = 1.0
@@ -105,8 +124,25 @@ class OutboundSettings:
 
 @dataclass
 class AdminSettings:
+    """The admin HTTP server: web console, JSON REST API, /metrics, /healthz, /readyz."""
+
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
+    token: str = ""
+    token_file: str = ""
+
+
+@dataclass
+class RetentionSettings:
+    """How long finished work is kept (days; 0 keeps it for ever) and how often to purge."""
+
+    interval: float = 3600.0
+    steps_days: float = 30.0
+    mpps_days: float = 30.0
+    message_log_days: float = 90.0
+    outbox_delivered_days: float = 30.0
+    chunk: int = 500
 
 
 @dataclass
@@ -127,8 +163,11 @@ class Settings:
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
     dicom: DicomSettings = field(default_factory=DicomSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    storage_commitment: StorageCommitmentSettings = field(
+        default_factory=StorageCommitmentSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     mappings: MappingSettings = field(default_factory=MappingSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 
@@ -174,6 +213,10 @@ def check(settings: Settings, where: str = "settings") -> None:
     """Values that are well typed but not usable (unknown character sets …)."""
     import codecs
 
+    for name, number in dataclasses.asdict(settings.retention).items():
+        if number < 0 or (name == "chunk" and number < 1):
+            raise ConfigError(f"{where}: retention.{name} {number} must be "
+                              + ("at least 1" if name == "chunk" else "0 or more"))
     for label, value in [("dicom.charset", settings.dicom.charset)] + [
             (f"dicom.calling_aes[{i}].charset", c.charset)
             for i, c in enumerate(settings.dicom.calling_aes)]:
@@ -192,6 +235,23 @@ def check(settings: Settings, where: str = "settings") -> None:
         except LookupError:
             raise ConfigError(f"{where}: {label} {codec!r} is not a known character "
                               "set (Python codec names such as latin-1, gb18030)") from None
+    admin = settings.admin
+    if admin.enabled and not is_loopback(admin.host) and not (admin.token or admin.token_file):
+        raise ConfigError(f"{where}: admin.host {admin.host!r} is not a loopback address, so "
+                          "the admin console needs admin.token or admin.token_file (or bind "
+                          "admin.host to 127.0.0.1, or set admin.enabled: false)")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:

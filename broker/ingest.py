@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from broker.config import Hl7Settings, MllpSettings
 from broker.hl7 import charset
@@ -20,6 +21,9 @@ from broker.model import DomainError, Event, OrderChange, PatientIdChange, Patie
 from broker.store.repo import MessageRecord, Repo
 from broker.store.writer import StoreError, Writer
 from broker.workflow.orders import apply
+
+if TYPE_CHECKING:
+    from broker.metrics import Metrics
 
 log = logging.getLogger("broker.hl7")
 
@@ -47,6 +51,7 @@ class Ingestor:
         self._overrides = {(s.application, s.facility): s.charset for s in hl7.senders
                            if s.charset}
         self.counts: dict[str, int] = {}
+        self.metrics: Metrics | None = None
 
     def _override_for(self, application: str, facility: str) -> str | None:
         return self._overrides.get((application, facility)) or self._overrides.get(
@@ -105,6 +110,8 @@ class Ingestor:
         ack = ack_text.encode(codec if message else "ascii", errors="replace")
         ms = round((time.perf_counter() - started) * 1000, 3)
         self.counts[code] = self.counts.get(code, 0) + 1
+        if self.metrics is not None:
+            self.metrics.message_in(record.message_type, code, time.perf_counter() - started)
         event(log, "hl7_received", logging.INFO if code == "AA" else logging.WARNING,
               control_id=control_id, type=record.message_type, sender=app, facility=fac,
               peer=peer, outcome=code, duplicate=duplicate, ms=ms,

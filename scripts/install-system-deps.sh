@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use as real peers: DCMTK (findscu, echoscu,
-# storescu, wlmscpfs) and Orthanc. Services are not started by the install: tests start
-# their own instances on loopback ports.
+# storescu, wlmscpfs), Orthanc, and headless Chromium with its WebDriver (the admin console's
+# browser tests), and systemd for `systemd-analyze verify` of the unit file. Services are not
+# started by the install: tests start their own instances on loopback ports.
 set -euo pipefail
-packages=(dcmtk orthanc)
+packages=(dcmtk orthanc chromium chromium-driver systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -53,6 +53,7 @@ class BrokerProcess:
         self.db = folder / "broker.sqlite"
         self.port = free_port()
         self.dicom_port = free_port()
+        self.admin_port = free_port()
         self.options = options
         self.log = folder / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -60,7 +61,8 @@ class BrokerProcess:
     def start(self) -> None:
         args = [str(BIN / "mwl-broker"), "serve", "-o", f"database.path={self.db}",
                 "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}",
-                "-o", "dicom.host=127.0.0.1", "-o", f"dicom.port={self.dicom_port}"]
+                "-o", "dicom.host=127.0.0.1", "-o", f"dicom.port={self.dicom_port}",
+                "-o", "admin.host=127.0.0.1", "-o", f"admin.port={self.admin_port}"]
         for option in self.options:
             args += ["-o", option]
         with open(self.log, "ab") as log:
@@ -129,6 +131,7 @@ def make_settings(folder: Path, **mllp: Any) -> Settings:
     settings.mllp.port = 0
     settings.dicom.host = "127.0.0.1"
     settings.dicom.port = 0
+    settings.admin.port = 0
     for key, value in mllp.items():
         setattr(settings.mllp, key, value)
     return settings

@@ -212,28 +212,41 @@ def _run_reactor(self: Any) -> None:
                 elif self._is_transport_event():
                     self._idle_timer.restart()
             except Exception as exc:
-                logging.getLogger("pynetdicom.dul").exception(
-                    "Exception in DUL.run(), aborting association: %s", exc)
-                abort = A_ABORT_RQ()
-                abort.source = 0x02
-                abort.reason_diagnostic = 0x00
-                self.socket.send(abort.encode())
-                self.assoc.is_aborted = True
-                self.assoc.is_established = False
-                self.assoc._kill = True
-                self._kill_thread = True
+                _abort(self, exc)
                 return
             try:
                 evt_name = self.event_queue.get(block=False)
             except queue.Empty:
                 _idle_wait(self)
                 continue
-            self.state_machine.do_action(evt_name)
+            try:
+                self.state_machine.do_action(evt_name)
+            except Exception as exc:  # e.g. a command set without CommandField (a bad peer)
+                _abort(self, exc)
+                return
     finally:
         self._waiting = False
         for s in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 s.close()
+
+
+def _abort(self: Any, exc: Exception) -> None:
+    """Abort the association after an error in its reactor, instead of the reactor thread
+    dying with the connection left open."""
+    logging.getLogger("pynetdicom.dul").exception(
+        "Exception in DUL.run(), aborting association: %s", exc)
+    abort = A_ABORT_RQ()
+    abort.source = 0x02
+    abort.reason_diagnostic = 0x00
+    with contextlib.suppress(Exception):  # the socket may be closed already
+        self.socket.send(abort.encode())
+    self.assoc.is_aborted = True
+    self.assoc.is_established = False
+    self.assoc._kill = True
+    self._kill_thread = True
+    with contextlib.suppress(Exception):
+        self.socket.close()
 
 
 def _idle_wait(self: Any) -> None:

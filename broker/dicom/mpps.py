@@ -124,7 +124,22 @@ def summary(stored: dict[str, Any], sop_instance_uid: str) -> dict[str, Any]:
             "station": _json_text(stored, "PerformedStationAETitle"),
             "status": _json_text(stored, "PerformedProcedureStepStatus"),
             "series_count": len(series), "image_count": images,
-            "sop_instance_uid": sop_instance_uid}
+            "sop_instance_uid": sop_instance_uid, "instances": instances(series)}
+
+
+def instances(series: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(SOP Instance UID, SOP Class UID, Series Instance UID) of each instance listed in the
+    Performed Series Sequence items (DICOM JSON)."""
+    found = []
+    for item in series:
+        series_uid = _json_text(item, "SeriesInstanceUID")
+        for keyword in ("ReferencedImageSequence",
+                        "ReferencedNonImageCompositeSOPInstanceSequence"):
+            for ref in _json_items(item, keyword):
+                uid = _json_text(ref, "ReferencedSOPInstanceUID")
+                if uid:
+                    found.append((uid, _json_text(ref, "ReferencedSOPClassUID"), series_uid))
+    return found
 
 
 def failure(error: MppsError) -> Dataset:

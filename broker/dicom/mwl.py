@@ -121,6 +121,8 @@ def _add_match(elem: DataElement, parsed: ParsedQuery) -> None:
     value = _text(elem).strip()
     if not value or (value == "*" and elem.VR in WILDCARD_VRS):
         return
+    if elem.VR == "UI" and not value.replace("\\", "").strip():
+        return  # a list of empty UIDs: universal matching
     keyword = elem.keyword
     if keyword not in MATCHABLE:
         parsed.unsupported.append(keyword or str(elem.tag))

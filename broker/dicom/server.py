@@ -15,21 +15,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    InstanceAvailabilityNotification,
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
+    StorageCommitmentPushModel,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from broker.dicom import fastpath
+from broker.dicom import fastpath, pdu_guard
 from broker.dicom import mpps as mpps_checks
+from broker.dicom.closure_scp import IAN_SOP_CLASS, ClosureScp
 from broker.dicom.encoder import encode
 from broker.dicom.mwl import (
     ParsedQuery,
@@ -43,6 +46,9 @@ from broker.store.repo import MppsRepo
 from broker.store.worklist_query import open_reader, search
 from broker.store.writer import StoreError, Writer
 from broker.workflow import mpps as mpps_flow
+
+if TYPE_CHECKING:
+    from broker.metrics import Metrics
 
 log = logging.getLogger("broker.dicom")
 
@@ -98,9 +104,14 @@ class DicomServer:
         self.mpps_match_accession = mpps_match_accession
         #: queues the RIS messages of a status change; set by the application
         self.notify: mpps_flow.Notify | None = None
+        #: told when an MPPS becomes final (storage commitment, completion); set by the app
+        self.final: mpps_flow.Final | None = None
+        #: storage commitment reports and IAN; set by the application
+        self.closure: ClosureScp | None = None
         #: called (from an association thread) after messages were queued
         self.on_queued: Any = None
         self.fast = fastpath.apply() if fast_path else False
+        pdu_guard.apply()
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.require_called_aet = True
@@ -111,24 +122,38 @@ class DicomServer:
         self.ae.dimse_timeout = 60
         served = [ModalityWorklistInformationFind, Verification]
         if writer is not None:
-            served.append(ModalityPerformedProcedureStep)
+            served += [ModalityPerformedProcedureStep, InstanceAvailabilityNotification]
         for sop_class in served:
             self.ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        if writer is not None:  # the archive's reports on an association it opens (SCP role)
+            self.ae.add_supported_context(StorageCommitmentPushModel, ALL_TRANSFER_SYNTAXES,
+                                          scu_role=False, scp_role=True)
         self._server: ThreadedAssociationServer | None = None
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self.queries = 0
+        self.metrics: Metrics | None = None
 
     @property
     def bound_port(self) -> int:
         assert self._server is not None
         return int(self._server.server_address[1])
 
+    @property
+    def serving(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._server is not None
+
+    @property
+    def active_associations(self) -> int:
+        server = self._server
+        return len(server.active_associations) if server is not None else 0
+
     def start(self) -> None:
         handlers: list[Any] = [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_ECHO, self._on_echo),
                                (evt.EVT_REJECTED, self._on_rejected),
                                (evt.EVT_N_CREATE, self._on_n_create),
-                               (evt.EVT_N_SET, self._on_n_set)]
+                               (evt.EVT_N_SET, self._on_n_set),
+                               (evt.EVT_N_EVENT_REPORT, self._on_n_event_report)]
         server = self.ae.make_server((self.host, self.port), evt_handlers=handlers,
                                      server_class=NoDelayServer)
         assert isinstance(server, ThreadedAssociationServer)
@@ -160,6 +185,8 @@ class DicomServer:
         return 0x0000
 
     def _on_rejected(self, ev: Event) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected("dicom", "association_rejected")
         event(log, "association_rejected", logging.WARNING,
               calling_ae=ev.assoc.requestor.ae_title, peer=ev.assoc.requestor.address)
 
@@ -175,11 +202,13 @@ class DicomServer:
         except QueryError as exc:
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
                   status=f"0x{exc.status:04X}", error=exc.comment)
+            self._count_find("refused", started)
             yield _failure(exc.status, exc.comment), None
             return
         except Exception as exc:  # an identifier pydicom cannot decode
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
                   status="0xA900", error=str(exc))
+            self._count_find("refused", started)
             yield _failure(0xA900, f"identifier cannot be read: {exc}"), None
             return
         if self.options.show_all_statuses:
@@ -194,6 +223,7 @@ class DicomServer:
             for row in search(self._reader(), parsed.query):
                 if ev.is_cancelled:
                     self._log_query(calling, parsed, matches, started, "cancelled")
+                    self._count_find("cancelled", started)
                     yield 0xFE00, None
                     return
                 matches += 1
@@ -206,16 +236,27 @@ class DicomServer:
                     yield status, to_pydicom(nodes, charset)
         except sqlite3.Error as exc:
             event(log, "mwl_query_failed", logging.ERROR, calling_ae=calling, error=str(exc))
+            self._count_find("failed", started)
             yield _failure(0xC001, f"worklist store unavailable: {exc}"), None
             return
         self.queries += 1
         self._log_query(calling, parsed, matches, started, "done")
+        self._count_find("done", started)
         yield 0x0000, None
+
+    def _on_n_event_report(self, ev: Event) -> tuple[Any, Any]:
+        if self.closure is None:
+            return _failure(0x0110, "storage commitment reports are not taken here"), None
+        return self.closure.on_n_event_report(ev)
 
     def _on_n_create(self, ev: Event) -> tuple[Any, Any]:
         started = time.perf_counter()
         calling = ev.assoc.requestor.ae_title.strip()
         request: Any = ev.request
+        if request.AffectedSOPClassUID == IAN_SOP_CLASS:
+            if self.closure is None:
+                return _failure(0x0110, "instance availability is not taken here"), None
+            return self.closure.on_ian(ev)
         requested = request.AffectedSOPInstanceUID
         uid = str(requested) if requested else generate_uid()
         try:
@@ -229,8 +270,10 @@ class DicomServer:
         except mpps_flow.MppsError as exc:
             event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
                   operation="N-CREATE", status=f"0x{exc.status:04X}", error=exc.comment)
+            self._count_mpps("refused")
             return mpps_checks.failure(exc), None
         self._queued(outcome)
+        self._count_mpps(status)
         event(log, "mpps_created", logging.WARNING if outcome.unscheduled else logging.INFO,
               sop_instance_uid=uid, calling_ae=calling, status=status, steps=len(outcome.steps),
               unscheduled=outcome.unscheduled, queued=outcome.queued,
@@ -248,18 +291,28 @@ class DicomServer:
         uid = str(request.RequestedSOPInstanceUID or "")
         try:
             modifications = ev.modification_list
-            outcome = self._write(partial(_update, uid=uid,
+            outcome = self._write(partial(_update, uid=uid, final=self.final,
                                           merge=mpps_checks.merger(modifications, uid),
                                           notify=self.notify))
         except mpps_flow.MppsError as exc:
             event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
                   operation="N-SET", status=f"0x{exc.status:04X}", error=exc.comment)
+            self._count_mpps("refused")
             return mpps_checks.failure(exc), None
         self._queued(outcome)
+        self._count_mpps(outcome.status)
         event(log, "mpps_updated", sop_instance_uid=uid, calling_ae=calling,
               status=outcome.status, steps=len(outcome.steps), queued=outcome.queued,
               ms=round((time.perf_counter() - started) * 1000, 2))
         return 0x0000, None
+
+    def _count_find(self, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.worklist_query(outcome, time.perf_counter() - started)
+
+    def _count_mpps(self, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.performed_step(status)
 
     def _queued(self, outcome: mpps_flow.Outcome) -> None:
         if outcome.queued and self.on_queued is not None:
@@ -296,5 +349,6 @@ def _create(conn: sqlite3.Connection, **kwargs: Any) -> mpps_flow.Outcome:
 
 
 def _update(conn: sqlite3.Connection, uid: str, merge: mpps_flow.Merge,
-            notify: mpps_flow.Notify | None) -> mpps_flow.Outcome:
-    return mpps_flow.update(MppsRepo(conn), uid, merge, notify)
+            notify: mpps_flow.Notify | None, final: mpps_flow.Final | None = None
+            ) -> mpps_flow.Outcome:
+    return mpps_flow.update(MppsRepo(conn), uid, merge, notify, final)

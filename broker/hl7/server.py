@@ -8,9 +8,13 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from broker.hl7.mllp import Frame, Framer, Garbage, Oversize, frame
 from broker.logs import event
+
+if TYPE_CHECKING:
+    from broker.metrics import Metrics
 
 log = logging.getLogger("broker.mllp")
 
@@ -43,6 +47,7 @@ class MllpServer:
         self._connections: set[_Connection] = set()
         self._stopping = False
         self.refused = 0
+        self.metrics: Metrics | None = None
 
     @property
     def bound_port(self) -> int:
@@ -52,6 +57,14 @@ class MllpServer:
     @property
     def active_connections(self) -> int:
         return len(self._connections)
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    def _rejected(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected("mllp", reason)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -87,6 +100,7 @@ class MllpServer:
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         if self._stopping or len(self._connections) >= self.max_connections:
             self.refused += 1
+            self._rejected("shutting_down" if self._stopping else "max_connections")
             event(log, "mllp_connection_refused", logging.WARNING, peer=peer,
                   reason="shutting down" if self._stopping else
                   f"max_connections {self.max_connections} reached")
@@ -126,9 +140,11 @@ class MllpServer:
                 return
             for item in framer.feed(data):
                 if isinstance(item, Garbage):
+                    self._rejected("garbage")
                     event(log, "mllp_garbage", logging.WARNING, peer=conn.peer,
                           bytes=len(item.data), data=item.data[:256].decode("latin-1"))
                 elif isinstance(item, Oversize):
+                    self._rejected("frame_too_large")
                     event(log, "mllp_frame_too_large", logging.WARNING, peer=conn.peer,
                           limit=self.max_frame, received=item.size)
                     conn.writer.write(frame(self.oversize(item.head, item.size)))

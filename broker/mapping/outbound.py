@@ -14,7 +14,16 @@ from broker.hl7.escape import escape
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 MPPS_FIELDS = frozenset({"start", "end", "station", "status", "series_count", "image_count",
                          "sop_instance_uid"})
+COMPLETION_FIELDS = frozenset({
+    "state", "result_status", "partial", "study_uid", "series_count", "instance_count",
+    "committed_count", "failed_count", "available_count", "retrieve_ae", "reason",
+    "transaction_uid"})
 PLAIN = frozenset({"now", "control_id", "order_status"})
+#: what a completion notice may wait for
+REQUIREMENTS = ("committed", "available")
+ON_TIMEOUT = ("send_partial", "report_problem")
+#: the completion states a notice reports, with their default OBR-25 result status
+COMPLETION_STATES = {"complete": "F", "partial": "A", "commitment_failed": "X"}
 SCOPES = frozenset({"patient", "procedure", "step"})
 
 
@@ -29,6 +38,11 @@ class Template:
 class OutboundRule:
     template: str
     order_status: dict[str, str] = field(default_factory=dict)
+    #: completion notices only: what to wait for, how long, and what then
+    require: tuple[str, ...] = ()
+    timeout: float = 600.0
+    on_timeout: str = "send_partial"
+    result_status: dict[str, str] = field(default_factory=lambda: dict(COMPLETION_STATES))
 
 
 def placeholder_error(name: str) -> str | None:
@@ -39,10 +53,13 @@ def placeholder_error(name: str) -> str | None:
     if scope == "mpps":
         return None if key in MPPS_FIELDS else (
             f"{{{name}}}: mpps has {', '.join(sorted(MPPS_FIELDS))}")
+    if scope == "completion":
+        return None if key in COMPLETION_FIELDS else (
+            f"{{{name}}}: completion has {', '.join(sorted(COMPLETION_FIELDS))}")
     if scope in SCOPES:
         return None if key in keyword_dict else f"{{{name}}}: {key!r} is not a DICOM keyword"
     return (f"{{{name}}} is not a placeholder (use now, control_id, order_status, "
-            "patient.X, procedure.X, step.X or mpps.X)")
+            "patient.X, procedure.X, step.X, mpps.X or completion.X)")
 
 
 def render(template: Template, context: dict[str, Any]) -> str:

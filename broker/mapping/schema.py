@@ -14,14 +14,24 @@ import yaml
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 
 from broker.hl7.path import Path, PathError, parse_path
-from broker.mapping.outbound import PLACEHOLDER, OutboundRule, Template, placeholder_error
+from broker.mapping.outbound import (
+    COMPLETION_STATES,
+    ON_TIMEOUT,
+    PLACEHOLDER,
+    REQUIREMENTS,
+    OutboundRule,
+    Template,
+    placeholder_error,
+)
 from broker.mapping.transforms import TRANSFORMS, VR_TRANSFORM, Fn
 from broker.model import OrderAction, StepStatus
 
 KINDS = ("order", "patient_update", "patient_merge", "patient_id_change")
 TOP_KEYS = ("sections", "messages", "tables", "order_control", "station_rules", "templates",
             "outbound")
-OUTBOUND_EVENTS = ("procedure_status",)
+OUTBOUND_EVENTS = ("procedure_status", "completion")
+RULE_KEYS = {"procedure_status": ("template", "order_status"),
+             "completion": ("template", "require", "timeout", "on_timeout", "result_status")}
 MESSAGE_KEYS = {"types", "kind", "patient", "prior", "procedure", "steps", "order_control",
                 "study_uid", "group", "absent_steps"}
 FIELD_KEYS = {"path", "transform", "default", "value", "required", "scope", "unit"}
@@ -292,9 +302,42 @@ class _Builder:
                     self.error(file, at, f"outbound {event_name}: template "
                                f"{rule['template']!r} is not defined")
                     continue
+                for k in rule:
+                    if k not in RULE_KEYS[event_name] and isinstance(rule, _Doc):
+                        self.unknown_key(file, rule, k, RULE_KEYS[event_name],
+                                         f"outbound {event_name} key")
                 statuses = rule.get("order_status", {}) or {}
-                self.outbound[str(event_name)] = OutboundRule(
-                    str(rule["template"]), {str(k): str(v) for k, v in statuses.items()})
+                built = OutboundRule(str(rule["template"]),
+                                     {str(k): str(v) for k, v in statuses.items()})
+                if event_name == "completion":
+                    self._completion_rule(file, at, rule, built)
+                self.outbound[str(event_name)] = built
+
+    def _completion_rule(self, file: str, at: int, rule: Any, built: OutboundRule) -> None:
+        require = rule.get("require", ["committed", "available"])
+        if not isinstance(require, list) or any(r not in REQUIREMENTS for r in require):
+            self.error(file, at, "outbound completion: require must be a list of "
+                       + " and ".join(REQUIREMENTS) + f", not {require!r}")
+        else:
+            built.require = tuple(str(r) for r in require)
+        timeout = rule.get("timeout", 600)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+            self.error(file, at, f"outbound completion: timeout must be seconds, not {timeout!r}")
+        else:
+            built.timeout = float(timeout)
+        on_timeout = rule.get("on_timeout", "send_partial")
+        if on_timeout not in ON_TIMEOUT:
+            self.error(file, at, "outbound completion: on_timeout must be one of "
+                       + ", ".join(ON_TIMEOUT) + f", not {on_timeout!r}")
+        else:
+            built.on_timeout = str(on_timeout)
+        statuses = rule.get("result_status", {}) or {}
+        for state, status in statuses.items():
+            if state not in COMPLETION_STATES:
+                self.error(file, at, f"outbound completion: unknown result_status state "
+                           f"{state!r} (use {', '.join(COMPLETION_STATES)})")
+            else:
+                built.result_status[str(state)] = str(status)
 
     def _read_order_control(self, file: str, value: Any, line: int) -> None:
         if not isinstance(value, _Doc):

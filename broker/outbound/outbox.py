@@ -13,9 +13,10 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiosqlite
 
@@ -25,6 +26,9 @@ from broker.logs import event
 from broker.store.outbox_reader import due, next_due_at, open_outbox_reader
 from broker.store.repo import OutboxRepo, OutboxRow
 from broker.store.writer import StoreError, Writer
+
+if TYPE_CHECKING:
+    from broker.metrics import Metrics
 
 log = logging.getLogger("broker.outbox")
 DELIVERED = ("AA", "CA")
@@ -39,19 +43,41 @@ class Destination:
     timeout: float = 10.0
 
 
+@dataclass
+class RequestDestination:
+    """A destination reached by a blocking request (a DICOM storage commitment N-ACTION),
+    run in a worker thread; it answers (outcome, reason, detail) with outcome delivered,
+    retry or dead."""
+
+    name: str
+    send: Callable[[OutboxRow], tuple[str, str, str]]
+
+
+#: told in the settling transaction how an entry ended: (connection, row, outcome, reason)
+Settled = Callable[[sqlite3.Connection, OutboxRow, str, str], object]
+
+
 class OutboxWorker:
-    def __init__(self, db_path: str | Path, writer: Writer, destinations: list[Destination],
-                 *, backoff_base: float = 1.0, backoff_max: float = 60.0,
-                 poll: float = 1.0) -> None:
+    def __init__(self, db_path: str | Path, writer: Writer,
+                 destinations: Sequence[Destination | RequestDestination], *,
+                 backoff_base: float = 1.0, backoff_max: float = 60.0,
+                 poll: float = 1.0, on_settled: Settled | None = None) -> None:
         self.db_path = db_path
         self.writer = writer
         self.destinations = {d.name: d for d in destinations}
+        self.on_settled = on_settled
         self.backoff_base, self.backoff_max, self.poll = backoff_base, backoff_max, poll
         self._clients: dict[str, MllpClient] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reader: aiosqlite.Connection | None = None
         self.delivered = self.dead = self.retried = 0
+        self.metrics: Metrics | None = None
+
+    @property
+    def running(self) -> bool:
+        """The delivery task is alive (always false without destinations)."""
+        return self._task is not None and not self._task.done()
 
     def wake(self) -> None:
         """New messages were queued (call from the event loop)."""
@@ -97,6 +123,12 @@ class OutboxWorker:
         if destination is None:
             return self._settle(row, "dead",
                                 f"destination {row.destination!r} is not configured")
+        if isinstance(destination, RequestDestination):
+            try:
+                outcome, reason, detail = await asyncio.to_thread(destination.send, row)
+            except Exception as exc:  # a request that failed in an unforeseen way: try again
+                outcome, reason, detail = "retry", f"{type(exc).__name__}: {exc}", ""
+            return self._settle(row, outcome, reason, detail)
         try:
             answer = await self._exchange(destination, row)
         except (MllpError, OSError, TimeoutError) as exc:
@@ -137,6 +169,10 @@ class OutboxWorker:
         if client is not None:
             await client.close()
 
+    def _tell(self, conn: sqlite3.Connection, row: OutboxRow, outcome: str, reason: str) -> None:
+        if self.on_settled is not None:
+            self.on_settled(conn, row, outcome, reason)
+
     async def _settle(self, row: OutboxRow, outcome: str, reason: str, ack: str = "") -> None:
         if outcome == "retry":
             delay = min(self.backoff_max, self.backoff_base * 2 ** row.attempts)
@@ -145,19 +181,24 @@ class OutboxWorker:
 
             def work(conn: sqlite3.Connection) -> None:
                 OutboxRepo(conn).retry_later(row.id, reason, when)
+                self._tell(conn, row, "retry", reason)
             self.retried += 1
             level, name = logging.WARNING, "outbox_retry"
         elif outcome == "dead":
             def work(conn: sqlite3.Connection) -> None:
                 OutboxRepo(conn).dead(row.id, reason, ack)
+                self._tell(conn, row, "dead", reason)
             self.dead += 1
             level, name = logging.ERROR, "outbox_dead_letter"
         else:
             def work(conn: sqlite3.Connection) -> None:
                 OutboxRepo(conn).delivered(row.id, ack)
+                self._tell(conn, row, "delivered", "")
             self.delivered += 1
             level, name = logging.INFO, "outbox_delivered"
         await self.writer.run(work)
+        if self.metrics is not None:
+            self.metrics.message_out(row.message_type, outcome)
         event(log, name, level, control_id=row.control_id, destination=row.destination,
               order=row.order_key, attempt=row.attempts + 1,
               **({"reason": reason} if reason else {}))

@@ -372,12 +372,12 @@ OUTBOX_COLUMNS = ("id, destination, order_key, control_id, message_type, payload
 
 class OutboxRepo(Repo):
     def enqueue(self, destination: str, order_key: str, control_id: str, message_type: str,
-                payload: str) -> int:
+                payload: str, due_at: float | None = None) -> int:
         cur = self.conn.execute(
             "INSERT INTO outbox (destination, order_key, control_id, message_type, payload,"
             " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (destination, order_key, control_id, message_type, payload, self.now, self.now,
-             self.now))
+            (destination, order_key, control_id, message_type, payload,
+             self.now if due_at is None else due_at, self.now, self.now))
         return int(cur.lastrowid or 0)
 
     def delivered(self, pk: int, ack: str) -> None:

@@ -144,3 +144,86 @@ MIGRATIONS.append(
     CREATE INDEX outbox_order ON outbox(order_key, id);
     """
 )
+
+MIGRATIONS.append(
+    # 4: closing the loop — the instances an MPPS lists, storage commitment transactions,
+    #    instance availability notifications, and the completion notice's state per MPPS
+    """
+    CREATE TABLE mpps_instances (
+        mpps_fk INTEGER NOT NULL REFERENCES mpps(id) ON DELETE CASCADE,
+        sop_instance_uid TEXT NOT NULL,
+        sop_class_uid TEXT NOT NULL DEFAULT '',
+        series_uid TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (mpps_fk, sop_instance_uid)
+    ) WITHOUT ROWID;
+    CREATE INDEX mpps_instances_uid ON mpps_instances(sop_instance_uid);
+
+    CREATE TABLE commitments (
+        id INTEGER PRIMARY KEY,
+        transaction_uid TEXT NOT NULL UNIQUE,
+        mpps_fk INTEGER NOT NULL REFERENCES mpps(id) ON DELETE CASCADE,
+        archive TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        reason TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        requested_at REAL,
+        reported_at REAL,
+        timeout_at REAL NOT NULL
+    );
+    CREATE INDEX commitments_mpps ON commitments(mpps_fk);
+    CREATE INDEX commitments_waiting ON commitments(state, timeout_at);
+
+    CREATE TABLE commitment_instances (
+        commitment_fk INTEGER NOT NULL REFERENCES commitments(id) ON DELETE CASCADE,
+        sop_instance_uid TEXT NOT NULL,
+        sop_class_uid TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        failure_reason INTEGER,
+        PRIMARY KEY (commitment_fk, sop_instance_uid)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE ian (
+        id INTEGER PRIMARY KEY,
+        sop_instance_uid TEXT NOT NULL UNIQUE,
+        calling_ae TEXT NOT NULL DEFAULT '',
+        study_uid TEXT NOT NULL DEFAULT '',
+        mpps_fk INTEGER REFERENCES mpps(id) ON DELETE SET NULL,
+        procedure_fk INTEGER REFERENCES procedures(id) ON DELETE SET NULL,
+        linked_by TEXT NOT NULL DEFAULT '',
+        dataset TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX ian_mpps ON ian(mpps_fk);
+    CREATE INDEX ian_study ON ian(study_uid);
+
+    CREATE TABLE instance_availability (
+        sop_instance_uid TEXT PRIMARY KEY,
+        sop_class_uid TEXT NOT NULL DEFAULT '',
+        series_uid TEXT NOT NULL DEFAULT '',
+        study_uid TEXT NOT NULL DEFAULT '',
+        availability TEXT NOT NULL,
+        retrieve_ae TEXT NOT NULL DEFAULT '',
+        ian_fk INTEGER REFERENCES ian(id) ON DELETE SET NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX instance_availability_study ON instance_availability(study_uid);
+
+    CREATE TABLE completions (
+        mpps_fk INTEGER PRIMARY KEY REFERENCES mpps(id) ON DELETE CASCADE,
+        state TEXT NOT NULL DEFAULT 'waiting',
+        deadline REAL NOT NULL,
+        decided_at REAL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX completions_waiting ON completions(state, deadline);
+    """
+)
+
+MIGRATIONS.append(
+    # 5: an index on message_log.duplicate_of, so that deleting old rows (retention) does not
+    #    scan the whole log once per row for the duplicates that point at it
+    """
+    CREATE INDEX IF NOT EXISTS message_log_duplicate ON message_log(duplicate_of)
+        WHERE duplicate_of IS NOT NULL;
+    """
+)

@@ -92,6 +92,11 @@ class Writer:
                                               name="store-checkpointer", daemon=True)
         self._checkpointer.start()
 
+    @property
+    def alive(self) -> bool:
+        """The writer thread runs and takes work."""
+        return self._alive
+
     def stop(self) -> None:
         if self._checkpointer is not None:
             self._checkpoint_stop.set()

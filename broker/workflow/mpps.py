@@ -73,12 +73,16 @@ def create(repo: MppsRepo, sop_instance_uid: str, status: str, dataset: dict[str
     return Outcome(steps, not steps, status, queued)
 
 
+#: told when an MPPS becomes final: (connection, MPPS key, SOP Instance UID, status, summary,
+#: step ids) → queued count
+Final = Callable[[Any, int, str, str, dict[str, Any], list[int]], int]
+
 #: the stored dataset → (new dataset, its status, its summary for messages)
 Merge = Callable[[dict[str, Any]], tuple[dict[str, Any], str, dict[str, Any]]]
 
 
 def update(repo: MppsRepo, sop_instance_uid: str, merge: Merge,
-           notify: Notify | None = None) -> Outcome:
+           notify: Notify | None = None, final: Final | None = None) -> Outcome:
     """Apply an N-SET: ``merge`` turns the stored dataset into the new one and its status."""
     row = repo.mpps(sop_instance_uid)
     if row is None:
@@ -93,6 +97,8 @@ def update(repo: MppsRepo, sop_instance_uid: str, merge: Merge,
     if status != row.status:
         _move_steps(repo, steps, status)
         queued = notify(repo.conn, steps, status, summary) if notify else 0
+        if final is not None and status in FINAL_PPS:
+            queued += final(repo.conn, row.id, sop_instance_uid, status, summary, steps)
     return Outcome(steps, row.unscheduled, status, queued)
 
 

@@ -1,5 +1,6 @@
-"""What the RIS is told when a performed procedure step moves scheduled steps on: one
-message per requested procedure and destination, queued in the same transaction."""
+"""What the RIS is told when a performed procedure step moves scheduled steps on, or when a
+procedure is complete: one message per requested procedure and destination, queued in the
+same transaction as the change that causes it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from broker.mapping.schema import MappingSet
 from broker.store.repo import MppsRepo, OutboxRepo
 
 EVENT = "procedure_status"
+COMPLETION = "completion"
 
 
 @dataclass
@@ -24,8 +26,18 @@ class StatusNotifier:
     def __call__(self, conn: sqlite3.Connection, steps: list[int], mpps_status: str,
                  mpps: dict[str, Any]) -> int:
         """Queue the status messages; returns how many."""
+        rule = self.mappings().outbound.get(EVENT)
+        if rule is None:
+            return 0
+        return self.queue(conn, EVENT, steps, {
+            "order_status": rule.order_status.get(mpps_status, mpps_status), "mpps": mpps})
+
+    def queue(self, conn: sqlite3.Connection, event_name: str, steps: list[int],
+              extra: dict[str, Any]) -> int:
+        """Render ``event_name``'s template once per requested procedure of ``steps`` and
+        destination, and queue the messages; returns how many."""
         mapping = self.mappings()
-        rule = mapping.outbound.get(EVENT)
+        rule = mapping.outbound.get(event_name)
         if rule is None or not self.destinations or not steps:
             return 0
         template = mapping.templates[rule.template]
@@ -38,12 +50,13 @@ class StatusNotifier:
             if study in seen:
                 continue
             seen.add(study)
+            if "completion" in extra:  # the notice names its own requested procedure's study
+                extra = {**extra, "completion": {**extra["completion"], "study_uid": study}}
             for destination in self.destinations:
                 control_id = new_control_id()
                 context = {"now": hl7_timestamp(), "control_id": control_id,
-                           "order_status": rule.order_status.get(mpps_status, mpps_status),
                            "patient": patient, "procedure": procedure, "step": step_attrs,
-                           "mpps": mpps}
+                           **extra}
                 outbox.enqueue(destination, study, control_id, template.message_type,
                                render(template, context))
                 queued += 1

@@ -1,0 +1,1 @@
+"""The admin HTTP server: web console, JSON REST API, Prometheus metrics and health probes."""

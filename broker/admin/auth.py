@@ -1,0 +1,123 @@
+"""Who may use the admin server: a bearer token (or the console's session cookie derived from
+it) when one is configured, loopback-only Host names when none is, and no cross-site writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from broker.config import AdminSettings, ConfigError, is_loopback
+from broker.logs import event
+from broker.metrics import Metrics
+
+log = logging.getLogger("broker.admin")
+
+COOKIE = "mwl_console"
+#: paths served without credentials: the login page and the console's CSS/JS
+PUBLIC_PREFIXES = ("/login", "/static/")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def resolve_token(settings: AdminSettings) -> str:
+    """The configured token (``token``, else the first line of ``token_file``); refuses a
+    non-loopback address without one."""
+    token = settings.token.strip()
+    if not token and settings.token_file:
+        path = Path(settings.token_file)
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"admin.token_file {str(path)!r} cannot be read: "
+                              f"{exc.strerror or exc}") from None
+        if not token:
+            raise ConfigError(f"admin.token_file {str(path)!r} is empty")
+    if not token and not is_loopback(settings.host):
+        raise ConfigError(f"admin.host {settings.host!r} is not a loopback address, so the "
+                          "admin console needs admin.token or admin.token_file (or bind "
+                          "admin.host to 127.0.0.1)")
+    return token
+
+
+def session_value(token: str) -> str:
+    """The console's cookie: derived from the token, so the token itself is never stored."""
+    return hmac.new(token.encode(), b"mwl-broker console session", hashlib.sha256).hexdigest()
+
+
+class Guard:
+    """aiohttp middleware enforcing the rules above; counts each refusal."""
+
+    def __init__(self, token: str, metrics: Metrics) -> None:
+        self.token = token
+        self.session = session_value(token) if token else ""
+        self.metrics = metrics
+
+    @property
+    def required(self) -> bool:
+        return bool(self.token)
+
+    def check_token(self, offered: str) -> bool:
+        return hmac.compare_digest(offered.encode(), self.token.encode())
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in UNSAFE_METHODS and not _same_origin(request):
+            return self._refuse(request, 403, "cross_site",
+                                "cross-site request refused (its Origin is not this server)")
+        public = request.path.startswith(PUBLIC_PREFIXES)
+        if not self.token:
+            if not _loopback_host(request.host):
+                return self._refuse(request, 403, "host", f"Host {request.host!r} is not a "
+                                    "loopback name; without admin.token only 127.0.0.1, ::1 "
+                                    "and localhost are served")
+            return await handler(request)
+        if public or self._authorized(request):
+            return await handler(request)
+        if _wants_html(request):
+            self.metrics.rejected("admin", "unauthorized")
+            raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
+        response = self._refuse(request, 401, "unauthorized", "this server needs "
+                                "'Authorization: Bearer <admin token>'")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="mwl-broker"'
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and offered:
+            return self.check_token(offered.strip())
+        cookie = request.cookies.get(COOKIE, "")
+        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.session.encode())
+
+    def _refuse(self, request: web.Request, status: int, reason: str,
+                text: str) -> web.Response:
+        self.metrics.rejected("admin", reason)
+        event(log, "admin_request_refused", logging.WARNING, peer=request.remote or "?",
+              method=request.method, path=request.path, status=status, reason=reason)
+        return web.json_response({"error": text}, status=status)
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser names the page a write comes from; it must be this server (no Origin: not a
+    browser, e.g. curl, which cannot be tricked into sending the console's cookie)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def _loopback_host(host: str) -> bool:
+    """The Host header names this machine (refuses DNS-rebinding pages on loopback)."""
+    name = urlsplit(f"//{host}").hostname or ""
+    return is_loopback(name)
+
+
+def _wants_html(request: web.Request) -> bool:
+    return (request.method == "GET" and not request.path.startswith("/api/")
+            and "text/html" in request.headers.get("Accept", ""))

@@ -1,0 +1,381 @@
+"""The console's pages, rendered on the server (plain HTML forms; a few lines of JS)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from broker.admin import html as h
+from broker.admin.api import SERVICE, form_or_json, parse_id
+from broker.admin.service import (
+    OUTBOX_STATES,
+    PURGEABLE,
+    STEP_STATUSES,
+    AdminService,
+    BadRequest,
+)
+
+Row = dict[str, Any]
+
+
+def _service(request: web.Request) -> AdminService:
+    return request.app[SERVICE]
+
+
+def _page(request: web.Request, title: str, content: str, current: str,
+          status_code: int = 200) -> web.Response:
+    notice = request.query.get("notice", "")
+    error = request.query.get("error", "")
+    return h.page(title, content, current, notice=error or notice, error=bool(error),
+                  status_code=status_code, server=request.host)
+
+
+def _back(to: str, notice: str = "", error: str = "") -> web.HTTPSeeOther:
+    """Where a write sends the browser next, with what happened."""
+    args = urlencode({k: v for k, v in (("notice", notice), ("error", error)) if v})
+    return web.HTTPSeeOther(to + ("&" if "?" in to else "?") + args if args else to)
+
+
+def _return_to(request: web.Request, fields: dict[str, str], default: str) -> str:
+    target = fields.get("return_to", "")
+    return target if target.startswith("/") and not target.startswith("//") else default
+
+
+# -- worklist ------------------------------------------------------------------------------
+async def worklist(request: web.Request) -> web.Response:
+    p = request.query
+    data = await _service(request).worklist(p.get("date", ""), p.get("station", ""),
+                                            p.get("q", ""), p.get("status", ""))
+    f = data["filter"]
+    day = f"{f['date'][:4]}-{f['date'][4:6]}-{f['date'][6:]}"
+    stations = sorted(data["by_station"])
+    form = (
+        '<form class="filters" method="get" action="/worklist">'
+        f'<label>Date <input type="date" name="date" value="{day}"></label>'
+        f'<label>Station AE <input name="station" value="{h.esc(f["station"])}" '
+        f'list="stations" size="12"></label>'
+        '<datalist id="stations">' + "".join(f'<option value="{h.esc(s)}">' for s in stations
+                                              if s) + "</datalist>"
+        f'<label>Patient name / ID / accession <input name="q" value="{h.esc(f["text"])}" '
+        'size="24"></label>'
+        f'<label>Status {h.select("status", STEP_STATUSES, f["status"])}</label>'
+        '<button type="submit">Search</button>'
+        '<label><span><input type="checkbox" data-autorefresh> refresh every 10 s</span></label>'
+        "</form>")
+    groups: dict[str, list[Row]] = {}
+    for item in data["items"]:
+        for aet in item["stations"] or [""]:
+            if not f["station"] or aet == f["station"]:
+                groups.setdefault(aet, []).append(item)
+    sections = []
+    for aet in sorted(groups):
+        rows = [[h.esc(_hhmm(i["start_time"])), h.esc(i["patient_name"]),
+                 h.esc(i["patient_id"]), h.esc(i["accession"]), h.esc(i["modality"]),
+                 h.esc(i["description"]), h.esc(i["sps_id"]), h.status(i["status"]),
+                 h.link(h.path("procedures", i["study_uid"] or i["accession"]), "history")]
+                for i in groups[aet]]
+        title = aet or "(no station AE title)"
+        sections.append(f'<h2 data-station="{h.esc(aet)}">{h.esc(title)} '
+                        f'<small>({len(rows)})</small></h2>'
+                        + h.table(["Time", "Patient", "Patient ID", "Accession", "Modality",
+                                   "Description", "SPS ID", "Status", ""], rows,
+                                  css="worklist"))
+    if not sections:
+        sections.append(h.table(["Worklist"], [], f"no scheduled step on {day} matches"))
+    return _page(request, f"Worklist of {day}", form + "".join(sections), "/worklist")
+
+
+def _hhmm(value: str) -> str:
+    digits = value.replace(":", "")
+    return f"{digits[:2]}:{digits[2:4]}" if len(digits) >= 4 else value
+
+
+# -- a procedure's history -----------------------------------------------------------------
+async def procedure(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    found = await _service(request).history(key)
+    if not found:
+        return _page(request, f"Procedure {key}",
+                     h.table(["History"], [], "no procedure has this Study Instance UID or "
+                             "accession number"), "/worklist", 404)
+    return _page(request, f"Procedure {key}", "".join(_procedure(p) for p in found),
+                 "/worklist")
+
+
+def _procedure(p: Row) -> str:
+    parts = [h.facts([
+        ("Patient", f"{h.esc(p['patient_name'])} ({h.esc(p['patient_id'])}"
+                    f"{'^^^' + h.esc(p['issuer']) if p['issuer'] else ''})"),
+        ("Birth date / sex", h.esc(f"{p['birth_date']} {p['sex']}")),
+        ("Accession", h.esc(p["accession"])),
+        ("Study Instance UID", h.esc(p["study_uid"])),
+        ("Requested procedure", h.esc(f"{p['requested_procedure_id']} "
+                                      f"{p['attrs'].get('RequestedProcedureDescription', '')}")),
+        ("Placer / filler order", h.esc(f"{p['placer_order']} / {p['filler_order']}")),
+        ("Priority", h.esc(p["priority"])),
+        ("Last order control", h.esc(p["order_control"])),
+        ("Created / updated", h.esc(f"{h.when(p['created_at'])} / {h.when(p['updated_at'])}")),
+    ])]
+    parts.append("<h2>HL7 messages in</h2>" + h.table(
+        ["Received", "Sender", "Type", "Control ID", "ACK", "Error"],
+        [[h.link(h.path("messages", str(m["id"])), h.when(m["received_at"])),
+          h.esc(m["sender_application"]), h.esc(m["message_type"]), h.esc(m["control_id"]),
+          h.status(m["outcome"]) + (" (duplicate)" if m["duplicate_of"] else ""),
+          h.esc(m["error"])] for m in p["messages_in"]], "no logged message names this accession"))
+    parts.append("<h2>Scheduled procedure steps</h2>" + h.table(
+        ["SPS ID", "Status", "Modality", "Start", "Stations", "Station name", "Description",
+         "Updated"],
+        [[h.esc(s["sps_id"]), h.status(s["status"]), h.esc(s["modality"]),
+          h.esc(f"{s['start_date']} {_hhmm(s['start_time'])}"), h.esc(", ".join(s["stations"])),
+          h.esc(s["station_name"]), h.esc(s["attrs"].get("ScheduledProcedureStepDescription",
+                                                           "")),
+          h.esc(h.when(s["updated_at"]))] for s in p["steps"]], "no step"))
+    parts.append("<h2>Performed procedure steps (MPPS)</h2>" + h.table(
+        ["SOP Instance UID", "Status", "Calling AE", "Steps", "Created", "Updated", "Dataset"],
+        [[h.esc(m["sop_instance_uid"]), h.status(m["status"]), h.esc(m["calling_ae"]),
+          h.esc(m["sps_ids"] or ("unscheduled" if m["unscheduled"] else "")),
+          h.esc(h.when(m["created_at"])), h.esc(h.when(m["updated_at"])),
+          "<details><summary>show</summary>" + h.pretty_json(m["dataset"]) + "</details>"]
+         for m in p["mpps"]], "no MPPS yet"))
+    if p["commitments"]:
+        parts.append("<h2>Storage commitment</h2>" + _generic(p["commitments"]))
+    if p["ian"] or p["availability"]:
+        summary = ", ".join(f"{k}: {v}" for k, v in p["availability"].items())
+        parts.append("<h2>Instance availability (IAN)</h2>"
+                     + (f"<p>Instances {h.esc(summary)}</p>" if summary else "")
+                     + _generic(p["ian"]))
+    if p["completions"]:
+        parts.append("<h2>Completion</h2>" + _generic(p["completions"]))
+    parts.append("<h2>HL7 messages out</h2>" + h.table(
+        ["Entry", "Destination", "Type", "Control ID", "State", "Attempts", "Last error",
+         "Updated"],
+        [[h.link(h.path("outbox", str(o["id"])), o["id"]), h.esc(o["destination"]),
+          h.esc(o["message_type"]), h.esc(o["control_id"]), h.status(o["state"]),
+          h.esc(o["attempts"]), h.esc(o["last_error"]), h.esc(h.when(o["updated_at"]))]
+         for o in p["messages_out"]], "nothing sent for this procedure"))
+    return "<section class=procedure>" + "".join(parts) + "</section>"
+
+
+def _generic(rows: list[Row]) -> str:
+    """Rows of tables this console does not know in detail, column by column."""
+    if not rows:
+        return ""
+    headers = list(rows[0])
+    return h.table(headers, [[h.esc(h.when(r[c]) if c.endswith("_at") and isinstance(
+        r[c], float) else r[c]) for c in headers] for r in rows])
+
+
+# -- message log ---------------------------------------------------------------------------
+async def messages(request: web.Request) -> web.Response:
+    p = request.query
+    data = await _service(request).messages(p.get("q", ""), p.get("outcome", ""))
+    f = data["filter"]
+    form = ('<form class="filters" method="get" action="/messages">'
+            f'<label>Control ID / patient ID / accession <input name="q" '
+            f'value="{h.esc(f["q"])}" size="28"></label>'
+            f'<label>ACK {h.select("outcome", ("AA", "AE", "AR"), f["outcome"])}</label>'
+            '<button type="submit">Search</button></form>')
+    rows = [[h.link(h.path("messages", str(m["id"])), m["id"]), h.esc(h.when(m["received_at"])),
+             h.esc(f"{m['sender_application']} {m['sender_facility']}".strip()),
+             h.esc(m["peer"]), h.esc(m["message_type"]), h.esc(m["control_id"]),
+             h.esc(m["patient_id"]), h.esc(m["accession"]),
+             h.status(m["outcome"]) + (" (duplicate)" if m["duplicate_of"] else ""),
+             h.esc(m["error"])] for m in data["items"]]
+    return _page(request, "Message log", form + h.table(
+        ["#", "Received", "Sender", "Peer", "Type", "Control ID", "Patient ID", "Accession",
+         "ACK", "Error"], rows, "no message matches"), "/messages")
+
+
+async def message(request: web.Request) -> web.Response:
+    pk = parse_id(request)
+    m = await _service(request).message(pk)
+    if m is None:
+        return _page(request, f"Message {pk}", h.table(["Message"], [], "not in the log"),
+                     "/messages", 404)
+    history = (h.link(h.path("procedures", m["accession"]), m["accession"])
+               if m["accession"] else "")
+    content = h.facts([
+        ("Received", h.esc(h.when(m["received_at"]))), ("Peer", h.esc(m["peer"])),
+        ("Sender", h.esc(f"{m['sender_application']} {m['sender_facility']}")),
+        ("Type", h.esc(m["message_type"])), ("Control ID", h.esc(m["control_id"])),
+        ("Character set", h.esc(m["charset"])), ("Patient ID", h.esc(m["patient_id"])),
+        ("Accession", history), ("ACK", h.status(m["outcome"])),
+        ("Duplicate of", h.link(h.path("messages", str(m["duplicate_of"])), m["duplicate_of"])
+         if m["duplicate_of"] else ""),
+        ("Error", h.esc(m["error"])),
+    ])
+    content += "<h2>Message</h2>" + _segments(m["raw"], "raw")
+    content += "<h2>Acknowledgement</h2>" + _segments(m["ack"], "ack")
+    return _page(request, f"Message {pk} · {m['control_id']}", content, "/messages")
+
+
+def _segments(text: str, css: str) -> str:
+    """An HL7 message with one segment per line."""
+    lines = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r").split("\r")
+    return f'<pre class="{css}">' + h.esc("\n".join(lines)) + "</pre>"
+
+
+# -- outbox --------------------------------------------------------------------------------
+async def outbox(request: web.Request) -> web.Response:
+    p = request.query
+    data = await _service(request).outbox(p.get("state", ""))
+    stats, f = data["stats"], data["filter"]
+    here = h.path("outbox", state=f["state"])
+    summary = h.facts([
+        ("Waiting", h.esc(stats["depth"])), ("Dead letters", h.esc(stats["dead"])),
+        ("Oldest waiting since", h.esc(h.when(stats["oldest_pending_at"]))),
+        ("Destinations", h.esc(", ".join(data["destinations"]) or "none configured")),
+    ])
+    actions = ('<div class="actions">'
+               + h.post_button("/outbox/retry", "Retry all dead letters",
+                               fields={"return_to": here})
+               + ' <form class="inline" method="post" action="/outbox/purge" '
+               'data-confirm="Delete these outbox entries for good?">'
+               f'<input type="hidden" name="return_to" value="{h.esc(here)}">'
+               f'Purge {h.select("state", PURGEABLE, "delivered", blank=None)} '
+               'older than <input name="older_than_days" value="30" size="4"> days '
+               '<button type="submit" class="secondary">Purge</button></form></div>')
+    form = ('<form class="filters" method="get" action="/outbox">'
+            f'<label>State {h.select("state", OUTBOX_STATES, f["state"])}</label>'
+            '<button type="submit">Show</button></form>')
+    rows = []
+    for o in data["items"]:
+        button = (h.post_button(f"/outbox/{o['id']}/retry", "Retry",
+                                fields={"return_to": here})
+                  if o["state"] != "delivered" else "")
+        rows.append([h.link(h.path("outbox", str(o["id"])), o["id"]),
+                     h.esc(h.when(o["created_at"])), h.esc(o["destination"]),
+                     h.esc(o["message_type"]), h.esc(o["control_id"]),
+                     h.link(h.path("procedures", o["order_key"]), o["order_key"]),
+                     h.status(o["state"]), h.esc(o["attempts"]),
+                     h.esc(h.when(o["next_attempt_at"])) if o["state"] == "pending" else "",
+                     h.esc(o["last_error"]), button])
+    table = h.table(["#", "Queued", "Destination", "Type", "Control ID", "Order (study)",
+                     "State", "Attempts", "Next attempt", "Last error", ""], rows,
+                    "the outbox is empty", css="outbox")
+    return _page(request, "Outbox", summary + actions + form + table, "/outbox")
+
+
+async def outbox_entry(request: web.Request) -> web.Response:
+    pk = parse_id(request)
+    o = await _service(request).outbox_entry(pk)
+    if o is None:
+        return _page(request, f"Outbox entry {pk}", h.table(["Entry"], [], "no such entry"),
+                     "/outbox", 404)
+    content = h.facts([
+        ("State", h.status(o["state"])), ("Destination", h.esc(o["destination"])),
+        ("Type", h.esc(o["message_type"])), ("Control ID", h.esc(o["control_id"])),
+        ("Order (study)", h.link(h.path("procedures", o["order_key"]), o["order_key"])),
+        ("Attempts", h.esc(o["attempts"])), ("Last error", h.esc(o["last_error"])),
+        ("Queued / updated", h.esc(f"{h.when(o['created_at'])} / {h.when(o['updated_at'])}")),
+    ])
+    if o["state"] != "delivered":
+        content += h.post_button(f"/outbox/{pk}/retry", "Retry now",
+                                 fields={"return_to": f"/outbox/{pk}"})
+    content += "<h2>Message</h2>" + _segments(o["payload"], "payload")
+    content += "<h2>Acknowledgement</h2>" + (_segments(o["ack"], "ack") if o["ack"]
+                                               else "<p class=hint>none yet</p>")
+    return _page(request, f"Outbox entry {pk}", content, "/outbox")
+
+
+async def retry_one(request: web.Request) -> web.Response:
+    fields = await form_or_json(request)
+    pk = parse_id(request)
+    back = _return_to(request, fields, "/outbox")
+    count = await _service(request).retry(pk, request.remote or "?")
+    if not count:
+        raise _back(back, error=f"entry {pk} does not exist or was already delivered")
+    raise _back(back, notice=f"entry {pk} queued again")
+
+
+async def retry_dead(request: web.Request) -> web.Response:
+    fields = await form_or_json(request)
+    count = await _service(request).retry(None, request.remote or "?")
+    raise _back(_return_to(request, fields, "/outbox"),
+                notice=f"{count} dead letter(s) queued again")
+
+
+async def purge(request: web.Request) -> web.Response:
+    fields = await form_or_json(request)
+    back = _return_to(request, fields, "/outbox")
+    try:
+        count = await _service(request).purge(fields.get("state", ""),
+                                              fields.get("older_than_days", ""),
+                                              request.remote or "?")
+    except BadRequest as exc:
+        raise _back(back, error=str(exc)) from None
+    raise _back(back, notice=f"{count} entr{'y' if count == 1 else 'ies'} purged")
+
+
+# -- mappings and health -------------------------------------------------------------------
+async def mappings(request: web.Request) -> web.Response:
+    service = _service(request)
+    m = service.mappings()
+    s, last = m["summary"], m["last_reload"]
+    reload_text = ("never (running the set loaded at start)" if last["at"] is None else
+                   f"{h.when(last['at'])}: " + ("put into force" if last["ok"] else
+                                                "refused, the running set was kept"))
+    content = h.facts([
+        ("Folder", h.esc(m["directory"])), ("In force since", h.esc(h.when(m["loaded_at"]))),
+        ("Last reload", h.esc(reload_text)),
+        ("Files", h.esc(", ".join(s["files"]))),
+        ("Message types", h.esc(", ".join(s["messages"]))),
+        ("Tables", h.esc(", ".join(s["tables"]))),
+        ("Station rules", h.esc(s["station_rules"])),
+    ])
+    if last["errors"]:
+        content += "<h2>Errors of the last reload</h2>" + h.pre("\n".join(last["errors"]))
+    content += ('<div class="actions">'
+                '<form class="inline" method="get" action="/mappings">'
+                '<input type="hidden" name="check" value="1"><button type="submit" '
+                'class="secondary">Validate the folder now</button></form> '
+                + h.post_button("/mappings/reload", "Reload (as SIGHUP)",
+                                confirm="Validate the folder and put it into force if valid?")
+                + "</div>")
+    if request.query.get("check"):
+        errors = await service.check_mappings()
+        content += ("<h2>Folder check</h2>" + (h.pre("\n".join(errors)) if errors else
+                                               "<p class='notice'>the folder is valid</p>"))
+    content += "<h2>Order control (ORC-1_ORC-5 → action/status)</h2>" + h.table(
+        ["Key", "Rule"], [[h.esc(k), h.esc(v)] for k, v in s["order_control"].items()])
+    return _page(request, "Mappings", content, "/mappings")
+
+
+async def reload_mappings(request: web.Request) -> web.Response:
+    ok = await _service(request).reload_mappings(request.remote or "?")
+    if ok:
+        raise _back("/mappings", notice="mappings reloaded and in force")
+    raise _back("/mappings", error="the folder is invalid; the running set was kept")
+
+
+async def health(request: web.Request) -> web.Response:
+    service = _service(request)
+    ready, _ = service.ready()
+    rows = [[h.esc(x["name"]), h.status("up" if x["up"] else "down"), h.esc(x["address"]),
+             h.esc(", ".join(f"{k}={v}" for k, v in x["detail"].items()))]
+            for x in service.health()]
+    content = (f"<p>Ready: {h.status('up' if ready else 'down')}</p>"
+               + h.table(["Component", "State", "Address", "Counters"], rows))
+    return _page(request, "Health", content, "/health")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_get("/worklist", worklist)
+    app.router.add_get("/procedures/{key}", procedure)
+    app.router.add_get("/messages", messages)
+    app.router.add_get("/messages/{id}", message)
+    app.router.add_get("/outbox", outbox)
+    app.router.add_post("/outbox/retry", retry_dead)
+    app.router.add_post("/outbox/purge", purge)
+    app.router.add_get("/outbox/{id}", outbox_entry)
+    app.router.add_post("/outbox/{id}/retry", retry_one)
+    app.router.add_get("/mappings", mappings)
+    app.router.add_post("/mappings/reload", reload_mappings)
+    app.router.add_get("/health", health)
+
+
+async def index(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/worklist")

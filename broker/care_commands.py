@@ -1,0 +1,92 @@
+"""The care commands of ``mwl-broker``: ``purge``, ``backup`` and ``doctor``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the commands to the ``mwl-broker`` sub-command parser."""
+    p = sub.add_parser("purge", parents=[common],
+                       help="delete finished steps, old MPPS, old log and delivered outbox rows "
+                       "(ages from the retention settings)")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    p.set_defaults(func=cmd_purge)
+
+    p = sub.add_parser("backup", parents=[common],
+                       help="copy the database to FILE while the broker runs (SQLite online "
+                       "backup), then verify the copy")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("doctor", parents=[common],
+                       help="check settings, mappings, database, disk, ports and destinations")
+    p.set_defaults(func=cmd_doctor)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from broker.cli import _settings as settings_of
+
+    return settings_of(args)
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from broker.purger import Purger
+    from broker.store.writer import StoreError, Writer
+
+    settings = _settings(args)
+    db = settings.database
+    if not Path(db.path).exists():
+        print(f"mwl-broker purge: database {db.path} does not exist (check database.path)",
+              file=sys.stderr)
+        return 2
+    writer = Writer(db.path, synchronous=db.synchronous, busy_timeout_ms=db.busy_timeout_ms)
+    purger = Purger(db.path, writer, settings.retention, db.busy_timeout_ms)
+    ages = {rule.name: getattr(settings.retention, f"{rule.name}_days")
+            for rule, _ in purger.cutoffs()}
+    if not ages:
+        print("nothing to purge: every retention age is 0 (keep for ever)")
+        return 0
+    if args.dry_run:
+        for name, count in purger.expired().items():
+            print(f"{name:<17} older than {ages[name]:g} days: {count} would be deleted")
+        return 0
+    writer.start()
+    try:
+        removed = purger.purge()
+    except StoreError as exc:
+        print(f"mwl-broker purge: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        writer.stop()
+    for table, count in removed.items():
+        print(f"{table:<17} {count} deleted")
+    print(f"# {sum(removed.values())} row(s) deleted from {db.path}")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from broker.store.backup import BackupError, backup
+
+    db = _settings(args).database
+    try:
+        result = backup(db.path, args.file, force=args.force,
+                        busy_timeout_ms=db.busy_timeout_ms)
+    except (BackupError, OSError) as exc:
+        print(f"mwl-broker backup: {exc}", file=sys.stderr)
+        return 1
+    print(f"{db.path} copied to {result.path}: {result.size} bytes, schema version "
+          f"{result.schema_version}, integrity_check ok")
+    for table, count in result.counts.items():
+        print(f"  {table:<24} {count} row(s)")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from broker.doctor import diagnose, report
+
+    return report(diagnose(lambda: _settings(args)))

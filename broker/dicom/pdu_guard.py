@@ -1,0 +1,48 @@
+"""A bound on the DICOM PDUs the broker reads: pynetdicom 3.0 reads whatever length a PDU
+header claims (up to 4 GiB) into memory before looking at it, so one peer could exhaust the
+broker's memory. A longer PDU is answered with an A-ABORT and its connection closed unread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import AssociationSocket
+
+from broker.logs import event
+
+log = logging.getLogger("broker.dicom")
+
+#: far above any negotiated Maximum Length Received (pynetdicom 16 KiB, DCMTK ≤ 128 KiB) and
+#: above any A-ASSOCIATE-RQ with its user identity
+MAX_PDU_BYTES = 4 << 20
+INVALID_PDU_PARAMETER = 0x06
+_original_recv = AssociationSocket.recv
+
+
+def _bounded_recv(self: Any, nr_bytes: int) -> bytearray:
+    if nr_bytes <= MAX_PDU_BYTES:
+        return _original_recv(self, nr_bytes)
+    event(log, "dicom_pdu_too_large", logging.WARNING, peer=_peer(self), claimed=nr_bytes,
+          limit=MAX_PDU_BYTES)
+    abort = A_ABORT_RQ()
+    abort.source, abort.reason_diagnostic = 0x02, INVALID_PDU_PARAMETER
+    with contextlib.suppress(Exception):  # the peer may be gone; it closes either way
+        self.send(abort.encode())
+    return bytearray()  # read as a closed transport: the association ends (Evt17, AA-4)
+
+
+def _peer(sock: Any) -> str:
+    try:
+        host, port = sock.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except (AttributeError, OSError):
+        return "?"
+
+
+def apply() -> None:
+    """Install the bound (idempotent); it covers every association of the process."""
+    AssociationSocket.recv = _bounded_recv  # type: ignore[method-assign]

@@ -1,0 +1,116 @@
+"""Retention in the running broker and for ``mwl-broker purge``: expired rows are found on a
+read connection and deleted through the single writer, one bounded chunk per job, so that
+messages arriving meanwhile wait for one chunk at most, never for the whole purge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+from broker.config import RetentionSettings
+from broker.logs import event
+from broker.store.db import connect
+from broker.store.retention import RULES, Removed, Rule
+from broker.store.writer import Writer
+
+log = logging.getLogger("broker.retention")
+DAY = 86400.0
+
+
+class Purger:
+    def __init__(self, db_path: str | Path, writer: Writer, settings: RetentionSettings,
+                 busy_timeout_ms: int = 5000) -> None:
+        self.db_path = Path(db_path)
+        self.writer = writer
+        self.settings = settings
+        self.busy_timeout_ms = busy_timeout_ms
+        self._halt = threading.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+
+    def cutoffs(self, now: float | None = None) -> list[tuple[Rule, float]]:
+        """Each rule whose age is set (not 0) with the time before which its rows expire."""
+        now = time.time() if now is None else now
+        out = []
+        for rule in RULES:
+            days = float(getattr(self.settings, f"{rule.name}_days"))
+            if days > 0:
+                out.append((rule, now - days * DAY))
+        return out
+
+    def expired(self, now: float | None = None) -> dict[str, int]:
+        """What a purge would remove now, by rule (nothing is deleted)."""
+        if not self.db_path.exists():
+            return {}
+        reader = connect(self.db_path, readonly=True, busy_timeout_ms=self.busy_timeout_ms)
+        try:
+            return {rule.name: rule.count(reader, cutoff) for rule, cutoff in self.cutoffs(now)}
+        finally:
+            reader.close()
+
+    def purge(self, now: float | None = None) -> Removed:
+        """Delete every expired row (blocking: call from a thread that is not the loop)."""
+        started = time.perf_counter()
+        removed: Removed = {}
+        reader = connect(self.db_path, readonly=True, busy_timeout_ms=self.busy_timeout_ms)
+        try:
+            for rule, cutoff in self.cutoffs(now):
+                for table, count in self._purge_rule(reader, rule, cutoff).items():
+                    removed[table] = removed.get(table, 0) + count
+        finally:
+            reader.close()
+        self.runs += 1
+        counts = {rule.table: 0 for rule in RULES} | removed
+        event(log, "retention_purged", seconds=round(time.perf_counter() - started, 3),
+              **counts)
+        return removed
+
+    def _purge_rule(self, reader: sqlite3.Connection, rule: Rule, cutoff: float) -> Removed:
+        chunk = max(1, self.settings.chunk)
+        removed: Removed = {}
+        while not self._halt.is_set():
+            ids = rule.candidates(reader, cutoff, chunk)
+            if not ids:
+                break
+            done = self.writer.run_sync(partial(rule.purge, ids=ids, cutoff=cutoff))
+            for table, count in done.items():
+                removed[table] = removed.get(table, 0) + count
+            if len(ids) < chunk or not done.get(rule.table):
+                break  # the last chunk, or rows that changed since they were found
+        return removed
+
+    async def start(self) -> None:
+        """Purge every ``retention.interval`` seconds (the first run after one interval, at
+        most a minute); an interval of 0 leaves purging to ``mwl-broker purge``."""
+        if self.settings.interval > 0 and self.cutoffs():
+            self._task = asyncio.create_task(self._loop(), name="retention")
+
+    async def stop(self) -> None:
+        """Finish the chunk being deleted, then stop."""
+        self._halt.set()
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        delay = min(self.settings.interval, 60.0)
+        while not self._halt.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            if self._halt.is_set():
+                return
+            try:
+                await asyncio.to_thread(self.purge)
+            except Exception as exc:
+                event(log, "retention_failed", logging.ERROR, error=str(exc),
+                      database=str(self.db_path))
+            delay = self.settings.interval

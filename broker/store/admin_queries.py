@@ -1,0 +1,240 @@
+"""Reads of the admin console and REST API, on a read-only aiosqlite connection (its own
+thread: the event loop never waits for SQLite). Every result is plain JSON-ready data."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+Row = dict[str, Any]
+
+#: tables of later migrations (storage commitment, IAN) that the history shows when present
+OPTIONAL_TABLES = ("commitments", "commitment_instances", "ian", "instance_availability",
+                   "completions")
+
+
+async def open_admin_reader(path: str | Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    await conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+async def _rows(conn: aiosqlite.Connection, sql: str, args: Any = ()) -> list[Row]:
+    async with conn.execute(sql, args) as cursor:
+        rows = await cursor.fetchall()  # one hop to the reader thread
+    return [dict(r) for r in rows]
+
+
+async def tables(conn: aiosqlite.Connection) -> set[str]:
+    rows = await _rows(conn, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {r["name"] for r in rows}
+
+
+# -- worklist --------------------------------------------------------------------------------
+@dataclass
+class WorklistFilter:
+    date: str  # YYYYMMDD
+    station: str = ""
+    text: str = ""  # part of the patient's name, or a whole patient ID or accession number
+    status: str = ""
+    limit: int = 500
+
+
+WORKLIST_SQL = """
+SELECT s.id AS step_id, s.sps_id, s.status, s.modality, s.start_date, s.start_time,
+       s.station_name, s.location,
+       json_extract(s.attrs, '$.ScheduledProcedureStepDescription') AS description,
+       (SELECT group_concat(st.station_aet, '\\') FROM step_stations st
+         WHERE st.step_fk = s.id) AS stations,
+       p.study_uid, p.accession, p.requested_procedure_id, p.priority,
+       pt.patient_id, pt.issuer, pt.name AS patient_name, pt.birth_date, pt.sex
+FROM steps s JOIN procedures p ON p.id = s.procedure_fk JOIN patients pt ON pt.id = p.patient_fk
+WHERE s.start_date = ?"""
+
+
+async def worklist(conn: aiosqlite.Connection, f: WorklistFilter) -> list[Row]:
+    """The steps of one day, with their procedure and patient, by start time."""
+    sql, args = WORKLIST_SQL, [f.date]
+    if f.status:
+        sql += " AND s.status = ?"
+        args.append(f.status)
+    if f.station:
+        sql += (" AND EXISTS (SELECT 1 FROM step_stations st WHERE st.step_fk = s.id"
+                " AND st.station_aet = ?)")
+        args.append(f.station)
+    if f.text:
+        sql += (" AND (instr(lower(replace(pt.name, '^', ' ')), lower(?)) > 0"
+                " OR pt.patient_id = ? OR p.accession = ?)")
+        args += [f.text.replace("^", " "), f.text, f.text]
+    rows = await _rows(conn, sql + " ORDER BY s.start_dt, s.id LIMIT ?", [*args, f.limit])
+    for r in rows:
+        r["stations"] = r["stations"].split("\\") if r["stations"] else []
+        r["description"] = r["description"] or ""
+    return rows
+
+
+# -- a procedure's history -------------------------------------------------------------------
+async def procedure_history(conn: aiosqlite.Connection, key: str) -> list[Row]:
+    """Everything known of the procedures whose Study Instance UID or accession is ``key``."""
+    procedures = await _rows(conn, """
+        SELECT p.id, p.study_uid, p.accession, p.requested_procedure_id, p.placer_order,
+               p.filler_order, p.priority, p.order_control, p.attrs, p.created_at, p.updated_at,
+               pt.patient_id, pt.issuer, pt.name AS patient_name, pt.birth_date, pt.sex
+        FROM procedures p JOIN patients pt ON pt.id = p.patient_fk
+        WHERE p.study_uid = ? OR p.accession = ? ORDER BY p.id LIMIT 20""", (key, key))
+    present = await tables(conn)
+    for p in procedures:
+        p["attrs"] = json.loads(p["attrs"])
+        p["steps"] = await _steps(conn, p["id"])
+        p["messages_in"] = await _rows(conn, """
+            SELECT id, received_at, sender_application, sender_facility, control_id,
+                   message_type, outcome, duplicate_of, error
+            FROM message_log WHERE accession = ? ORDER BY id""",
+            (p["accession"],)) if p["accession"] else []
+        p["mpps"] = await _mpps_of_procedure(conn, p["id"])
+        mpps_ids = [m["id"] for m in p["mpps"]]
+        p.update(await _closing_rows(conn, present, p, mpps_ids))
+        p["messages_out"] = await _rows(conn, """
+            SELECT id, destination, control_id, message_type, state, attempts, last_error,
+                   created_at, updated_at FROM outbox WHERE order_key = ? ORDER BY id""",
+            (p["study_uid"],))
+    return procedures
+
+
+async def _steps(conn: aiosqlite.Connection, procedure_fk: int) -> list[Row]:
+    rows = await _rows(conn, """
+        SELECT s.id, s.sps_id, s.status, s.modality, s.start_date, s.start_time,
+               s.station_name, s.location, s.attrs, s.created_at, s.updated_at,
+               (SELECT group_concat(st.station_aet, '\\') FROM step_stations st
+                 WHERE st.step_fk = s.id) AS stations
+        FROM steps s WHERE s.procedure_fk = ? ORDER BY s.id""", (procedure_fk,))
+    for r in rows:
+        r["attrs"] = json.loads(r["attrs"])
+        r["stations"] = r["stations"].split("\\") if r["stations"] else []
+    return rows
+
+
+async def _mpps_of_procedure(conn: aiosqlite.Connection, procedure_fk: int) -> list[Row]:
+    rows = await _rows(conn, """
+        SELECT m.id, m.sop_instance_uid, m.status, m.calling_ae, m.unscheduled, m.dataset,
+               m.created_at, m.updated_at,
+               (SELECT group_concat(s2.sps_id, ', ') FROM mpps_steps ms2
+                  JOIN steps s2 ON s2.id = ms2.step_fk WHERE ms2.mpps_fk = m.id) AS sps_ids
+        FROM mpps m WHERE m.id IN (SELECT ms.mpps_fk FROM mpps_steps ms
+                                   JOIN steps s ON s.id = ms.step_fk WHERE s.procedure_fk = ?)
+        ORDER BY m.id""", (procedure_fk,))
+    for r in rows:
+        r["dataset"] = json.loads(r["dataset"])
+        r["unscheduled"] = bool(r["unscheduled"])
+    return rows
+
+
+async def _closing_rows(conn: aiosqlite.Connection, present: set[str], procedure: Row,
+                        mpps_ids: list[int]) -> Row:
+    """Storage commitment, IAN and completion rows, for the tables this database has."""
+    out: Row = {"commitments": [], "ian": [], "availability": {}, "completions": []}
+    marks = ", ".join("?" * len(mpps_ids))
+    if "commitments" in present and mpps_ids:
+        out["commitments"] = await _rows(
+            conn, f"SELECT * FROM commitments WHERE mpps_fk IN ({marks}) ORDER BY id", mpps_ids)
+        if "commitment_instances" in present:
+            for c in out["commitments"]:
+                counts = await _rows(conn, "SELECT state, COUNT(*) AS n FROM "
+                                     "commitment_instances WHERE commitment_fk = ? "
+                                     "GROUP BY state ORDER BY state", (c["id"],))
+                c["instances"] = {r["state"]: r["n"] for r in counts}
+    if "ian" in present:
+        rows = await _rows(conn, "SELECT * FROM ian WHERE study_uid = ? OR procedure_fk = ?"
+                           " ORDER BY id", (procedure["study_uid"], procedure["id"]))
+        out["ian"] = [{k: v for k, v in r.items() if k != "dataset"} for r in rows]
+    if "instance_availability" in present:
+        counts = await _rows(conn, "SELECT availability, COUNT(*) AS n FROM "
+                             "instance_availability WHERE study_uid = ? GROUP BY availability"
+                             " ORDER BY availability", (procedure["study_uid"],))
+        out["availability"] = {r["availability"]: r["n"] for r in counts}
+    if "completions" in present and mpps_ids:
+        out["completions"] = await _rows(
+            conn, f"SELECT * FROM completions WHERE mpps_fk IN ({marks})", mpps_ids)
+    return out
+
+
+# -- message log -----------------------------------------------------------------------------
+MESSAGE_COLUMNS = ("id, received_at, peer, sender_application, sender_facility, control_id,"
+                   " message_type, charset, outcome, duplicate_of, error, patient_id, accession")
+
+
+async def messages(conn: aiosqlite.Connection, text: str = "", outcome: str = "",
+                   limit: int = 100) -> list[Row]:
+    """Newest first; ``text`` is a control ID, a patient ID or an accession number."""
+    sql, args = f"SELECT {MESSAGE_COLUMNS} FROM message_log", []
+    conditions = []
+    if text:
+        conditions.append("(control_id = ? OR patient_id = ? OR accession = ?)")
+        args += [text, text, text]
+    if outcome:
+        conditions.append("outcome = ?")
+        args.append(outcome)
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    return await _rows(conn, sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+
+
+async def message(conn: aiosqlite.Connection, pk: int) -> Row | None:
+    """One logged message with its raw text (decoded as it was read) and its ACK."""
+    rows = await _rows(conn, f"SELECT {MESSAGE_COLUMNS}, ack, raw FROM message_log"
+                       " WHERE id = ?", (pk,))
+    if not rows:
+        return None
+    row = rows[0]
+    row["raw"] = _decode(bytes(row["raw"]), row["charset"])
+    return row
+
+
+def _decode(raw: bytes, codec: str) -> str:
+    try:
+        codecs.lookup(codec)
+    except LookupError:
+        codec = "latin-1"
+    return raw.decode(codec, errors="replace")
+
+
+# -- outbox ----------------------------------------------------------------------------------
+OUTBOX_LIST_COLUMNS = ("id, destination, order_key, control_id, message_type, state, attempts,"
+                       " next_attempt_at, last_error, created_at, updated_at")
+
+
+async def outbox(conn: aiosqlite.Connection, state: str = "", limit: int = 200) -> list[Row]:
+    sql, args = f"SELECT {OUTBOX_LIST_COLUMNS} FROM outbox", []
+    if state:
+        sql += " WHERE state = ?"
+        args.append(state)
+    return await _rows(conn, sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+
+
+async def outbox_entry(conn: aiosqlite.Connection, pk: int) -> Row | None:
+    rows = await _rows(conn, f"SELECT {OUTBOX_LIST_COLUMNS}, payload, ack FROM outbox"
+                       " WHERE id = ?", (pk,))
+    return rows[0] if rows else None
+
+
+@dataclass
+class OutboxStats:
+    depth: int  # pending messages
+    dead: int
+    oldest_pending_at: float | None
+
+
+async def outbox_stats(conn: aiosqlite.Connection) -> OutboxStats:
+    """Counts by the outbox's (state, next attempt) index: cheap enough for every scrape."""
+    rows = await _rows(conn, """
+        SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending') AS depth,
+               (SELECT COUNT(*) FROM outbox WHERE state = 'dead') AS dead,
+               (SELECT MIN(created_at) FROM outbox WHERE state = 'pending') AS oldest""")
+    return OutboxStats(rows[0]["depth"], rows[0]["dead"], rows[0]["oldest"])
