@@ -33,11 +33,13 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py
 	$(BIN)/python benchmarks/mwl_query.py
 	$(BIN)/python benchmarks/mpps.py
+	$(BIN)/python benchmarks/closure.py
 
 bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py --quick
 	$(BIN)/python benchmarks/mwl_query.py --quick
 	$(BIN)/python benchmarks/mpps.py --quick
+	$(BIN)/python benchmarks/closure.py --quick
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

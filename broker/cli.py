@@ -258,6 +258,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     plan = Plan(args.station, worklist, mpps, archive, modality=args.modality,
                 accession=args.accession, series=args.series, images=args.images,
                 not_stored=args.not_stored, discontinue=args.discontinue, timeout=args.timeout)
+    if args.ian is not None:
+        try:
+            plan.ian_to = Endpoint.parse(args.ian, "MWLBROKER") if args.ian else mpps
+        except ValueError as exc:
+            print(f"mwl-broker simulate: {exc}", file=sys.stderr)
+            return 2
     try:
         result = run(plan)
     except SimulationError as exc:
@@ -436,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--not-stored", type=int, default=0, metavar="N",
                    help="list N images in the MPPS without storing them (a failure case)")
     m.add_argument("--discontinue", action="store_true", help="end with DISCONTINUED")
+    m.add_argument("--ian", nargs="?", const="", metavar="[AE@]HOST:PORT",
+                   help="after storing, send an Instance Availability Notification of the "
+                   "images (as the archive would) to this SCP; default: the MPPS SCP")
     m.add_argument("-t", "--timeout", type=float, default=30.0)
     m.set_defaults(func=cmd_simulate)
 

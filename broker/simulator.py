@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time as clock
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    InstanceAvailabilityNotification,
     ModalityPerformedProcedureStep,
     SecondaryCaptureImageStorage,
 )
@@ -55,6 +57,8 @@ class Plan:
     not_stored: int = 0  # listed in the MPPS but never sent to the archive
     discontinue: bool = False
     timeout: float = 30.0
+    #: after storing, notify this IAN SCP of the stored images (as the archive would)
+    ian_to: Endpoint | None = None
 
 
 @dataclass
@@ -67,6 +71,8 @@ class Result:
     #: only listed in the MPPS
     stored: list[tuple[str, str, str]] = field(default_factory=list)
     listed: list[tuple[str, str, str]] = field(default_factory=list)
+    #: when the final N-SET was sent (time.time())
+    final_sent_at: float = 0.0
 
 
 Say = Callable[[str], None]
@@ -182,6 +188,40 @@ def store(plan: Plan, images: list[Dataset]) -> None:
         assoc.release()
 
 
+def send_ian(plan: Plan, study_uid: str, mpps_uid: str, images: list[Dataset]) -> None:
+    """An Instance Availability Notification of ``images`` (ONLINE at the archive)."""
+    assert plan.ian_to is not None
+    ds = Dataset()
+    ds.StudyInstanceUID = study_uid
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = ModalityPerformedProcedureStep
+    ref.ReferencedSOPInstanceUID = mpps_uid
+    ref.PerformedWorkitemCodeSequence = []
+    ds.ReferencedPerformedProcedureStepSequence = [ref]
+    by_series: dict[str, Dataset] = {}
+    for image in images:
+        series = by_series.setdefault(image.SeriesInstanceUID, Dataset())
+        series.SeriesInstanceUID = image.SeriesInstanceUID
+        item = Dataset()
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = (image.SOPClassUID,
+                                                                     image.SOPInstanceUID)
+        item.InstanceAvailability = "ONLINE"
+        item.RetrieveAETitle = plan.store.ae_title if plan.store else ""
+        series.ReferencedSOPSequence = [*series.get("ReferencedSOPSequence", []), item]
+    ds.ReferencedSeriesSequence = list(by_series.values())
+    ae = AE(ae_title=plan.store.ae_title if plan.store else plan.station)
+    ae.add_requested_context(InstanceAvailabilityNotification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = plan.timeout
+    assoc = ae.associate(plan.ian_to.host, plan.ian_to.port, ae_title=plan.ian_to.ae_title)
+    if not assoc.is_established:
+        raise SimulationError(f"association with the IAN SCP {plan.ian_to.ae_title} failed")
+    try:
+        status, _ = assoc.send_n_create(ds, InstanceAvailabilityNotification, generate_uid())
+        _check(status, "IAN N-CREATE")
+    finally:
+        assoc.release()
+
+
 def completed(images: list[Dataset], listed_only: list[tuple[str, str, str]],
               discontinue: bool) -> Dataset:
     ds = Dataset()
@@ -248,7 +288,11 @@ def run(plan: Plan, say: Say = print) -> Result:
         if plan.store is not None and images:
             store(plan, images)
             say(f"store: {len(images)} image(s) sent to {plan.store.ae_title}")
+        if plan.ian_to is not None and images:
+            send_ian(plan, study_uid, mpps_uid, images)
+            say(f"ian: {len(images)} image(s) ONLINE notified to {plan.ian_to.ae_title}")
         final = completed(images, listed_only, plan.discontinue)
+        final_sent_at = clock.time()
         status, _ = assoc.send_n_set(final, ModalityPerformedProcedureStep, mpps_uid)
         _check(status, f"N-SET {final.PerformedProcedureStepStatus}")
         say(f"mpps: {final.PerformedProcedureStepStatus} {mpps_uid} listing "
@@ -258,7 +302,7 @@ def run(plan: Plan, say: Say = print) -> Result:
             assoc.release()
     return Result(item, mpps_uid, study_uid, str(final.PerformedProcedureStepStatus),
                   [(i.SeriesInstanceUID, i.SOPClassUID, i.SOPInstanceUID) for i in images],
-                  listed_only)
+                  listed_only, final_sent_at)
 
 
 def _check(status: Dataset, what: str) -> None:

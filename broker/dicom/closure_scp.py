@@ -101,7 +101,8 @@ class ClosureScp:
                    notification: ian_checks.Notification, dataset: dict[str, Any]) -> int:
         repo = ClosureRepo(conn)
         if repo.ian_exists(uid):
-            raise ian_checks.IanError(0x0111, f"an IAN with SOP Instance UID {uid} exists")
+            raise ian_checks.IanError(0x0111, f"duplicate IAN: SOP Instance UID {uid} was "
+                                      "received before")
         mpps_pks, procedure, linked_by = self._link(repo, notification)
         ian_pk = repo.insert_ian(uid, calling_ae, notification.study_uid,
                                  mpps_pks[0] if mpps_pks else None, procedure, linked_by,

@@ -68,8 +68,10 @@ class OutboxWorker:
         self.on_settled = on_settled
         self.backoff_base, self.backoff_max, self.poll = backoff_base, backoff_max, poll
         self._clients: dict[str, MllpClient] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        #: one delivery lane per destination (a slow archive does not hold the RIS up), and
+        #: one (None) for entries whose destination is not configured
+        self._wakes: dict[str | None, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
         self._reader: aiosqlite.Connection | None = None
         self.delivered = self.dead = self.retried = 0
         self.metrics: Metrics | None = None
@@ -77,45 +79,51 @@ class OutboxWorker:
     @property
     def running(self) -> bool:
         """The delivery task is alive (always false without destinations)."""
-        return self._task is not None and not self._task.done()
+        return bool(self._tasks) and all(not t.done() for t in self._tasks)
 
     def wake(self) -> None:
         """New messages were queued (call from the event loop)."""
-        self._wake.set()
+        for wake in self._wakes.values():
+            wake.set()
 
     async def start(self) -> None:
         if not self.destinations:
             return
         self._reader = await open_outbox_reader(self.db_path)
-        self._task = asyncio.create_task(self._run(), name="outbox")
+        for lane in [*self.destinations, None]:
+            self._wakes[lane] = asyncio.Event()
+            self._tasks.append(asyncio.create_task(self._run(lane), name=f"outbox-{lane}"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks.clear()
         for client in self._clients.values():
             await client.close()
         if self._reader is not None:
             await self._reader.close()
 
-    async def _run(self) -> None:
+    async def _run(self, lane: str | None) -> None:
         assert self._reader is not None
+        others = tuple(self.destinations) if lane is None else ()
+        wake = self._wakes[lane]
         while True:
+            wake.clear()  # before reading: a wake-up during the read is not lost
             try:
-                rows = await due(self._reader, time.time())
+                rows = await due(self._reader, time.time(), destination=lane, others=others)
                 settles = [await self._deliver(row) for row in rows]
                 if settles:  # recorded together: one commit for the batch
                     await asyncio.gather(*settles)
                     continue
-                upcoming = await next_due_at(self._reader)
+                upcoming = await next_due_at(self._reader, lane, others)
             except (sqlite3.Error, StoreError) as exc:
                 event(log, "outbox_store_error", logging.ERROR, error=str(exc))
                 upcoming = None
             wait = self.poll if upcoming is None else min(self.poll, upcoming - time.time())
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+                await asyncio.wait_for(wake.wait(), max(wait, 0.0))
 
     async def _deliver(self, row: OutboxRow) -> Awaitable[None]:
         """Send one message; returns the (not yet awaited) recording of its outcome."""

@@ -12,7 +12,17 @@ DUE_SQL = (
     f"SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE state = 'pending' AND id = ("
     " SELECT MIN(id) FROM outbox f WHERE f.order_key = o.order_key"
     " AND f.destination = o.destination AND f.state = 'pending')"
-    " AND next_attempt_at <= ? ORDER BY id LIMIT ?")
+    " AND next_attempt_at <= ? {lane} ORDER BY id LIMIT ?")
+
+
+def _lane(destination: str | None, others: tuple[str, ...]) -> tuple[str, list[str]]:
+    """The SQL condition for one destination, or (None) for every destination not in
+    ``others`` (entries whose destination is not configured)."""
+    if destination is not None:
+        return "AND o.destination = ?", [destination]
+    if not others:
+        return "", []
+    return f"AND o.destination NOT IN ({', '.join('?' * len(others))})", list(others)
 
 
 async def open_outbox_reader(path: str | Path) -> aiosqlite.Connection:
@@ -21,15 +31,22 @@ async def open_outbox_reader(path: str | Path) -> aiosqlite.Connection:
     return conn
 
 
-async def due(conn: aiosqlite.Connection, now: float, limit: int = 100) -> list[OutboxRow]:
-    """The next message of each order that is due (an order's earlier message goes first)."""
-    async with conn.execute(DUE_SQL, (now, limit)) as cursor:
+async def due(conn: aiosqlite.Connection, now: float, limit: int = 100,
+              destination: str | None = None, others: tuple[str, ...] = ()
+              ) -> list[OutboxRow]:
+    """The next message of each order that is due (an order's earlier message goes first),
+    for one destination (or those not among ``others``)."""
+    lane, args = _lane(destination, others)
+    async with conn.execute(DUE_SQL.format(lane=lane), (now, *args, limit)) as cursor:
         rows = await cursor.fetchall()  # one hop to the reader thread, not one per row
     return [OutboxRow(*row) for row in rows]
 
 
-async def next_due_at(conn: aiosqlite.Connection) -> float | None:
+async def next_due_at(conn: aiosqlite.Connection, destination: str | None = None,
+                      others: tuple[str, ...] = ()) -> float | None:
+    lane, args = _lane(destination, others)
     async with conn.execute(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'") as cursor:
+            "SELECT MIN(next_attempt_at) FROM outbox o WHERE state = 'pending' "
+            + lane, args) as cursor:
         row = await cursor.fetchone()
     return float(row[0]) if row and row[0] is not None else None
