@@ -224,11 +224,22 @@ def _run_reactor(self: Any) -> None:
             except Exception as exc:  # e.g. a command set without CommandField (a bad peer)
                 _abort(self, exc)
                 return
+            _release_if_closed_unassociated(self)
     finally:
         self._waiting = False
         for s in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 s.close()
+
+
+def _release_if_closed_unassociated(self: Any) -> None:
+    """A connection closed (or aborted) before any A-ASSOCIATE-RQ was read: wake the
+    association that waits for one, so that it ends now instead of holding an association
+    slot for the whole ACSE timeout (a stream of bad connections could fill them all)."""
+    if (self.state_machine.current_state == "Sta1" and self.assoc.is_acceptor
+            and not self.assoc.is_established and not getattr(self, "_woke_user", False)):
+        self._woke_user = True
+        self.to_user_queue.put(None)
 
 
 def _abort(self: Any, exc: Exception) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -62,35 +63,62 @@ def placeholder_error(name: str) -> str | None:
             "patient.X, procedure.X, step.X, mpps.X or completion.X)")
 
 
+#: a field compiled once per template: literal text and (placeholder, is a person name) parts
+Part = str | tuple[str, bool]
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(template: Template) -> tuple[tuple[str, tuple[tuple[Part, ...], ...]], ...]:
+    """Each segment's fields split into literals and placeholders, PN-ness looked up once."""
+    segments = []
+    for name, fields in template.segments:
+        values = dict(fields)
+        first = 3 if name == "MSH" else 1
+        last = max(values, default=first - 1)
+        compiled_fields = []
+        for number in range(first, last + 1):
+            text = values.get(number, "")
+            parts: list[Part] = []
+            position = 0
+            for m in PLACEHOLDER.finditer(text):
+                if m.start() > position:
+                    parts.append(text[position:m.start()])
+                key = m[1].partition(".")[2]
+                parts.append((m[1], key in keyword_dict
+                              and dictionary_VR(keyword_dict[key]) == "PN"))
+                position = m.end()
+            if position < len(text):
+                parts.append(text[position:])
+            compiled_fields.append(tuple(parts))
+        segments.append((name, tuple(compiled_fields)))
+    return tuple(segments)
+
+
 def render(template: Template, context: dict[str, Any]) -> str:
     """The message text (segments ended by CR)."""
     out = []
-    for name, fields in template.segments:
-        values = dict(fields)
-        if name == "MSH":
-            parts = ["MSH", "^~\\&"] + [_fill(values.get(i, ""), context)
-                                        for i in range(3, max(values, default=2) + 1)]
-            out.append("|".join(parts).rstrip("|"))
-            continue
-        last = max(values, default=0)
-        parts = [name] + [_fill(values.get(i, ""), context) for i in range(1, last + 1)]
-        out.append("|".join(parts).rstrip("|"))
+    for name, fields in _compiled(template):
+        head = ["MSH", "^~\\&"] if name == "MSH" else [name]
+        out.append("|".join(head + [_fill(parts, context) for parts in fields]).rstrip("|"))
     return "\r".join(out) + "\r"
 
 
-def _fill(text: str, context: dict[str, Any]) -> str:
-    def value(m: re.Match[str]) -> str:
-        found = _lookup(m[1], context)
-        if found is None:
-            return ""
-        if isinstance(found, list):
-            return "~".join(escape(str(v)) for v in found if not isinstance(v, dict))
-        key = m[1].partition(".")[2]
-        if key in keyword_dict and dictionary_VR(keyword_dict[key]) == "PN":
-            # a DICOM name's components are HL7 components; its first group only
-            return "^".join(escape(c) for c in str(found).split("=")[0].split("^"))
-        return escape(str(found))
-    return PLACEHOLDER.sub(value, text)
+def _fill(parts: tuple[Part, ...], context: dict[str, Any]) -> str:
+    if not parts:
+        return ""
+    return "".join(part if isinstance(part, str) else _value(part[0], part[1], context)
+                   for part in parts)
+
+
+def _value(name: str, person_name: bool, context: dict[str, Any]) -> str:
+    found = _lookup(name, context)
+    if found is None:
+        return ""
+    if isinstance(found, list):
+        return "~".join(escape(str(v)) for v in found if not isinstance(v, dict))
+    if person_name:  # a DICOM name's components are HL7 components; its first group only
+        return "^".join(escape(c) for c in str(found).split("=")[0].split("^"))
+    return escape(str(found))
 
 
 def _lookup(name: str, context: dict[str, Any]) -> Any:

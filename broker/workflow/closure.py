@@ -66,7 +66,10 @@ class Closure:
             self._queue_request(conn, transaction, mpps_uid, instances, due)
             queued += 1
         rule = self._rule()
-        if rule is not None and self.notifier.destinations and steps:
+        # completion notices close the loop with an archive; without one, only a rule that
+        # requires nothing (notify at COMPLETED) applies
+        applies = bool(self.policy.archive) or (rule is not None and not rule.require)
+        if rule is not None and applies and self.notifier.destinations and steps:
             repo.start_completion(mpps_pk, repo.now + rule.timeout)
             queued += self.evaluate(conn, mpps_pk)
         return queued

@@ -172,14 +172,16 @@ def report_info(transaction: str | None, committed: list[str],
     return ds
 
 
-def report_on_new_association(port: int, event_type: int, info: Dataset) -> Dataset:
+def report_on_new_association(port: int, event_type: int, info: Dataset,
+                              role: bool = True) -> Dataset:
     """The archive opens an association to the broker, taking the SCP role of the Storage
-    Commitment Push Model, and sends its N-EVENT-REPORT; the response status dataset."""
+    Commitment Push Model (or proposing no role), and sends its N-EVENT-REPORT; the response
+    status dataset."""
     ae = AE(ae_title="ARCHIVE")
     ae.add_requested_context(StorageCommitmentPushModel)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
-    role = build_role(StorageCommitmentPushModel, scp_role=True)
-    assoc = ae.associate("127.0.0.1", port, ae_title="MWLBROKER", ext_neg=[role])
+    roles = [build_role(StorageCommitmentPushModel, scp_role=True)] if role else []
+    assoc = ae.associate("127.0.0.1", port, ae_title="MWLBROKER", ext_neg=roles)
     assert assoc.is_established
     try:
         status, _ = assoc.send_n_event_report(info, event_type, StorageCommitmentPushModel,
@@ -321,6 +323,7 @@ def ian_tables(broker: Broker) -> list[tuple[Any, ...]]:
                            " instance_availability ORDER BY sop_instance_uid"))
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")
 @pytest.mark.parametrize(("change", "status", "text"), [
     ("no_study", 0x0120, "StudyInstanceUID is missing"),
     ("bad_availability", 0x0106, "InstanceAvailability 'LOST' is not one of"),
@@ -441,6 +444,15 @@ async def test_bad_report_on_a_new_association(broker: Broker, event_type: int,
     assert answer.Status == status
     assert text in answer.ErrorComment
     assert broker.closure_scp.reports == 0
+
+
+async def test_report_without_role_selection_reaches_the_handler(broker: Broker) -> None:
+    """Some archives propose the Push Model without SCP/SCU role selection."""
+    info = report_info("1.2.826.0.1.3680043.8.498.405", ["1.2.3.4.5.1"])
+    answer = await asyncio.to_thread(report_on_new_association, broker.dicom.bound_port, 1,
+                                     info, False)
+    assert answer.Status == 0x0110
+    assert "unknown Transaction UID 1.2.826.0.1.3680043.8.498.405" in answer.ErrorComment
 
 
 # -- storage commitment with an archive ---------------------------------------------------------
@@ -564,6 +576,35 @@ async def test_no_report_times_out_with_a_partial_notice_and_a_late_report_sends
             assert per_instance(broker) == [(u, "committed", None) for u in uids]
             assert queued_notices(broker) == 1, "no second notice"
             assert rows(broker, "SELECT state FROM completions") == [("partial",)]
+        finally:
+            await broker.stop()
+
+
+async def test_failures_reported_on_a_new_association_are_kept_per_instance(
+        tmp_path: Path, ris: Ris) -> None:
+    port = free_port()
+    with Archive(port, report=False) as archive:
+        broker = await started(closure_settings(tmp_path, ris, port,
+                                                same_association_wait=0.1))
+        try:
+            dicom = broker.dicom.bound_port
+            uids = instance_uids(1)
+            await asyncio.to_thread(perform, dicom, in_progress(1), completed(uids))
+            await until(lambda: commitment(broker) == [("requested", "")])
+            [(transaction, _)] = archive.requests
+            answer = await asyncio.to_thread(report_on_new_association, dicom, 2,
+                                             report_info(transaction, uids[:1],
+                                                         {uids[1]: 0x0119}))
+            assert answer.Status == 0x0000
+            assert per_instance(broker) == [(uids[0], "committed", None),
+                                            (uids[1], "failed", 0x0119)]
+            [(state, reason)] = commitment(broker)
+            assert state == "failed" and "0x0119" in reason
+            await until(lambda: len(oru(ris)) == 1)
+            values = obx(oru(ris)[0])
+            assert (values["CompletionState"], values["InstancesCommitted"]) == (
+                "commitment_failed", "1")
+            assert segment(oru(ris)[0], "OBR")[25] == "X"
         finally:
             await broker.stop()
 
