@@ -30,6 +30,40 @@ class DatabaseSettings:
 
 
 @dataclass
+class TlsSettings:
+    """TLS of one listener or one outbound connection (off unless ``enabled``).
+
+    Listener: ``cert_file``/``key_file`` are its certificate chain and key; ``ca_file`` the CAs
+    whose client certificates are accepted (needed by ``require_client_cert``).
+    Client: ``ca_file`` the CAs trusted to sign the server's certificate (empty: the system's
+    CAs); ``cert_file``/``key_file`` the client certificate, when the server asks for one;
+    ``server_hostname`` the name checked in the server's certificate (empty: the host
+    connected to), unless ``check_hostname`` is false.
+    """
+
+    enabled: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    require_client_cert: bool = False
+    minimum_version: str = "TLSv1.2"
+    ciphers: str = ""
+    server_hostname: str = ""
+    check_hostname: bool = True
+    handshake_timeout: float = 10.0
+
+
+@dataclass
+class AllowedSenderSettings:
+    """An HL7 sender allowed to send: MSH-3, MSH-4 (empty: any) and source addresses (IP or
+    CIDR network; empty: any)."""
+
+    application: str = ""
+    facility: str = ""
+    addresses: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SenderSettings:
     """Per-sender overrides, matched on MSH-3 (and MSH-4 when given)."""
 
@@ -48,6 +82,8 @@ class MllpSettings:
     shutdown_grace: float = 10.0
     application: str = "MWLBROKER"
     facility: str = ""
+    allowed_addresses: list[str] = field(default_factory=list)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass
@@ -60,6 +96,7 @@ class Hl7Settings:
     fallback_charsets: list[str] = field(default_factory=list)
     senders: list[SenderSettings] = field(default_factory=list)
     cancel_started_steps: bool = False
+    allowed_senders: list[AllowedSenderSettings] = field(default_factory=list)
 
 
 @dataclass
@@ -83,6 +120,8 @@ class DicomSettings:
     show_all_statuses: bool = False
     charset: str = "ISO_IR 192"
     calling_aes: list[CallingAeSettings] = field(default_factory=list)
+    allowed_addresses: list[str] = field(default_factory=list)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass
@@ -93,6 +132,7 @@ class DestinationSettings:
     host: str = "127.0.0.1"
     port: int = 2576
     timeout: float = 10.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass
@@ -112,6 +152,7 @@ class StorageCommitmentSettings:
     same_association_wait: float = 2.0
     timeout: float = 30.0
     available_statuses: list[str] = field(default_factory=lambda: ["ONLINE", "NEARLINE"])
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass
@@ -148,6 +189,8 @@ class RetentionSettings:
 @dataclass
 class MappingSettings:
     directory: str = field(default_factory=_default_mappings_dir)
+    #: seconds between looks at the folder for changed files (0: reload on SIGHUP only)
+    watch_interval: float = 2.0
 
 
 @dataclass
@@ -235,11 +278,30 @@ def check(settings: Settings, where: str = "settings") -> None:
         except LookupError:
             raise ConfigError(f"{where}: {label} {codec!r} is not a known character "
                               "set (Python codec names such as latin-1, gb18030)") from None
+    _check_addresses(settings, where)
+    if settings.mappings.watch_interval < 0:
+        raise ConfigError(f"{where}: mappings.watch_interval "
+                          f"{settings.mappings.watch_interval} must be 0 (off) or more")
     admin = settings.admin
     if admin.enabled and not is_loopback(admin.host) and not (admin.token or admin.token_file):
         raise ConfigError(f"{where}: admin.host {admin.host!r} is not a loopback address, so "
                           "the admin console needs admin.token or admin.token_file (or bind "
                           "admin.host to 127.0.0.1, or set admin.enabled: false)")
+
+
+def _check_addresses(settings: Settings, where: str) -> None:
+    """Every allow-list entry is an IP address or a CIDR network."""
+    from broker.allow import parse_networks
+
+    lists = [("mllp.allowed_addresses", settings.mllp.allowed_addresses),
+             ("dicom.allowed_addresses", settings.dicom.allowed_addresses)]
+    lists += [(f"hl7.allowed_senders[{i}].addresses", s.addresses)
+              for i, s in enumerate(settings.hl7.allowed_senders)]
+    for label, values in lists:
+        try:
+            parse_networks(values, label)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -122,6 +122,8 @@ class ClosureScp:
                    if pk is not None]
         procedure = repo.procedure_of("study_uid", notification.study_uid)
         if by_mpps:
+            if procedure is None:  # matched by accession under another Study Instance UID
+                procedure = repo.procedure_of_mpps(by_mpps[0])
             return by_mpps, procedure, "mpps"
         if procedure is not None:
             return repo.mpps_of_procedure(procedure), procedure, "study"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,8 +108,11 @@ class CommitmentRequester:
 
     def __init__(self, calling_ae: str, archive_ae: str, host: str, port: int, *,
                  timeout: float = 30.0, same_association_wait: float = 2.0,
-                 on_report: ReportHandler | None = None) -> None:
+                 on_report: ReportHandler | None = None,
+                 tls_args: tuple[ssl.SSLContext, str] | None = None) -> None:
         self.calling_ae, self.archive_ae = calling_ae, archive_ae
+        #: (context, server name) to reach the archive over TLS; None: plain TCP
+        self.tls_args = tls_args
         self.host, self.port = host, port
         self.timeout = timeout
         self.same_association_wait = same_association_wait
@@ -128,7 +132,8 @@ class CommitmentRequester:
 
         try:
             assoc = ae.associate(self.host, self.port, ae_title=self.archive_ae,
-                                 evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+                                 evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+                                 tls_args=self.tls_args)
         except (OSError, RuntimeError) as exc:
             return Outcome("retry", f"cannot reach {self.archive_ae}: {exc}")
         if not assoc.is_established:

@@ -110,17 +110,22 @@ class MllpClient:
     """A persistent MLLP connection that sends a message and waits for its answer."""
 
     def __init__(self, host: str, port: int, *, timeout: float = 30.0,
-                 ssl_context: ssl.SSLContext | None = None, max_frame: int = 1 << 24) -> None:
+                 ssl_context: ssl.SSLContext | None = None, max_frame: int = 1 << 24,
+                 server_hostname: str = "") -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.ssl_context = ssl_context
+        #: the name checked in the server's certificate (default: ``host``)
+        self.server_hostname = server_hostname
         self._framer = Framer(max_frame)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._frames: list[bytes] = []
 
     async def connect(self) -> None:
+        tls = ({"ssl": self.ssl_context, "server_hostname": self.server_hostname or self.host}
+               if self.ssl_context is not None else {})
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=self.ssl_context), self.timeout)
+            asyncio.open_connection(self.host, self.port, **tls), self.timeout)
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -10,8 +10,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from broker.allow import AddressAllowList
 from broker.hl7.mllp import Frame, Framer, Garbage, Oversize, frame
 from broker.logs import event
+from broker.tls import handshake_reason, peer_subject
+from broker.tls_listener import TlsListener
 
 if TYPE_CHECKING:
     from broker.metrics import Metrics
@@ -35,7 +38,9 @@ class _Connection:
 class MllpServer:
     def __init__(self, handler: Handler, oversize: OversizeHandler, *, host: str, port: int,
                  max_frame: int = 1 << 20, idle_timeout: float = 300.0,
-                 max_connections: int = 200, ssl_context: ssl.SSLContext | None = None) -> None:
+                 max_connections: int = 200, ssl_context: ssl.SSLContext | None = None,
+                 handshake_timeout: float = 10.0,
+                 allowed_addresses: AddressAllowList | None = None) -> None:
         self.handler = handler
         self.oversize = oversize
         self.host, self.port = host, port
@@ -43,7 +48,9 @@ class MllpServer:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.ssl_context = ssl_context
-        self._server: asyncio.Server | None = None
+        self.handshake_timeout = handshake_timeout
+        self.allowed_addresses = allowed_addresses
+        self._server: asyncio.Server | TlsListener | None = None
         self._connections: set[_Connection] = set()
         self._stopping = False
         self.refused = 0
@@ -66,9 +73,30 @@ class MllpServer:
         if self.metrics is not None:
             self.metrics.rejected("mllp", reason)
 
+    def _admitted(self, host: str, port: int) -> bool:
+        """The source address is on ``mllp.allowed_addresses`` (else logged and counted)."""
+        if self.allowed_addresses is None or self.allowed_addresses.allows(host):
+            return True
+        self.refused += 1
+        self._rejected("address_not_allowed")
+        event(log, "mllp_connection_refused", logging.WARNING, peer=f"{host}:{port}",
+              reason=f"address not in {self.allowed_addresses.setting}")
+        return False
+
+    def _handshake_failed(self, peer: str, exc: BaseException) -> None:
+        self._rejected("tls_handshake")
+        event(log, "mllp_tls_refused", logging.WARNING, peer=peer, reason=handshake_reason(exc))
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, ssl=self.ssl_context, limit=1 << 16)
+        if self.ssl_context is None:
+            self._server = await asyncio.start_server(
+                self._accept, self.host, self.port, limit=1 << 16)
+        else:
+            listener = TlsListener(self._accept, self.ssl_context,
+                                   handshake_timeout=self.handshake_timeout,
+                                   admit=self._admitted, on_refused=self._handshake_failed)
+            await listener.start(self.host, self.port)
+            self._server = listener
         event(log, "mllp_listening", host=self.host, port=self.bound_port,
               tls=self.ssl_context is not None)
 
@@ -98,6 +126,9 @@ class MllpServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if self.ssl_context is None and peername and not self._admitted(*peername[:2]):
+            writer.close()
+            return
         if self._stopping or len(self._connections) >= self.max_connections:
             self.refused += 1
             self._rejected("shutting_down" if self._stopping else "max_connections")
@@ -109,7 +140,8 @@ class MllpServer:
         conn = _Connection(peer, writer, asyncio.current_task())
         conn.idle.set()
         self._connections.add(conn)
-        event(log, "mllp_connected", peer=peer, connections=len(self._connections))
+        event(log, "mllp_connected", peer=peer, connections=len(self._connections),
+              **_tls_fields(writer))
         try:
             await self._serve(conn, reader)
         except asyncio.CancelledError:
@@ -164,6 +196,15 @@ class MllpServer:
                     if self._stopping:
                         return
 
+
+
+def _tls_fields(writer: asyncio.StreamWriter) -> dict[str, str]:
+    """The TLS version and the client certificate's name of a TLS connection."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return {}
+    return {"tls": str(ssl_object.version()),
+            "client_cert": peer_subject(ssl_object.getpeercert()) or "-"}
 
 
 async def _lingering_close(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import sqlite3
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ class Destination:
     host: str
     port: int
     timeout: float = 10.0
+    #: TLS to this destination (None: plain TCP), and the name its certificate must hold
+    ssl_context: ssl.SSLContext | None = None
+    server_hostname: str = ""
 
 
 @dataclass
@@ -155,7 +159,9 @@ class OutboxWorker:
         """Send and wait for the acknowledgement whose MSA-2 is this message's MSH-10."""
         client = self._clients.get(destination.name)
         if client is None:
-            client = MllpClient(destination.host, destination.port, timeout=destination.timeout)
+            client = MllpClient(destination.host, destination.port, timeout=destination.timeout,
+                                ssl_context=destination.ssl_context,
+                                server_hostname=destination.server_hostname)
             await client.connect()
             self._clients[destination.name] = client
         deadline = time.monotonic() + destination.timeout

@@ -102,6 +102,12 @@ class ClosureRepo(Repo):
                                 " LIMIT 1", (value,)).fetchone()
         return int(row[0]) if row else None
 
+    def procedure_of_mpps(self, mpps_pk: int) -> int | None:
+        row = self.conn.execute(
+            "SELECT s.procedure_fk FROM mpps_steps ms JOIN steps s ON s.id = ms.step_fk"
+            " WHERE ms.mpps_fk = ? ORDER BY s.id LIMIT 1", (mpps_pk,)).fetchone()
+        return int(row[0]) if row else None
+
     def mpps_of_procedure(self, procedure_pk: int) -> list[int]:
         return [r[0] for r in self.conn.execute(
             "SELECT DISTINCT ms.mpps_fk FROM mpps_steps ms JOIN steps s ON s.id = ms.step_fk"
@@ -125,12 +131,14 @@ class ClosureRepo(Repo):
                                 (transaction_uid,)).fetchone()
         return CommitmentRow(*row) if row else None
 
-    def commitment_requested(self, transaction_uid: str) -> None:
-        """The archive accepted the N-ACTION; the report may already have arrived."""
+    def commitment_requested(self, transaction_uid: str, report_timeout: float) -> None:
+        """The archive accepted the N-ACTION (the report may already have arrived): the wait
+        for its report starts now."""
         self.conn.execute(
             "UPDATE commitments SET requested_at = COALESCE(requested_at, ?),"
+            " timeout_at = CASE WHEN state = 'queued' THEN ? ELSE timeout_at END,"
             " state = CASE WHEN state = 'queued' THEN 'requested' ELSE state END"
-            " WHERE transaction_uid = ?", (self.now, transaction_uid))
+            " WHERE transaction_uid = ?", (self.now, self.now + report_timeout, transaction_uid))
 
     def commitment_refused(self, transaction_uid: str, reason: str) -> None:
         self.conn.execute(
@@ -169,6 +177,11 @@ class ClosureRepo(Repo):
         return [CommitmentRow(*r) for r in self.conn.execute(
             f"SELECT {_COMMITMENT} FROM commitments WHERE state = 'requested' ORDER BY id")]
 
+    def commitment_asked_again(self, pk: int) -> None:
+        """Back to queued: its wait for a report starts again when the archive accepts."""
+        self.conn.execute("UPDATE commitments SET state = 'queued' WHERE id = ?"
+                          " AND state = 'requested'", (pk,))
+
     def commitment_instances(self, pk: int) -> list[Instance]:
         return [Instance(r[0], r[1]) for r in self.conn.execute(
             "SELECT sop_instance_uid, sop_class_uid FROM commitment_instances"
@@ -176,7 +189,7 @@ class ClosureRepo(Repo):
 
     def overdue_commitments(self, now: float) -> list[CommitmentRow]:
         return [CommitmentRow(*r) for r in self.conn.execute(
-            f"SELECT {_COMMITMENT} FROM commitments WHERE state IN ('queued', 'requested')"
+            f"SELECT {_COMMITMENT} FROM commitments WHERE state = 'requested'"
             " AND timeout_at <= ? ORDER BY id", (now,))]
 
     def commitment_timed_out(self, pk: int) -> None:
@@ -261,6 +274,6 @@ class ClosureRepo(Repo):
     def next_deadline(self) -> float | None:
         row = self.conn.execute(
             "SELECT MIN(t) FROM (SELECT MIN(deadline) AS t FROM completions WHERE state ="
-            " 'waiting' UNION ALL SELECT MIN(timeout_at) FROM commitments WHERE state IN"
-            " ('queued', 'requested'))").fetchone()
+            " 'waiting' UNION ALL SELECT MIN(timeout_at) FROM commitments WHERE state ="
+            " 'requested')").fetchone()
         return float(row[0]) if row and row[0] is not None else None

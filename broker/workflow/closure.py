@@ -93,6 +93,7 @@ class Closure:
             if not self.policy.archive:
                 continue
             mpps = repo.mpps_by_pk(row.mpps_fk)
+            repo.commitment_asked_again(row.id)
             self._queue_request(conn, row.transaction_uid, mpps.sop_instance_uid if mpps else "",
                                 repo.commitment_instances(row.id), repo.now)
             event(log, "stgcmt_requested_again", transaction_uid=row.transaction_uid,
@@ -106,7 +107,7 @@ class Closure:
         refused for good (a commitment failure)."""
         repo = ClosureRepo(conn)
         if outcome == "delivered":
-            repo.commitment_requested(transaction_uid)
+            repo.commitment_requested(transaction_uid, self.policy.report_timeout)
             return 0
         if outcome != "dead":
             return 0
