@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench bench-quick system-deps clean
+.PHONY: run test lint typecheck unit integration bench bench-quick fuzz system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +33,22 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py
 	$(BIN)/python benchmarks/mwl_query.py
 	$(BIN)/python benchmarks/mpps.py
+	$(BIN)/python benchmarks/crash.py
+	$(BIN)/python benchmarks/load.py
 	$(BIN)/python benchmarks/closure.py
 
 bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py --quick
 	$(BIN)/python benchmarks/mwl_query.py --quick
 	$(BIN)/python benchmarks/mpps.py --quick
+	$(BIN)/python benchmarks/crash.py --quick
+	$(BIN)/python benchmarks/load.py --quick
 	$(BIN)/python benchmarks/closure.py --quick
+
+# live fuzz campaign against the running broker, bounded: make fuzz FUZZ_SECONDS=120
+FUZZ_SECONDS ?= 90
+fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz_live.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

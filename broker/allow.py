@@ -84,7 +84,8 @@ class SenderAllowList:
             return ""
         known = [r for r in self.rules if (not r.application or r.application == application)
                  and (not r.facility or r.facility == facility)]
-        who = f"sender {application or '(empty MSH-3)'}^{facility or '(empty MSH-4)'}"
+        who = (f"sender {application or '(empty)'}/{facility or '(empty)'} "
+               "(MSH-3/MSH-4)")
         if known:
             return f"{who} may not send from address {address}"
         return f"{who} is not on the list of allowed senders"

@@ -4,29 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from broker.admin.http import AdminServer
+from broker.allow import AddressAllowList
 from broker.config import Settings
 from broker.dicom import mpps as mpps_checks
 from broker.dicom.closure_scp import ClosureScp
+from broker.dicom.forward import MppsForwarder
+from broker.dicom.forward import payload as forward_payload
 from broker.dicom.server import CallingAeOptions, DicomServer, WorklistOptions
 from broker.dicom.stgcmt import CommitmentRequester
+from broker.hl7.ack import new_control_id
 from broker.hl7.server import MllpServer
 from broker.ingest import Ingestor
 from broker.logs import event
 from broker.mapping.holder import MappingHolder
+from broker.mapping.watcher import MappingWatcher
 from broker.metrics import Metrics
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
 from broker.purger import Purger
 from broker.store.closure import Instance
-from broker.store.repo import OutboxRow
+from broker.store.repo import OutboxRepo, OutboxRow
 from broker.store.writer import Writer
+from broker.tls import client_args, client_context, server_context
 from broker.workflow.closure import ACTION_TYPE, Closure, ClosurePolicy
 from broker.workflow.notify import StatusNotifier
 
@@ -45,14 +53,24 @@ class Broker:
         m = settings.mllp
         self.mllp = MllpServer(self._handle_hl7, self.ingestor.oversize_ack, host=m.host,
                                port=m.port, max_frame=m.max_frame_bytes,
-                               idle_timeout=m.idle_timeout, max_connections=m.max_connections)
+                               idle_timeout=m.idle_timeout, max_connections=m.max_connections,
+                               ssl_context=server_context(m.tls, "mllp.tls"),
+                               handshake_timeout=m.tls.handshake_timeout,
+                               allowed_addresses=AddressAllowList(
+                                   m.allowed_addresses, "mllp.allowed_addresses") or None)
+        interval = settings.mappings.watch_interval
+        self.watcher = MappingWatcher(self.mappings, interval) if interval > 0 else None
         self.dicom = _dicom_server(settings, self.writer)
         o = settings.outbound
-        destinations = [Destination(d.name, d.host, d.port, d.timeout) for d in o.destinations]
+        destinations = [Destination(d.name, d.host, d.port, d.timeout,
+                                    client_context(d.tls, f"outbound.destinations[{i}].tls"),
+                                    d.tls.server_hostname)
+                        for i, d in enumerate(o.destinations)]
         notifier = StatusNotifier(self.mappings, [d.name for d in destinations])
         self.closure = _closure(settings, self.mappings, notifier)
         self.closure_scp = ClosureScp(self.writer, self.closure)
-        requests = _commitment_destinations(settings, self.closure_scp)
+        requests = _commitment_destinations(settings, self.closure_scp) + _forward_destinations(
+            settings)
         self.outbox = OutboxWorker(db.path, self.writer, [*destinations, *requests],
                                    backoff_base=o.backoff_base, backoff_max=o.backoff_max,
                                    poll=o.poll, on_settled=self._settled)
@@ -60,6 +78,9 @@ class Broker:
         self.dicom.notify = notifier
         self.dicom.final = self._mpps_final
         self.dicom.closure = self.closure_scp
+        if settings.dicom.mpps_forward:
+            self.dicom.forward = partial(_queue_forward, [f.name for f in
+                                                          settings.dicom.mpps_forward])
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.metrics = Metrics()
@@ -101,6 +122,8 @@ class Broker:
         self._sweeper = asyncio.create_task(self._sweep(), name="closure-sweep")
         await self.outbox.start()
         await self.purger.start()
+        if self.watcher is not None:
+            await self.watcher.start()
         await asyncio.to_thread(self.dicom.start)
         if self.admin is not None:
             await self.admin.start()
@@ -113,6 +136,8 @@ class Broker:
         if self.admin is not None:
             await self.admin.stop()
         await self.purger.stop()
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -131,7 +156,8 @@ class Broker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_requested.set)
         loop.add_signal_handler(
-            signal.SIGHUP, lambda: loop.run_in_executor(None, self.mappings.reload))
+            signal.SIGHUP,
+            lambda: loop.run_in_executor(None, functools.partial(self.mappings.reload, "sighup")))
         await self.start()
         try:
             await stop_requested.wait()
@@ -152,7 +178,11 @@ def _dicom_server(settings: Settings, writer: Writer) -> DicomServer:
                        max_associations=d.max_associations,
                        calling_aes=d.allowed_calling_aes or None, options=options,
                        fast_path=d.fast_path, writer=writer,
-                       mpps_match_accession=d.mpps_match_accession)
+                       mpps_match_accession=d.mpps_match_accession,
+                       ssl_context=server_context(d.tls, "dicom.tls"),
+                       handshake_timeout=d.tls.handshake_timeout,
+                       allowed_addresses=AddressAllowList(
+                           d.allowed_addresses, "dicom.allowed_addresses") or None)
 
 
 def _closure(settings: Settings, mappings: Callable[[], Any],
@@ -172,7 +202,9 @@ def _commitment_destinations(settings: Settings, scp: ClosureScp) -> list[Reques
     requester = CommitmentRequester(settings.dicom.ae_title, sc.ae_title, sc.host, sc.port,
                                     timeout=sc.timeout,
                                     same_association_wait=sc.same_association_wait,
-                                    on_report=scp.report)
+                                    on_report=scp.report,
+                                    tls_args=client_args(sc.tls, "storage_commitment.tls",
+                                                         sc.host))
 
     def send(row: OutboxRow) -> tuple[str, str, str]:
         request = json.loads(row.payload)
@@ -180,3 +212,20 @@ def _commitment_destinations(settings: Settings, scp: ClosureScp) -> list[Reques
                                     [(c, i) for c, i in request["instances"]])
         return outcome.outcome, outcome.reason, outcome.detail
     return [RequestDestination(sc.name, send)]
+
+
+def _forward_destinations(settings: Settings) -> list[RequestDestination]:
+    """Downstream MPPS SCPs, as outbox destinations."""
+    return [RequestDestination(f.name, MppsForwarder(settings.dicom.ae_title, f.ae_title, f.host,
+                                                     f.port, f.timeout).send_row)
+            for f in settings.dicom.mpps_forward]
+
+
+def _queue_forward(names: list[str], conn: Any, operation: str, uid: str,
+                   dataset: dict[str, Any]) -> int:
+    """Queue a copy of an MPPS request for each downstream SCP (ordered per MPPS)."""
+    outbox = OutboxRepo(conn)
+    text = forward_payload(operation, uid, dataset)
+    for name in names:
+        outbox.enqueue(name, uid, new_control_id(), operation, text)
+    return len(names)

@@ -85,12 +85,19 @@ def _inputs(target: str) -> Iterator[tuple[str, bytes]]:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from broker.config import TlsSettings
     from broker.hl7.ack import ack_code_of
     from broker.hl7.mllp import MllpClient, MllpError
+    from broker.tls import client_context
+
+    tls = TlsSettings(enabled=bool(args.tls or args.tls_ca or args.tls_cert or args.tls_key),
+                      ca_file=args.tls_ca or "", cert_file=args.tls_cert or "",
+                      key_file=args.tls_key or "")
+    ssl_context = client_context(tls, "send --tls")
 
     async def run() -> int:
         failures = 0
-        client = MllpClient(args.host, args.port, timeout=args.timeout)
+        client = MllpClient(args.host, args.port, timeout=args.timeout, ssl_context=ssl_context)
         try:
             for target in args.files:
                 for name, data in _inputs(target):
@@ -398,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--port", type=int, default=2575)
     p.add_argument("-t", "--timeout", type=float, default=30.0)
     p.add_argument("-q", "--quiet", action="store_true", help="print only the outcome lines")
+    p.add_argument("--tls", action="store_true",
+                   help="connect with TLS (implied by the --tls-* options)")
+    p.add_argument("--tls-ca", metavar="PEM", help="CA certificates that sign the broker's "
+                   "certificate (default: the system's)")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("check-mappings", parents=[common],

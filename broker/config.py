@@ -109,6 +109,17 @@ class CallingAeSettings:
 
 
 @dataclass
+class ForwardSettings:
+    """A downstream MPPS SCP that gets a copy of every N-CREATE and N-SET (through the outbox)."""
+
+    name: str = "mpps-archive"
+    ae_title: str = ""
+    host: str = "127.0.0.1"
+    port: int = 104
+    timeout: float = 30.0
+
+
+@dataclass
 class DicomSettings:
     ae_title: str = "MWLBROKER"
     host: str = "0.0.0.0"
@@ -122,6 +133,7 @@ class DicomSettings:
     calling_aes: list[CallingAeSettings] = field(default_factory=list)
     allowed_addresses: list[str] = field(default_factory=list)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    mpps_forward: list[ForwardSettings] = field(default_factory=list)
 
 
 @dataclass
@@ -256,6 +268,15 @@ def check(settings: Settings, where: str = "settings") -> None:
     """Values that are well typed but not usable (unknown character sets …)."""
     import codecs
 
+    lanes = [d.name for d in settings.outbound.destinations] + [
+        f.name for f in settings.dicom.mpps_forward] + (
+        [settings.storage_commitment.name] if settings.storage_commitment.ae_title else [])
+    for name in sorted({n for n in lanes if lanes.count(n) > 1}):
+        raise ConfigError(f"{where}: destination name {name!r} is used more than once (outbound."
+                          "destinations, dicom.mpps_forward, storage_commitment.name)")
+    for forward in settings.dicom.mpps_forward:
+        if not forward.ae_title:
+            raise ConfigError(f"{where}: dicom.mpps_forward {forward.name!r} needs an ae_title")
     for name, number in dataclasses.asdict(settings.retention).items():
         if number < 0 or (name == "chunk" and number < 1):
             raise ConfigError(f"{where}: retention.{name} {number} must be "
@@ -366,14 +387,15 @@ def apply_overrides(settings: Settings, overrides: list[str]) -> Settings:
     for item in overrides:
         name, sep, text = item.partition("=")
         section, _, key = name.strip().partition(".")
+        shown = f"{name.strip()}=…" if sep else item  # a value may be a secret: never echo it
         if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
+            raise ConfigError(f"override {shown!r} must look like section.key=value")
         target = getattr(settings, section, None)
         if target is None or not dataclasses.is_dataclass(target):
-            raise ConfigError(f"override {item!r}: unknown section {section!r}")
+            raise ConfigError(f"override {shown!r}: unknown section {section!r}")
         hints = get_type_hints(type(target))
         if key not in hints:
-            raise ConfigError(f"override {item!r}: unknown setting {section}.{key}")
+            raise ConfigError(f"override {shown!r}: unknown setting {section}.{key}")
         value = _convert(hints[key], _yaml(text), f"override {name}")
         setattr(target, key, value)
     if overrides:

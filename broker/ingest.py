@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from broker.allow import SenderAllowList, host_of
 from broker.config import Hl7Settings, MllpSettings
 from broker.hl7 import charset
 from broker.hl7.ack import Hl7Error, Hl7Reject, build_ack
@@ -50,6 +51,9 @@ class Ingestor:
         self.mllp = mllp
         self._overrides = {(s.application, s.facility): s.charset for s in hl7.senders
                            if s.charset}
+        self.allowed_senders = SenderAllowList(
+            ((s.application, s.facility, s.addresses) for s in hl7.allowed_senders),
+            "hl7.allowed_senders")
         self.counts: dict[str, int] = {}
         self.metrics: Metrics | None = None
 
@@ -68,6 +72,7 @@ class Ingestor:
         events: list[Event] = []
         rejection: Hl7Reject | None = None
         try:
+            self._check_sender(app, fac, peer)
             decoded = charset.decode(
                 raw, aliases=self.hl7.charset_aliases, override=self._override_for(app, fac),
                 sniff_utf8=self.hl7.sniff_utf8, fallbacks=tuple(self.hl7.fallback_charsets),
@@ -87,6 +92,8 @@ class Ingestor:
             message = _parse_for_ack(raw)  # the MSH alone may still say whom to answer
         except Hl7Reject as exc:
             rejection = exc
+            if message is None:  # refused before parsing: the MSH alone addresses the answer
+                message = _parse_for_ack(raw)
         except Exception as exc:
             log.exception("mapping_failed", extra={"control_id": control_id, "peer": peer})
             rejection = Hl7Reject("AE", Hl7Error(207, f"internal error while mapping: {exc}"))
@@ -135,6 +142,17 @@ class Ingestor:
         log.exception("store_job_failed", extra={"fields": {"control_id": control_id,
                                                             "peer": peer}})
         return Hl7Reject("AE", Hl7Error(207, f"internal error while storing: {exc}"))
+
+    def _check_sender(self, application: str, facility: str, peer: str) -> None:
+        """AR unless MSH-3/MSH-4 and the source address are on ``hl7.allowed_senders``."""
+        refusal = self.allowed_senders.refusal(application, facility, host_of(peer))
+        if not refusal:
+            return
+        if self.metrics is not None:
+            self.metrics.rejected("mllp", "sender_not_allowed")
+        event(log, "hl7_sender_refused", logging.WARNING, sender=application,
+              facility=facility, peer=peer, reason=refusal)
+        raise Hl7Reject("AR", Hl7Error(207, f"{refusal} (hl7.allowed_senders)", "MSH-3"))
 
     def _check_header(self, message: Message) -> None:
         version = message.version

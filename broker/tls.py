@@ -14,6 +14,8 @@ from broker.config import ConfigError, TlsSettings
 
 #: ``minimum_version`` values
 VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+#: OpenSSL reasons of a handshake that got something other than a TLS ClientHello
+NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL"})
 
 
 class TlsError(ConfigError):
@@ -80,7 +82,10 @@ def handshake_reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate refused: {exc.verify_message or exc.reason}"
     if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
+        reason = str(exc.reason).lower().replace("_", " ")
+        if exc.reason in NOT_TLS:
+            reason += " (the client does not speak TLS: plain TCP?)"
+        return reason
     if isinstance(exc, TimeoutError):
         return "handshake timed out"
     return str(exc) or type(exc).__name__

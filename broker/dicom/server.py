@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import socket
 import sqlite3
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from broker.allow import AddressAllowList
 from broker.dicom import fastpath, pdu_guard
 from broker.dicom import mpps as mpps_checks
 from broker.dicom.closure_scp import IAN_SOP_CLASS, ClosureScp
@@ -45,6 +47,7 @@ from broker.logs import event
 from broker.store.repo import MppsRepo
 from broker.store.worklist_query import open_reader, search
 from broker.store.writer import StoreError, Writer
+from broker.tls import handshake_reason
 from broker.workflow import mpps as mpps_flow
 
 if TYPE_CHECKING:
@@ -74,16 +77,60 @@ class WorklistOptions:
         return self.callers.get(ae_title.strip(), self.default)
 
 
+#: (reason, peer, detail) of a connection refused before any association
+Refused = Callable[[str, str, str], None]
+_Request = socket.socket | tuple[bytes, socket.socket]
+
+
 class NoDelayServer(ThreadedAssociationServer):
-    """Accepts associations with TCP_NODELAY set, so a response's PDUs are not held back."""
+    """Accepts associations with TCP_NODELAY set, so a response's PDUs are not held back.
+
+    Connections from addresses not on ``allowed_addresses`` are closed at once. With TLS the
+    handshake runs in the connection's own thread, bounded by ``handshake_timeout``, so a slow
+    or failing client never holds the acceptor up; a failure is reported to ``on_refused``.
+    """
+
+    handshake_timeout: float = 10.0
+    #: listen backlog (socketserver's default is 5: 64 modalities connecting at once saw
+    #: SYNs dropped and connections delayed by TCP retransmission for tens of seconds)
+    request_queue_size = 128
+    allowed_addresses: AddressAllowList | None = None
+    on_refused: Refused | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         client, address = self.socket.accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True)
+            client = self.ssl_context.wrap_socket(client, server_side=True,
+                                                  do_handshake_on_connect=False)
         return client, address
+
+    def verify_request(self, request: _Request, client_address: Any) -> bool:
+        allowed = self.allowed_addresses
+        if allowed is None or allowed.allows(str(client_address[0])):
+            return True
+        self._refused("address_not_allowed", client_address, f"address not in {allowed.setting}")
+        return False
+
+    def process_request_thread(self, request: _Request,
+                               client_address: tuple[str, int] | str) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            blocking = request.gettimeout()
+            try:
+                request.settimeout(self.handshake_timeout)
+                request.do_handshake()
+                request.settimeout(blocking)
+            except (OSError, ValueError) as exc:
+                self._refused("tls_handshake", client_address, handshake_reason(exc))
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
+
+    def _refused(self, reason: str, address: Any, detail: str) -> None:
+        if self.on_refused is not None:
+            peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+            self.on_refused(reason, peer, detail)
 
 
 def latin1_name(pn: str) -> str:
@@ -96,9 +143,14 @@ class DicomServer:
     def __init__(self, db_path: str | Path, *, ae_title: str, host: str, port: int,
                  max_associations: int = 128, calling_aes: list[str] | None = None,
                  options: WorklistOptions | None = None, fast_path: bool = True,
-                 writer: Writer | None = None, mpps_match_accession: bool = True) -> None:
+                 writer: Writer | None = None, mpps_match_accession: bool = True,
+                 ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
+                 allowed_addresses: AddressAllowList | None = None) -> None:
         self.db_path = Path(db_path)
         self.ae_title, self.host, self.port = ae_title, host, port
+        self.ssl_context = ssl_context
+        self.handshake_timeout = handshake_timeout
+        self.allowed_addresses = allowed_addresses
         self.options = options or WorklistOptions()
         self.writer = writer
         self.mpps_match_accession = mpps_match_accession
@@ -106,6 +158,9 @@ class DicomServer:
         self.notify: mpps_flow.Notify | None = None
         #: told when an MPPS becomes final (storage commitment, completion); set by the app
         self.final: mpps_flow.Final | None = None
+        #: queues copies of MPPS requests for downstream SCPs: (connection, operation, SOP
+        #: Instance UID, dataset as DICOM JSON) → queued count; set by the application
+        self.forward: Any = None
         #: storage commitment reports and IAN; set by the application
         self.closure: ClosureScp | None = None
         #: called (from an association thread) after messages were queued
@@ -155,15 +210,18 @@ class DicomServer:
                                (evt.EVT_N_SET, self._on_n_set),
                                (evt.EVT_N_EVENT_REPORT, self._on_n_event_report)]
         server = self.ae.make_server((self.host, self.port), evt_handlers=handlers,
-                                     server_class=NoDelayServer)
-        assert isinstance(server, ThreadedAssociationServer)
+                                     server_class=NoDelayServer, ssl_context=self.ssl_context)
+        assert isinstance(server, NoDelayServer)
+        server.handshake_timeout = self.handshake_timeout
+        server.allowed_addresses = self.allowed_addresses
+        server.on_refused = self._on_refused
         self.ae._servers.append(server)  # as AE.start_server does: shutdown() removes it
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(0.1,),
                                         name="dicom-acceptor", daemon=True)
         self._thread.start()
         event(log, "dicom_listening", ae_title=self.ae_title, host=self.host,
-              port=self.bound_port)
+              port=self.bound_port, tls=self.ssl_context is not None)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -185,10 +243,21 @@ class DicomServer:
         return 0x0000
 
     def _on_rejected(self, ev: Event) -> None:
+        calling = ev.assoc.requestor.ae_title
+        allowed = self.ae.require_calling_aet
+        reason = ("calling_ae_not_allowed" if allowed and calling.strip() not in allowed
+                  else "association_rejected")
         if self.metrics is not None:
-            self.metrics.rejected("dicom", "association_rejected")
-        event(log, "association_rejected", logging.WARNING,
-              calling_ae=ev.assoc.requestor.ae_title, peer=ev.assoc.requestor.address)
+            self.metrics.rejected("dicom", reason)
+        requestor = ev.assoc.requestor
+        event(log, "association_rejected", logging.WARNING, calling_ae=calling,
+              peer=f"{requestor.address}:{requestor.port}", reason=reason.replace("_", " "))
+
+    def _on_refused(self, reason: str, peer: str, detail: str) -> None:
+        """A connection closed before any association (address, TLS handshake)."""
+        if self.metrics is not None:
+            self.metrics.rejected("dicom", reason)
+        event(log, "dicom_connection_refused", logging.WARNING, peer=peer, reason=detail)
 
     def _on_find(self, ev: Event) -> Iterator[tuple[Any, Any]]:
         started = time.perf_counter()
@@ -266,7 +335,8 @@ class DicomServer:
             outcome = self._write(partial(
                 _create, uid=uid, status=status, dataset=stored,
                 summary=mpps_checks.summary(stored, uid), calling_ae=calling, refs=refs,
-                match_accession=self.mpps_match_accession, notify=self.notify))
+                match_accession=self.mpps_match_accession, notify=self.notify,
+                forward=self.forward))
         except mpps_flow.MppsError as exc:
             event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
                   operation="N-CREATE", status=f"0x{exc.status:04X}", error=exc.comment)
@@ -291,9 +361,11 @@ class DicomServer:
         uid = str(request.RequestedSOPInstanceUID or "")
         try:
             modifications = ev.modification_list
+            changes = modifications.to_json_dict() if self.forward is not None else {}
             outcome = self._write(partial(_update, uid=uid, final=self.final,
                                           merge=mpps_checks.merger(modifications, uid),
-                                          notify=self.notify))
+                                          notify=self.notify, forward=self.forward,
+                                          changes=changes))
         except mpps_flow.MppsError as exc:
             event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
                   operation="N-SET", status=f"0x{exc.status:04X}", error=exc.comment)
@@ -343,12 +415,19 @@ def _failure(status: int, comment: str) -> Dataset:
 
 
 def _create(conn: sqlite3.Connection, **kwargs: Any) -> mpps_flow.Outcome:
-    return mpps_flow.create(MppsRepo(conn), kwargs["uid"], kwargs["status"],
-                            kwargs["dataset"], kwargs["summary"], kwargs["calling_ae"],
-                            kwargs["refs"], kwargs["match_accession"], kwargs["notify"])
+    outcome = mpps_flow.create(MppsRepo(conn), kwargs["uid"], kwargs["status"],
+                               kwargs["dataset"], kwargs["summary"], kwargs["calling_ae"],
+                               kwargs["refs"], kwargs["match_accession"], kwargs["notify"])
+    if kwargs.get("forward") is not None:
+        outcome.queued += kwargs["forward"](conn, "MPPS N-CREATE", kwargs["uid"],
+                                            kwargs["dataset"])
+    return outcome
 
 
 def _update(conn: sqlite3.Connection, uid: str, merge: mpps_flow.Merge,
-            notify: mpps_flow.Notify | None, final: mpps_flow.Final | None = None
-            ) -> mpps_flow.Outcome:
-    return mpps_flow.update(MppsRepo(conn), uid, merge, notify, final)
+            notify: mpps_flow.Notify | None, final: mpps_flow.Final | None = None,
+            forward: Any = None, changes: dict[str, Any] | None = None) -> mpps_flow.Outcome:
+    outcome = mpps_flow.update(MppsRepo(conn), uid, merge, notify, final)
+    if forward is not None:
+        outcome.queued += forward(conn, "MPPS N-SET", uid, changes or {})
+    return outcome

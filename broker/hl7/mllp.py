@@ -122,10 +122,12 @@ class MllpClient:
         self._frames: list[bytes] = []
 
     async def connect(self) -> None:
-        tls = ({"ssl": self.ssl_context, "server_hostname": self.server_hostname or self.host}
-               if self.ssl_context is not None else {})
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, **tls), self.timeout)
+        if self.ssl_context is None:
+            opening = asyncio.open_connection(self.host, self.port)
+        else:
+            opening = asyncio.open_connection(self.host, self.port, ssl=self.ssl_context,
+                                              server_hostname=self.server_hostname or self.host)
+        self._reader, self._writer = await asyncio.wait_for(opening, self.timeout)
 
     async def close(self) -> None:
         if self._writer is not None:

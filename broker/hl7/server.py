@@ -8,7 +8,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from broker.allow import AddressAllowList
 from broker.hl7.mllp import Frame, Framer, Garbage, Oversize, frame
@@ -198,7 +198,7 @@ class MllpServer:
 
 
 
-def _tls_fields(writer: asyncio.StreamWriter) -> dict[str, str]:
+def _tls_fields(writer: asyncio.StreamWriter) -> dict[str, Any]:
     """The TLS version and the client certificate's name of a TLS connection."""
     ssl_object = writer.get_extra_info("ssl_object")
     if ssl_object is None:

@@ -65,11 +65,13 @@ class OutboxWorker:
     def __init__(self, db_path: str | Path, writer: Writer,
                  destinations: Sequence[Destination | RequestDestination], *,
                  backoff_base: float = 1.0, backoff_max: float = 60.0,
-                 poll: float = 1.0, on_settled: Settled | None = None) -> None:
+                 poll: float = 1.0, on_settled: Settled | None = None,
+                 batch_window: float = 0.005) -> None:
         self.db_path = db_path
         self.writer = writer
         self.destinations = {d.name: d for d in destinations}
         self.on_settled = on_settled
+        self.batch_window = batch_window
         self.backoff_base, self.backoff_max, self.poll = backoff_base, backoff_max, poll
         self._clients: dict[str, MllpClient] = {}
         #: one delivery lane per destination (a slow archive does not hold the RIS up), and
@@ -128,6 +130,9 @@ class OutboxWorker:
             wait = self.poll if upcoming is None else min(self.poll, upcoming - time.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), max(wait, 0.0))
+            if wake.is_set() and self.batch_window > 0:
+                # woken by new messages: let the ones queued just after them join the batch
+                await asyncio.sleep(self.batch_window)
 
     async def _deliver(self, row: OutboxRow) -> Awaitable[None]:
         """Send one message; returns the (not yet awaited) recording of its outcome."""

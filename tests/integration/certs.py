@@ -53,7 +53,7 @@ def _write_cert(cert: x509.Certificate, path: Path) -> Path:
 
 def _builder(subject: str, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
              ) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer)
             .public_key(public_key).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))

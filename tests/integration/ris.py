@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from ssl import SSLContext
 
 from broker.hl7.mllp import Frame, Framer, frame
 
@@ -22,8 +23,9 @@ class Ris:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
 
-    async def start(self, port: int = 0) -> Ris:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+    async def start(self, port: int = 0, ssl: SSLContext | None = None) -> Ris:
+        """Listen on loopback (over TLS with ``ssl``)."""
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port, ssl=ssl)
         return self
 
     async def stop(self) -> None:
