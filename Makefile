@@ -36,6 +36,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/crash.py
 	$(BIN)/python benchmarks/load.py
 	$(BIN)/python benchmarks/closure.py
+	$(BIN)/python benchmarks/footprint.py
+	$(BIN)/python benchmarks/report.py
 
 bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py --quick
@@ -44,6 +46,8 @@ bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/crash.py --quick
 	$(BIN)/python benchmarks/load.py --quick
 	$(BIN)/python benchmarks/closure.py --quick
+	$(BIN)/python benchmarks/footprint.py --quick
+	$(BIN)/python benchmarks/report.py --quick
 
 # live fuzz campaign against the running broker, bounded: make fuzz FUZZ_SECONDS=120
 FUZZ_SECONDS ?= 90

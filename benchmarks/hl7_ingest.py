@@ -125,8 +125,11 @@ async def main(quick: bool) -> int:
         await throughput(broker.port, 1, 50, 10_000_000)  # warm-up
         results["one_sender"] = await throughput(broker.port, 1, one_n, 0)
         results["eight_senders"] = await throughput(broker.port, 8, eight_n, 1_000_000)
+        results["thirty_two_senders"] = await throughput(broker.port, 32, eight_n // 4,
+                                                         3_000_000)
         results["steady_200"] = await steady(broker.port, 200, steady_s, 2_000_000)
-        sent = 50 + one_n + 8 * eight_n + results["steady_200"]["messages"]
+        sent = (50 + one_n + 8 * eight_n + 32 * (eight_n // 4)
+                + results["steady_200"]["messages"])
         accepted, steps = durable_count(broker.db)
     results["durable"] = {"sent": sent, "accepted_in_log": accepted, "steps": steps}
     one, eight, st = results["one_sender"], results["eight_senders"], results["steady_200"]
@@ -139,6 +142,9 @@ async def main(quick: bool) -> int:
         ("8 senders, messages/s", f"{eight['per_s']}", f"≥ {TARGETS['eight_senders_per_s']}",
          f"{eight['per_s'] / TARGETS['eight_senders_per_s']:.2f}×"),
         ("8 senders, ACK p50 / p99 ms", f"{eight['p50_ms']} / {eight['p99_ms']}", "", ""),
+        ("32 senders, messages/s", f"{results['thirty_two_senders']['per_s']}", "", ""),
+        ("32 senders, ACK p50 / p99 ms", f"{results['thirty_two_senders']['p50_ms']} / "
+         f"{results['thirty_two_senders']['p99_ms']}", "", ""),
         ("steady 200/s, ACK p50 / p99 ms", f"{st['p50_ms']} / {st['p99_ms']}",
          f"p99 ≤ {TARGETS['steady_p99_ms']}", ""),
         ("durable: accepted in log / sent", f"{accepted} / {sent}", "all", ""),
@@ -147,7 +153,8 @@ async def main(quick: bool) -> int:
          f"{p.get('hl7apy_us', '-')}", "", ""),
     ]
     write_results("hl7_ingest_quick" if quick else "hl7_ingest", results, table)
-    failures = one["failures"] + eight["failures"] + st["failures"]
+    failures = (one["failures"] + eight["failures"] + st["failures"]
+                + results["thirty_two_senders"]["failures"])
     if failures or accepted != sent or steps != sent:
         print(f"FAILED: {failures} non-AA answers; {accepted} accepted of {sent} sent; "
               f"{steps} steps", file=sys.stderr)

@@ -40,13 +40,46 @@ class StoreError(RuntimeError):
     """The database could not commit; nothing of the job was stored."""
 
 
+class Handoff:
+    """The outcome of one job for a caller in another thread: a bare lock that the writer
+    releases (lighter than a concurrent Future's condition and callbacks)."""
+
+    __slots__ = ("_done", "_error", "_lock", "_result")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Any) -> None:
+        self._result, self._done = result, True
+        self._lock.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error, self._done = error, True
+        self._lock.release()
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("the store writer did not answer in time")
+        self._lock.release()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 @dataclass(slots=True)
 class _Job:
     """Work and where its outcome goes: an asyncio future (settled on its loop, one wake-up
     per batch) or a concurrent future (for callers in other threads)."""
 
     work: Work
-    future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+    future: asyncio.Future[Any] | concurrent.futures.Future[Any] | Handoff
 
 
 _STOP = object()
@@ -187,9 +220,10 @@ class Writer:
         """The same from a thread that is not the event loop (e.g. a DICOM association)."""
         if not self._alive:
             raise StoreError("the store writer is not running")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Job(work, future))
-        return future.result(timeout)
+        handoff = Handoff()
+        self._queue.put(_Job(work, handoff))
+        result: T = handoff.result(timeout)
+        return result
 
     def _run(self) -> None:
         try:
@@ -317,8 +351,8 @@ def _settle_all(items: list[Outcome]) -> None:
         _settle(job.future, result, error)
 
 
-def _settle(future: asyncio.Future[Any] | concurrent.futures.Future[Any], result: Any,
-            error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any] | concurrent.futures.Future[Any] | Handoff,
+            result: Any, error: BaseException | None) -> None:
     if future.done():
         return
     if error is not None:
