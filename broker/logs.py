@@ -10,6 +10,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from typing import IO, Any
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "fields"}
@@ -127,6 +128,10 @@ def setup(level: str = "INFO", fmt: str = "keyvalue") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pydicom logs each invalid value through its logger and also raises a UserWarning; the
+    # warnings module keeps every distinct warning text for ever (__warningregistry__), so
+    # values from peers made the broker's memory grow without bound (found by fuzzing)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:

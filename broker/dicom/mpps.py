@@ -8,6 +8,7 @@ from typing import Any
 from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 
+from broker.dicom.fastjson import to_json
 from broker.workflow.mpps import (
     FINAL_PPS,
     IN_PROGRESS,
@@ -25,76 +26,87 @@ REQUIRED_ON_CREATE = ("ScheduledStepAttributesSequence", "PerformedProcedureStep
 _UID = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    return "" if value is None else str(value).strip()
+def _tag(keyword: str) -> str:
+    return f"{keyword_dict[keyword]:08X}"
 
 
-def _require(ds: Dataset, keywords: tuple[str, ...]) -> None:
+def _require(stored: dict[str, Any], keywords: tuple[str, ...]) -> None:
     for keyword in keywords:
-        if keyword not in ds:
-            raise MppsError(0x0120, f"{keyword} is missing")
-        if ds[keyword].VR != "SQ" and not _text(ds, keyword):
-            raise MppsError(0x0121, f"{keyword} has no value")
+        element = stored.get(_tag(keyword))
+        if element is None:
+            raise MppsError(0x0120, f"{keyword} {_where(keyword)} is missing")
+        if element.get("vr") != "SQ" and not _json_text(stored, keyword):
+            raise MppsError(0x0121, f"{keyword} {_where(keyword)} has no value")
 
 
-def step_references(ds: Dataset) -> list[StepReference]:
-    """The Scheduled Step Attributes Sequence, each Study Instance UID checked."""
-    sequence = ds.get("ScheduledStepAttributesSequence")
-    if not sequence:
+def _where(keyword: str) -> str:
+    tag = keyword_dict[keyword]
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def step_references(stored: dict[str, Any]) -> list[StepReference]:
+    """The Scheduled Step Attributes Sequence (DICOM JSON), each Study Instance UID checked."""
+    items = _json_items(stored, "ScheduledStepAttributesSequence")
+    if not items:
         raise MppsError(0x0121, "ScheduledStepAttributesSequence has no item")
     refs = []
-    for number, item in enumerate(sequence, start=1):
-        if not isinstance(item, Dataset):
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
             raise MppsError(0x0106, f"ScheduledStepAttributesSequence item {number} is "
                             "not a dataset")
-        uid = _text(item, "StudyInstanceUID")
+        uid = _json_text(item, "StudyInstanceUID")
         if not uid:
             raise MppsError(0x0121, f"StudyInstanceUID has no value (Scheduled Step "
                             f"Attributes item {number})")
         if len(uid) > 64 or not _UID.match(uid):
             raise MppsError(0x0106, f"StudyInstanceUID is not a UID (Scheduled Step "
                             f"Attributes item {number}): {uid[:64]!r}")
-        refs.append(StepReference(uid, _text(item, "AccessionNumber"),
-                                  _text(item, "RequestedProcedureID"),
-                                  _text(item, "ScheduledProcedureStepID")))
+        refs.append(StepReference(uid, _json_text(item, "AccessionNumber"),
+                                  _json_text(item, "RequestedProcedureID"),
+                                  _json_text(item, "ScheduledProcedureStepID")))
     return refs
 
 
-def check_create(ds: Dataset) -> tuple[str, list[StepReference]]:
-    """The status and step references of an N-CREATE, or MppsError with the status."""
-    _require(ds, REQUIRED_ON_CREATE)
-    status = _text(ds, "PerformedProcedureStepStatus")
+def check_create(stored: dict[str, Any]) -> tuple[str, list[StepReference]]:
+    """The status and step references of an N-CREATE (its dataset as DICOM JSON), or
+    MppsError with the status."""
+    _require(stored, REQUIRED_ON_CREATE)
+    status = _json_text(stored, "PerformedProcedureStepStatus")
     if status != IN_PROGRESS:
         raise MppsError(0x0106, f"PerformedProcedureStepStatus must be IN PROGRESS on "
                         f"N-CREATE, not {status!r}")
-    return status, step_references(ds)
+    return status, step_references(stored)
 
 
-def as_json(ds: Dataset) -> dict[str, Any]:
-    """The whole dataset as DICOM JSON (the stored form)."""
+def as_json(ds: Dataset, raw: bytes | None = None, implicit: bool = True) -> dict[str, Any]:
+    """The whole dataset as DICOM JSON (the stored form): converted straight from its
+    encoding when given and possible, else by pydicom."""
+    if raw is not None:
+        fast = to_json(raw, implicit)
+        if fast is not None:
+            return fast
     return ds.to_json_dict()
-
-
-def _tag(keyword: str) -> str:
-    return f"{keyword_dict[keyword]:08X}"
 
 
 def _json_text(stored: dict[str, Any], keyword: str) -> str:
     values = stored.get(_tag(keyword), {}).get("Value") or [""]
-    return str(values[0]).strip()
+    value = values[0]
+    if isinstance(value, dict):  # a person name
+        value = value.get("Alphabetic", "")
+    return str(value).strip()
 
 
 def _json_items(stored: dict[str, Any], keyword: str) -> list[dict[str, Any]]:
     return list(stored.get(_tag(keyword), {}).get("Value") or [])
 
 
-def merger(modifications: Dataset, sop_instance_uid: str) -> Merge:
-    """The N-SET as a function from the stored dataset (DICOM JSON) to the new one, its status
-    and its summary; the modification list replaces whole attributes (F.7.2.2)."""
-    if "ScheduledStepAttributesSequence" in modifications:
+def merger(modifications: dict[str, Any], sop_instance_uid: str) -> Merge:
+    """The N-SET (its modification list as DICOM JSON) as a function from the stored dataset
+    to the new one, its status and its summary; the modification list replaces whole
+    attributes (F.7.2.2)."""
+    if _tag("ScheduledStepAttributesSequence") in modifications:
         step_references(modifications)
-    changes = {tag: value for tag, value in modifications.to_json_dict().items()
+    changes = {tag: value for tag, value in modifications.items()
                if not tag.startswith(("0000", "0002"))}
 
     def merge(stored: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any]]:

@@ -36,6 +36,7 @@ from broker.dicom import fastpath, pdu_guard
 from broker.dicom import mpps as mpps_checks
 from broker.dicom.closure_scp import IAN_SOP_CLASS, ClosureScp
 from broker.dicom.encoder import encode
+from broker.dicom.fastjson import to_json
 from broker.dicom.mwl import (
     ParsedQuery,
     QueryError,
@@ -329,9 +330,8 @@ class DicomServer:
         requested = request.AffectedSOPInstanceUID
         uid = str(requested) if requested else generate_uid()
         try:
-            ds = ev.attribute_list
-            status, refs = mpps_checks.check_create(ds)
-            stored = mpps_checks.as_json(ds)
+            stored = _json_of(ev, request.AttributeList, "attribute_list")
+            status, refs = mpps_checks.check_create(stored)
             outcome = self._write(partial(
                 _create, uid=uid, status=status, dataset=stored,
                 summary=mpps_checks.summary(stored, uid), calling_ae=calling, refs=refs,
@@ -360,12 +360,11 @@ class DicomServer:
         request: Any = ev.request
         uid = str(request.RequestedSOPInstanceUID or "")
         try:
-            modifications = ev.modification_list
-            changes = modifications.to_json_dict() if self.forward is not None else {}
+            modifications = _json_of(ev, request.ModificationList, "modification_list")
             outcome = self._write(partial(_update, uid=uid, final=self.final,
                                           merge=mpps_checks.merger(modifications, uid),
                                           notify=self.notify, forward=self.forward,
-                                          changes=changes))
+                                          changes=modifications))
         except mpps_flow.MppsError as exc:
             event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
                   operation="N-SET", status=f"0x{exc.status:04X}", error=exc.comment)
@@ -412,6 +411,18 @@ def _failure(status: int, comment: str) -> Dataset:
     ds.Status = status
     ds.ErrorComment = comment[:64]
     return ds
+
+
+def _json_of(ev: Event, encoded: Any, attribute: str) -> dict[str, Any]:
+    """A request's dataset as DICOM JSON: straight from its encoding when it is little
+    endian, else (and for what the fast converter leaves to it) through pydicom."""
+    syntax = ev.context.transfer_syntax
+    if encoded is not None and syntax.is_little_endian:
+        fast = to_json(encoded.getvalue(), syntax.is_implicit_VR)
+        if fast is not None:
+            return fast
+    dataset: Dataset = getattr(ev, attribute)
+    return dataset.to_json_dict()
 
 
 def _create(conn: sqlite3.Connection, **kwargs: Any) -> mpps_flow.Outcome:

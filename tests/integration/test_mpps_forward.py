@@ -110,6 +110,7 @@ async def test_create_and_set_reach_the_downstream_scp_in_order(
         assert created.PatientName == mpps().PatientName
         assert changed.PerformedProcedureStepStatus == "COMPLETED"
         assert changed.PerformedProcedureStepEndDate == "20261122"
+        await until(lambda: {s for _, s, _ in outbox(forwarding)} == {"delivered"})
         assert [(t, s) for t, s, _ in outbox(forwarding)] == [
             ("MPPS N-CREATE", "delivered"), ("MPPS N-SET", "delivered")]
     finally:
