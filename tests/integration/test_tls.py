@@ -192,6 +192,44 @@ async def test_outbound_hl7_to_a_tls_ris(tmp_path: Path, pki: Pki) -> None:
         await ris.stop()
 
 
+def test_storage_commitment_request_over_tls(pki: Pki) -> None:
+    """The storage commitment SCU reaches a TLS archive; it refuses an archive whose
+    certificate it cannot trust (retried later)."""
+    from pynetdicom import evt
+    from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+
+    from broker.dicom.stgcmt import CommitmentRequester
+    from broker.tls import client_args
+
+    asked: list[str] = []
+
+    def on_action(ev: evt.Event) -> tuple[int, None]:
+        asked.append(str(ev.action_information.TransactionUID))
+        return 0x0000, None
+
+    archive = AE(ae_title="ARCHIVE")
+    archive.add_supported_context(StorageCommitmentPushModel)
+    server = archive.start_server(("127.0.0.1", 0), block=False,
+                                  ssl_context=server_context(listener_tls(pki), "archive"),
+                                  evt_handlers=[(evt.EVT_N_ACTION, on_action)])
+    port = server.server_address[1]
+    instance = ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5")
+    try:
+        trusting = CommitmentRequester(
+            "MWLBROKER", "ARCHIVE", "127.0.0.1", port, timeout=5, same_association_wait=0,
+            tls_args=client_args(client_tls(pki, pki.client), "storage_commitment.tls",
+                                 "127.0.0.1"))
+        assert trusting.request("1.2.3.99", [instance]).outcome == "delivered"
+        doubting = CommitmentRequester(
+            "MWLBROKER", "ARCHIVE", "127.0.0.1", port, timeout=5, same_association_wait=0,
+            tls_args=client_args(client_tls(pki, pki.client, ca=pki.other_ca),
+                                 "storage_commitment.tls", "127.0.0.1"))
+        assert doubting.request("1.2.3.100", [instance]).outcome == "retry"
+        assert asked == ["1.2.3.99"]
+    finally:
+        server.shutdown()
+
+
 def _tls_option(section: str, tls: TlsSettings) -> str:
     return (f"{section}.tls={{enabled: true, cert_file: {tls.cert_file}, key_file: "
             f"{tls.key_file}, ca_file: {tls.ca_file}, require_client_cert: true}}")
