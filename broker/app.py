@@ -216,9 +216,10 @@ def _commitment_destinations(settings: Settings, scp: ClosureScp) -> list[Reques
 
 def _forward_destinations(settings: Settings) -> list[RequestDestination]:
     """Downstream MPPS SCPs, as outbox destinations."""
-    return [RequestDestination(f.name, MppsForwarder(settings.dicom.ae_title, f.ae_title, f.host,
-                                                     f.port, f.timeout).send_row)
-            for f in settings.dicom.mpps_forward]
+    return [RequestDestination(f.name, MppsForwarder(
+        settings.dicom.ae_title, f.ae_title, f.host, f.port, f.timeout,
+        client_args(f.tls, f"dicom.mpps_forward[{i}].tls", f.host)).send_row)
+        for i, f in enumerate(settings.dicom.mpps_forward)]
 
 
 def _queue_forward(names: list[str], conn: Any, operation: str, uid: str,

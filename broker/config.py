@@ -117,6 +117,7 @@ class ForwardSettings:
     host: str = "127.0.0.1"
     port: int = 104
     timeout: float = 30.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass

@@ -5,6 +5,7 @@ order per MPPS, retried while the SCP is unreachable."""
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -27,9 +28,11 @@ class MppsForwarder:
     """Sends one queued request per association (blocking: run it in a worker thread)."""
 
     def __init__(self, calling_ae: str, ae_title: str, host: str, port: int,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0,
+                 tls_args: tuple[ssl.SSLContext, str] | None = None) -> None:
         self.calling_ae, self.ae_title = calling_ae, ae_title
         self.host, self.port, self.timeout = host, port, timeout
+        self.tls_args = tls_args
 
     def send(self, operation: str, sop_instance_uid: str, dataset: dict[str, Any]
              ) -> tuple[str, str, str]:
@@ -39,7 +42,8 @@ class MppsForwarder:
         ae.add_requested_context(ModalityPerformedProcedureStep)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         try:
-            assoc = ae.associate(self.host, self.port, ae_title=self.ae_title)
+            assoc = ae.associate(self.host, self.port, ae_title=self.ae_title,
+                                 tls_args=self.tls_args)
         except (OSError, RuntimeError) as exc:
             return "retry", f"cannot reach {self.ae_title}: {exc}", ""
         if not assoc.is_established:
