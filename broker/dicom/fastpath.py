@@ -45,7 +45,7 @@ import pynetdicom.fsm as _fsm
 import pynetdicom.service_class as _service_class
 from pydicom.dataset import Dataset
 from pynetdicom import _config
-from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dimse_primitives import C_FIND, N_CREATE, N_SET
 from pynetdicom.dsutils import encode as _stock_encode
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
@@ -114,6 +114,25 @@ def find_response_command(sop_class: str, message_id: int, status: int,
     return cached
 
 
+def _ui(element: int, uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    raw += b"\0" * (len(raw) % 2)
+    return struct.pack("<HHI", 0, element, len(raw)) + raw
+
+
+#: the command fields of the N-service responses sent on the fast path
+N_RESPONSES = {N_CREATE: 0x8140, N_SET: 0x8120}
+
+
+def n_response_command(command_field: int, sop_class: str, message_id: int, status: int,
+                       sop_instance: str) -> bytes:
+    """A successful N-CREATE-RSP / N-SET-RSP command set without a data set (implicit VR LE),
+    the same elements and order as pynetdicom."""
+    body = (_ui(0x0002, sop_class) + _us(0x0100, command_field) + _us(0x0120, message_id)
+            + _us(0x0800, 0x0101) + _us(0x0900, status) + _ui(0x1000, sop_instance))
+    return struct.pack("<HHII", 0, 0x0000, 4, len(body)) + body
+
+
 def _pdv(context_id: int, control: int, fragment: bytes) -> bytes:
     return struct.pack(">IBB", len(fragment) + 2, context_id, control) + fragment
 
@@ -146,6 +165,18 @@ _stock_send_msg = _dimse.DIMSEServiceProvider.send_msg
 
 
 def _send_msg(self: Any, primitive: Any, context_id: int) -> None:
+    field = N_RESPONSES.get(type(primitive))
+    if field is not None:
+        if (primitive.MessageIDBeingRespondedTo is None or primitive.Status != 0x0000
+                or primitive.AttributeList is not None or not primitive.AffectedSOPClassUID
+                or not primitive.AffectedSOPInstanceUID):
+            _stock_send_msg(self, primitive, context_id)
+            return
+        command = n_response_command(field, str(primitive.AffectedSOPClassUID),
+                                     primitive.MessageIDBeingRespondedTo, 0x0000,
+                                     str(primitive.AffectedSOPInstanceUID))
+        self.dul.send_pdu(RawPData(_pdu(_pdv(context_id, 0x03, command))))
+        return
     if (not isinstance(primitive, C_FIND) or primitive.MessageIDBeingRespondedTo is None
             or primitive.Status not in FAST_STATUSES):  # failures carry Error Comment etc.
         _stock_send_msg(self, primitive, context_id)

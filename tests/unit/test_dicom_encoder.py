@@ -70,3 +70,23 @@ def test_fast_response_command_equals_pynetdicom(status: int, has_dataset: bool)
     command = message.command_set
     expected = pydicom_encode(command, True, True)
     assert find_response_command("1.2.840.10008.5.1.4.31", 7, status, has_dataset) == expected
+
+
+@pytest.mark.parametrize("kind", ["N-CREATE", "N-SET"])
+def test_n_response_command_is_pynetdicom_s(kind: str) -> None:
+    from pynetdicom.dimse_messages import N_CREATE_RSP, N_SET_RSP
+    from pynetdicom.dimse_primitives import N_CREATE, N_SET
+
+    from broker.dicom.fastpath import N_RESPONSES, n_response_command
+
+    primitive = N_CREATE() if kind == "N-CREATE" else N_SET()
+    primitive.MessageIDBeingRespondedTo = 9
+    primitive.AffectedSOPClassUID = "1.2.840.10008.3.1.2.3.3"
+    primitive.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.123"
+    primitive.Status = 0x0000
+    message = N_CREATE_RSP() if kind == "N-CREATE" else N_SET_RSP()
+    message.primitive_to_message(primitive)
+    expected = pydicom_encode(message.command_set, True, True)
+    ours = n_response_command(N_RESPONSES[type(primitive)], "1.2.840.10008.3.1.2.3.3", 9, 0,
+                              "1.2.826.0.1.3680043.8.498.123")
+    assert ours == expected
