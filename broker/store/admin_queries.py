@@ -22,13 +22,14 @@ OPTIONAL_TABLES = ("commitments", "commitment_instances", "ian", "instance_avail
 async def open_admin_reader(path: str | Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
-    await conn.execute("PRAGMA busy_timeout = 5000")
+    await conn.execute_fetchall("PRAGMA busy_timeout = 5000")
     return conn
 
 
 async def _rows(conn: aiosqlite.Connection, sql: str, args: Any = ()) -> list[Row]:
-    async with conn.execute(sql, args) as cursor:
-        rows = await cursor.fetchall()  # one hop to the reader thread
+    # one hop that runs the statement to its end: no statement stays open (with its old read
+    # snapshot) while another request reads on this connection
+    rows = await conn.execute_fetchall(sql, args)
     return [dict(r) for r in rows]
 
 

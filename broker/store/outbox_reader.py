@@ -27,7 +27,7 @@ def _lane(destination: str | None, others: tuple[str, ...]) -> tuple[str, list[s
 
 async def open_outbox_reader(path: str | Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
-    await conn.execute("PRAGMA busy_timeout = 5000")
+    await conn.execute_fetchall("PRAGMA busy_timeout = 5000")
     return conn
 
 
@@ -37,16 +37,16 @@ async def due(conn: aiosqlite.Connection, now: float, limit: int = 100,
     """The next message of each order that is due (an order's earlier message goes first),
     for one destination (or those not among ``others``)."""
     lane, args = _lane(destination, others)
-    async with conn.execute(DUE_SQL.format(lane=lane), (now, *args, limit)) as cursor:
-        rows = await cursor.fetchall()  # one hop to the reader thread, not one per row
+    # one hop that runs the statement to its end: a statement left open between two hops
+    # would keep its read snapshot, and another lane's read on this connection would see
+    # that old snapshot (rows already delivered, still pending)
+    rows = await conn.execute_fetchall(DUE_SQL.format(lane=lane), (now, *args, limit))
     return [OutboxRow(*row) for row in rows]
 
 
 async def next_due_at(conn: aiosqlite.Connection, destination: str | None = None,
                       others: tuple[str, ...] = ()) -> float | None:
     lane, args = _lane(destination, others)
-    async with conn.execute(
-            "SELECT MIN(next_attempt_at) FROM outbox o WHERE state = 'pending' "
-            + lane, args) as cursor:
-        row = await cursor.fetchone()
-    return float(row[0]) if row and row[0] is not None else None
+    rows = list(await conn.execute_fetchall(
+        "SELECT MIN(next_attempt_at) FROM outbox o WHERE state = 'pending' " + lane, args))
+    return float(rows[0][0]) if rows and rows[0][0] is not None else None
