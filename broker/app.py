@@ -179,6 +179,7 @@ def _dicom_server(settings: Settings, writer: Writer) -> DicomServer:
                        calling_aes=d.allowed_calling_aes or None, options=options,
                        fast_path=d.fast_path, writer=writer,
                        mpps_match_accession=d.mpps_match_accession,
+                       max_concurrent_queries=d.max_concurrent_queries,
                        ssl_context=server_context(d.tls, "dicom.tls"),
                        handshake_timeout=d.tls.handshake_timeout,
                        allowed_addresses=AddressAllowList(

@@ -135,6 +135,7 @@ class DicomSettings:
     allowed_addresses: list[str] = field(default_factory=list)
     tls: TlsSettings = field(default_factory=TlsSettings)
     mpps_forward: list[ForwardSettings] = field(default_factory=list)
+    max_concurrent_queries: int = 4
 
 
 @dataclass

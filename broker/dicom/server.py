@@ -6,6 +6,7 @@ their own thread (never the writer's) and never touch the asyncio loop.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import sqlite3
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("broker.dicom")
 
+#: worklist answers built per turn of a query (between turns other queries and HL7 run)
+QUERY_CHUNK = 32
 #: DICOM Specific Character Set → how names that it cannot hold are written
 CHARSETS = {"ISO_IR 192": "utf-8", "GB18030": "gb18030", "ISO_IR 100": "latin-1"}
 
@@ -146,7 +149,8 @@ class DicomServer:
                  options: WorklistOptions | None = None, fast_path: bool = True,
                  writer: Writer | None = None, mpps_match_accession: bool = True,
                  ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
-                 allowed_addresses: AddressAllowList | None = None) -> None:
+                 allowed_addresses: AddressAllowList | None = None,
+                 max_concurrent_queries: int = 4) -> None:
         self.db_path = Path(db_path)
         self.ae_title, self.host, self.port = ae_title, host, port
         self.ssl_context = ssl_context
@@ -188,6 +192,7 @@ class DicomServer:
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self.queries = 0
+        self._query_slots = threading.BoundedSemaphore(max(1, max_concurrent_queries))
         self.metrics: Metrics | None = None
 
     @property
@@ -290,20 +295,28 @@ class DicomServer:
         pre_encode = self.fast and (implicit or syntax == ExplicitVRLittleEndian)
         charset = options.charset
         try:
-            for row in search(self._reader(), parsed.query):
-                if ev.is_cancelled:
-                    self._log_query(calling, parsed, matches, started, "cancelled")
-                    self._count_find("cancelled", started)
-                    yield 0xFE00, None
-                    return
-                matches += 1
-                nodes = response_nodes(row, parsed.keys, encode_name)
-                if pre_encode:
-                    yield status, fastpath.PreEncoded(
-                        encode(nodes, charset, implicit), implicit,
-                        partial(to_pydicom, nodes, charset))
-                else:
-                    yield status, to_pydicom(nodes, charset)
+            rows = search(self._reader(), parsed.query)
+            while True:
+                # build the answers a chunk at a time, at most `query_slots` queries at once:
+                # the asyncio loop (HL7) is not starved by many associations querying
+                with self._query_slots:
+                    chunk = []
+                    for row in itertools.islice(rows, QUERY_CHUNK):
+                        nodes = response_nodes(row, parsed.keys, encode_name)
+                        chunk.append(fastpath.PreEncoded(
+                            encode(nodes, charset, implicit), implicit,
+                            partial(to_pydicom, nodes, charset)) if pre_encode
+                            else to_pydicom(nodes, charset))
+                if not chunk:
+                    break
+                for answer in chunk:
+                    if ev.is_cancelled:
+                        self._log_query(calling, parsed, matches, started, "cancelled")
+                        self._count_find("cancelled", started)
+                        yield 0xFE00, None
+                        return
+                    matches += 1
+                    yield status, answer
         except sqlite3.Error as exc:
             event(log, "mwl_query_failed", logging.ERROR, calling_ae=calling, error=str(exc))
             self._count_find("failed", started)
