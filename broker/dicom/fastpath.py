@@ -40,6 +40,7 @@ from typing import Any
 import pynetdicom
 import pynetdicom.association as _assoc_mod
 import pynetdicom.dimse as _dimse
+import pynetdicom.dimse_messages as _messages
 import pynetdicom.dul as _dul_mod
 import pynetdicom.fsm as _fsm
 import pynetdicom.service_class as _service_class
@@ -378,6 +379,46 @@ def _serve_request(self: Any, msg: Any, context_id: int) -> None:
 
 
 _stock_serve_request = _assoc_mod.Association._serve_request
+_stock_to_primitive = _messages.DIMSEMessage.message_to_primitive
+#: the command elements of N-CREATE-RQ / N-SET-RQ a primitive takes (implicit VR LE)
+_N_REQUEST_ELEMENTS = ((0x00000110, "MessageID"), (0x00000002, "AffectedSOPClassUID"),
+                       (0x00000003, "RequestedSOPClassUID"),
+                       (0x00001000, "AffectedSOPInstanceUID"),
+                       (0x00001001, "RequestedSOPInstanceUID"))
+_N_REQUESTS = {"N_CREATE_RQ": (N_CREATE, "AttributeList"),
+               "N_SET_RQ": (N_SET, "ModificationList")}
+
+
+def _message_to_primitive(self: Any) -> Any:
+    """N-CREATE-RQ and N-SET-RQ from their few command elements, read from the raw bytes
+    (pynetdicom converts every element of the command set through pydicom); the primitive's
+    own setters still check each value. Anything unusual goes the stock way."""
+    kind = _N_REQUESTS.get(type(self).__name__)
+    if kind is None:
+        return _stock_to_primitive(self)
+    elements = self.command_set._dict
+    if len(elements) > 8:  # something more than the usual elements: let pynetdicom read it
+        return _stock_to_primitive(self)
+    primitive_class, dataset_keyword = kind
+    primitive = primitive_class()
+    for tag, keyword in _N_REQUEST_ELEMENTS:
+        element = elements.get(tag)
+        if element is None or not hasattr(primitive, keyword):
+            continue
+        value = element.value
+        if isinstance(value, (bytes, bytearray)):
+            if tag == 0x00000110:
+                if len(value) != 2:
+                    return _stock_to_primitive(self)
+                value = int.from_bytes(value, "little")
+            else:
+                value = bytes(value).decode("ascii").rstrip("\0 ")
+        setattr(primitive, keyword, value)
+    setattr(primitive, dataset_keyword, self.data_set)
+    primitive._context_id = self.context_id
+    primitive._dataset_path = self._data_set_path
+    primitive._dataset_file = self._data_set_file
+    return primitive
 _stock_dul_init = _dul_mod.DULServiceProvider.__init__
 _stock_assoc_init = _assoc_mod.Association.__init__
 _stock_kill = _assoc_mod.Association.kill
@@ -407,6 +448,8 @@ def apply() -> bool:
     _assoc_mod.Association.__init__ = _assoc_init  # type: ignore[method-assign]
     _assoc_mod.Association.kill = _kill  # type: ignore[method-assign]
     _assoc_mod.Association._serve_request = _serve_request  # type: ignore[method-assign]
+    _messages.DIMSEMessage.message_to_primitive = (  # type: ignore[method-assign]
+        _message_to_primitive)
     setattr(_assoc_mod, "time", _TimeShim())  # noqa: B010 - not exported, still replaced
     _applied = True
     event(log, "dicom_fast_path_applied", pynetdicom=pynetdicom.__version__)

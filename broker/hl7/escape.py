@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -62,10 +63,16 @@ def _expand(seq: str, d: Delimiters, codec: str, literal: str) -> str:
     return literal
 
 
+_DEFAULT_SPECIAL = re.compile(r"[\\|^&~\r\n]")
+
+
 def escape(text: str, d: Delimiters = DEFAULT_DELIMITERS) -> str:
     """Escape the delimiters and line breaks of ``text`` for use inside a field."""
-    if not any(c in text for c in (d.escape, d.field, d.component, d.subcomponent,
-                                   d.repetition, "\r", "\n")):
+    if d is DEFAULT_DELIMITERS:
+        if not _DEFAULT_SPECIAL.search(text):
+            return text
+    elif not any(c in text for c in (d.escape, d.field, d.component, d.subcomponent,
+                                     d.repetition, "\r", "\n")):
         return text
     text = text.replace(d.escape, f"{d.escape}E{d.escape}")
     for char, code in ((d.field, "F"), (d.component, "S"), (d.subcomponent, "T"),

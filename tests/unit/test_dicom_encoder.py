@@ -4,6 +4,7 @@ bytes pydicom/pynetdicom would."""
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Any
 
 import pytest
 from pynetdicom.dimse_primitives import C_FIND
@@ -90,3 +91,39 @@ def test_n_response_command_is_pynetdicom_s(kind: str) -> None:
     ours = n_response_command(N_RESPONSES[type(primitive)], "1.2.840.10008.3.1.2.3.3", 9, 0,
                               "1.2.826.0.1.3680043.8.498.123")
     assert ours == expected
+
+
+@pytest.mark.parametrize("kind", ["N-CREATE", "N-SET"])
+def test_n_request_primitive_matches_pynetdicom_s(kind: str) -> None:
+    from pynetdicom.dimse_messages import N_CREATE_RQ, N_SET_RQ
+    from pynetdicom.dimse_primitives import N_CREATE, N_SET
+
+    from broker.dicom import fastpath
+
+    primitive = N_CREATE() if kind == "N-CREATE" else N_SET()
+    primitive.MessageID = 513
+    if kind == "N-CREATE":
+        primitive.AffectedSOPClassUID = "1.2.840.10008.3.1.2.3.3"
+        primitive.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.7"
+    else:
+        primitive.RequestedSOPClassUID = "1.2.840.10008.3.1.2.3.3"
+        primitive.RequestedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.7"
+    sent = N_CREATE_RQ() if kind == "N-CREATE" else N_SET_RQ()
+    sent.primitive_to_message(primitive)
+    command = pydicom_encode(sent.command_set, True, True)
+
+    def received() -> Any:
+        message = N_CREATE_RQ() if kind == "N-CREATE" else N_SET_RQ()
+        message.command_set = decode(BytesIO(command), True, True)
+        message.data_set = BytesIO(b"\x08\x00\x05\x00\x00\x00\x00\x00")
+        message.context_id = 3
+        return message
+
+    stock = fastpath._stock_to_primitive(received())
+    fast = fastpath._message_to_primitive(received())
+    assert type(fast) is type(stock)
+    for name in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
+                 "RequestedSOPClassUID", "RequestedSOPInstanceUID", "_context_id"):
+        assert getattr(fast, name, None) == getattr(stock, name, None), name
+    attribute = "AttributeList" if kind == "N-CREATE" else "ModificationList"
+    assert getattr(fast, attribute).getvalue() == getattr(stock, attribute).getvalue()
