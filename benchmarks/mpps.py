@@ -143,7 +143,7 @@ async def wire_modalities(port: int, parts: list[list[tuple[str, bytes, bytes]]]
     return time.perf_counter() - started
 
 
-def _warm(_: int) -> None:
+def _warm() -> None:
     fastpath.apply()
     logging.basicConfig(level=logging.WARNING)  # pynetdicom says why a request got no answer
 
@@ -216,8 +216,11 @@ def main(quick: bool) -> int:
         jobs = [(broker.dicom_port, range(k * per_modality, (k + 1) * per_modality))
                 for k in range(MODALITIES)] if not quick else []
         if jobs:
-            with multiprocessing.get_context("spawn").Pool(MODALITIES) as pool:
-                pool.map(_warm, range(MODALITIES))
+            # every worker applies the fast path (pool.map of a warm-up would not reach each
+            # worker surely; stock pynetdicom clients lose a response now and then to their
+            # reactor race, see broker/dicom/fastpath.py)
+            with multiprocessing.get_context("spawn").Pool(MODALITIES,
+                                                           initializer=_warm) as pool:
                 started = time.perf_counter()
                 for part_sent, part_errors in pool.starmap(_modality_process, jobs):
                     sent.update(part_sent)
@@ -239,6 +242,12 @@ def main(quick: bool) -> int:
         deadline = time.time() + 30
         while any(k not in ris.arrived for k in paced) and time.time() < deadline:
             time.sleep(0.05)
+        if errors:  # what the broker said about it
+            noteworthy = [line for line in broker.log_text().splitlines()
+                          if "level=WARNING" in line or "level=ERROR" in line
+                          or "abort" in line.lower()]
+            print("\n".join(["broker log, warnings and errors:", *noteworthy[-40:]]),
+                  file=sys.stderr)
     latencies = [(ris.arrived[k] - paced[k]) * 1000 for k in paced if k in ris.arrived]
     expected = total if quick else 2 * total
     pairs = {"modalities": MODALITIES, "pairs": total, "seconds": round(wire_elapsed, 2),
