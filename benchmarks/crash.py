@@ -46,6 +46,7 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[
 
 from benchmarks import dicom_wire
 from benchmarks.common import BrokerUnderTest, free_port, machine, write_results
+from benchmarks.mpps import in_progress
 from broker.hl7.mllp import MllpClient, MllpError
 from broker.samples import order
 from tests.conftest import Db
@@ -239,22 +240,6 @@ def check_hl7(db: Db, total: int, acks: dict[str, str]) -> list[str]:
 
 def sop_instance(n: int) -> str:
     return f"1.2.826.0.1.3680043.8.498.77.{n + 1}"
-
-
-def in_progress(n: int) -> Dataset:
-    ds = Dataset()
-    item = Dataset()
-    item.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.{n + 1}"
-    item.AccessionNumber = f"A{n:07d}"
-    item.ScheduledProcedureStepID = f"SPS{n:07d}"
-    ds.ScheduledStepAttributesSequence = [item]
-    ds.PatientName, ds.PatientID = f"PATIENT^NUMBER{n}", f"P{n:07d}"
-    ds.PerformedProcedureStepID, ds.PerformedStationAETitle = f"PPS{n}", "CT01"
-    ds.PerformedProcedureStepStartDate, ds.PerformedProcedureStepStartTime = "20261122", "1000"
-    ds.PerformedProcedureStepStatus, ds.Modality = "IN PROGRESS", "CT"
-    ds.PerformedProcedureStepEndDate = ds.PerformedProcedureStepEndTime = None
-    ds.PerformedSeriesSequence = []
-    return ds
 
 
 def completed(n: int) -> Dataset:

@@ -188,9 +188,10 @@ def store(plan: Plan, images: list[Dataset]) -> None:
         assoc.release()
 
 
-def send_ian(plan: Plan, study_uid: str, mpps_uid: str, images: list[Dataset]) -> None:
-    """An Instance Availability Notification of ``images`` (ONLINE at the archive)."""
-    assert plan.ian_to is not None
+def ian_dataset(study_uid: str, mpps_uid: str, instances: list[tuple[str, str, str]],
+                availability: str = "ONLINE", retrieve_ae: str = "") -> Dataset:
+    """An Instance Availability Notification of (Series Instance UID, SOP Class UID, SOP
+    Instance UID) instances of one MPPS."""
     ds = Dataset()
     ds.StudyInstanceUID = study_uid
     ref = Dataset()
@@ -199,16 +200,23 @@ def send_ian(plan: Plan, study_uid: str, mpps_uid: str, images: list[Dataset]) -
     ref.PerformedWorkitemCodeSequence = []
     ds.ReferencedPerformedProcedureStepSequence = [ref]
     by_series: dict[str, Dataset] = {}
-    for image in images:
-        series = by_series.setdefault(image.SeriesInstanceUID, Dataset())
-        series.SeriesInstanceUID = image.SeriesInstanceUID
+    for series_uid, sop_class, sop_instance in instances:
+        series = by_series.setdefault(series_uid, Dataset())
+        series.SeriesInstanceUID = series_uid
         item = Dataset()
-        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = (image.SOPClassUID,
-                                                                     image.SOPInstanceUID)
-        item.InstanceAvailability = "ONLINE"
-        item.RetrieveAETitle = plan.store.ae_title if plan.store else ""
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = sop_class, sop_instance
+        item.InstanceAvailability, item.RetrieveAETitle = availability, retrieve_ae
         series.ReferencedSOPSequence = [*series.get("ReferencedSOPSequence", []), item]
     ds.ReferencedSeriesSequence = list(by_series.values())
+    return ds
+
+
+def send_ian(plan: Plan, study_uid: str, mpps_uid: str, images: list[Dataset]) -> None:
+    """An Instance Availability Notification of ``images`` (ONLINE at the archive)."""
+    assert plan.ian_to is not None
+    ds = ian_dataset(study_uid, mpps_uid, [(i.SeriesInstanceUID, i.SOPClassUID,
+                                            i.SOPInstanceUID) for i in images],
+                     retrieve_ae=plan.store.ae_title if plan.store else "")
     ae = AE(ae_title=plan.store.ae_title if plan.store else plan.station)
     ae.add_requested_context(InstanceAvailabilityNotification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = plan.timeout

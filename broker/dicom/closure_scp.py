@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from broker.dicom import ian as ian_checks
+from broker.dicom.dataset import status_dataset
 from broker.dicom.stgcmt import ReportError, parse_report, report_status
 from broker.logs import event
 from broker.store.closure import ClosureRepo, Instance
@@ -81,11 +82,11 @@ class ClosureScp:
         except ian_checks.IanError as exc:
             event(log, "ian_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
                   status=f"0x{exc.status:04X}", error=exc.comment)
-            return _failure(exc.status, exc.comment), None
+            return status_dataset(exc.status, exc.comment), None
         except StoreError as exc:
-            return _failure(0x0110, f"store unavailable: {exc}"), None
+            return status_dataset(0x0110, f"store unavailable: {exc}"), None
         except Exception as exc:  # a dataset pydicom cannot decode
-            return _failure(0x0110, f"dataset cannot be read: {exc}"), None
+            return status_dataset(0x0110, f"dataset cannot be read: {exc}"), None
         self.notifications += 1
         self._queued(queued)
         event(log, "ian_received", sop_instance_uid=uid, calling_ae=calling,
@@ -133,9 +134,3 @@ class ClosureScp:
                 return repo.mpps_of_procedure(procedure), procedure, "accession"
         return [], None, ""
 
-
-def _failure(status: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    return ds

@@ -8,6 +8,7 @@ from typing import Any
 from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 
+from broker.dicom.dataset import status_dataset
 from broker.dicom.fastjson import to_json
 from broker.workflow.mpps import (
     FINAL_PPS,
@@ -155,9 +156,4 @@ def instances(series: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 
 def failure(error: MppsError) -> Dataset:
-    ds = Dataset()
-    ds.Status = error.status
-    ds.ErrorComment = error.comment[:64]
-    if error.error_id is not None:
-        ds.ErrorID = error.error_id
-    return ds
+    return status_dataset(error.status, error.comment, error.error_id)

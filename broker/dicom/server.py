@@ -36,6 +36,7 @@ from broker.allow import AddressAllowList
 from broker.dicom import fastpath, pdu_guard
 from broker.dicom import mpps as mpps_checks
 from broker.dicom.closure_scp import IAN_SOP_CLASS, ClosureScp
+from broker.dicom.dataset import status_dataset
 from broker.dicom.encoder import encode
 from broker.dicom.fastjson import to_json
 from broker.dicom.mwl import (
@@ -278,13 +279,13 @@ class DicomServer:
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
                   status=f"0x{exc.status:04X}", error=exc.comment)
             self._count_find("refused", started)
-            yield _failure(exc.status, exc.comment), None
+            yield status_dataset(exc.status, exc.comment), None
             return
         except Exception as exc:  # an identifier pydicom cannot decode
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
                   status="0xA900", error=str(exc))
             self._count_find("refused", started)
-            yield _failure(0xA900, f"identifier cannot be read: {exc}"), None
+            yield status_dataset(0xA900, f"identifier cannot be read: {exc}"), None
             return
         if self.options.show_all_statuses:
             parsed.query.include_hidden = True
@@ -320,7 +321,7 @@ class DicomServer:
         except sqlite3.Error as exc:
             event(log, "mwl_query_failed", logging.ERROR, calling_ae=calling, error=str(exc))
             self._count_find("failed", started)
-            yield _failure(0xC001, f"worklist store unavailable: {exc}"), None
+            yield status_dataset(0xC001, f"worklist store unavailable: {exc}"), None
             return
         self.queries += 1
         self._log_query(calling, parsed, matches, started, "done")
@@ -329,7 +330,7 @@ class DicomServer:
 
     def _on_n_event_report(self, ev: Event) -> tuple[Any, Any]:
         if self.closure is None:
-            return _failure(0x0110, "storage commitment reports are not taken here"), None
+            return status_dataset(0x0110, "storage commitment reports are not taken here"), None
         return self.closure.on_n_event_report(ev)
 
     def _on_n_create(self, ev: Event) -> tuple[Any, Any]:
@@ -338,7 +339,7 @@ class DicomServer:
         request: Any = ev.request
         if request.AffectedSOPClassUID == IAN_SOP_CLASS:
             if self.closure is None:
-                return _failure(0x0110, "instance availability is not taken here"), None
+                return status_dataset(0x0110, "instance availability is not taken here"), None
             return self.closure.on_ian(ev)
         requested = request.AffectedSOPInstanceUID
         uid = str(requested) if requested else generate_uid()
@@ -418,12 +419,6 @@ class DicomServer:
               unsupported=",".join(parsed.unsupported) or "-",
               ms=round((time.perf_counter() - started) * 1000, 2))
 
-
-def _failure(status: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    return ds
 
 
 def _json_of(ev: Event, encoded: Any, attribute: str) -> dict[str, Any]:

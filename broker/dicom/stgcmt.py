@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
+from broker.dicom.dataset import status_dataset
 from broker.logs import event
 
 log = logging.getLogger("broker.stgcmt")
@@ -172,10 +173,7 @@ def _status(status: int, comment: str) -> tuple[int | Dataset, None]:
     """A handler's answer: the status, with its Error Comment when it is not success."""
     if status == 0x0000:
         return 0x0000, None
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    return ds, None
+    return status_dataset(status, comment), None
 
 
 def report_status(status: int, comment: str) -> tuple[int | Dataset, None]:

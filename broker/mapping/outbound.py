@@ -16,7 +16,7 @@ PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 MPPS_FIELDS = frozenset({"start", "end", "station", "status", "series_count", "image_count",
                          "sop_instance_uid"})
 COMPLETION_FIELDS = frozenset({
-    "state", "result_status", "partial", "study_uid", "series_count", "instance_count",
+    "state", "result_status", "partial", "series_count", "instance_count",
     "committed_count", "failed_count", "available_count", "retrieve_ae", "reason",
     "transaction_uid"})
 PLAIN = frozenset({"now", "control_id", "order_status"})

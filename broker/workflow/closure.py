@@ -206,7 +206,7 @@ class Closure:
         steps = MppsRepo(conn).linked_steps(mpps_pk)
         completion = {
             "state": state, "result_status": rule.result_status.get(state, ""),
-            "partial": "Y" if state == "partial" else "N", "study_uid": "",
+            "partial": "Y" if state == "partial" else "N",
             "series_count": facts.series, "instance_count": facts.instances,
             "committed_count": facts.committed, "failed_count": facts.failed,
             "available_count": facts.available, "retrieve_ae": list(facts.retrieve_aes),

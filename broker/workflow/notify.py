@@ -50,8 +50,6 @@ class StatusNotifier:
             if study in seen:
                 continue
             seen.add(study)
-            if "completion" in extra:  # the notice names its own requested procedure's study
-                extra = {**extra, "completion": {**extra["completion"], "study_uid": study}}
             for destination in self.destinations:
                 control_id = new_control_id()
                 context = {"now": hl7_timestamp(), "control_id": control_id,

@@ -64,6 +64,21 @@ class Ris:
         await writer.drain()
 
 
+def oru(ris: Ris) -> list[str]:
+    """The ORU completion notices the RIS received."""
+    return [m for m in ris.received if segment(m, "MSH")[9].startswith("ORU")]
+
+
+def obx(message: str) -> dict[str, str]:
+    """OBX-5 of each OBX, by the code of its OBX-3."""
+    values = {}
+    for line in message.split("\r"):
+        if line.startswith("OBX|"):
+            fields = line.split("|")
+            values[fields[3].split("^")[0]] = fields[5]
+    return values
+
+
 def segment(message: str, name: str, index: int = 0) -> list[str]:
     found = [s for s in message.split("\r") if s.startswith(name + "|")]
     fields = found[index].split("|")

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import InstanceAvailabilityNotification  # type: ignore[attr-defined]
@@ -20,11 +19,11 @@ from pynetdicom.sop_class import InstanceAvailabilityNotification  # type: ignor
 from broker.app import Broker
 from broker.config import DestinationSettings, Settings
 from broker.samples import order
-from broker.simulator import Endpoint, Plan, Result, run
+from broker.simulator import Endpoint, Plan, Result, ian_dataset, run
 from tests.conftest import Db, free_port, make_settings, mappings_with_orc18_station, msa, send
 from tests.integration.archive import OrthancArchive
 from tests.integration.dicom_peers import findscu
-from tests.integration.ris import Ris, segment
+from tests.integration.ris import Ris, obx, oru, segment
 
 pytestmark = pytest.mark.skipif(not OrthancArchive.available(),
                                 reason="Orthanc is installed by make test")
@@ -91,22 +90,8 @@ def simulate(broker_port: int, archive: OrthancArchive, accession: str,
 def ian(port: int, result: Result, availability: str = "ONLINE",
         only: int | None = None) -> int:
     """An archive's IAN for the stored instances (the first ``only`` of them)."""
-    ds = Dataset()
-    ds.StudyInstanceUID = result.study_uid
-    ref = Dataset()
-    ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.3"
-    ref.ReferencedSOPInstanceUID = result.mpps_uid
-    ref.PerformedWorkitemCodeSequence = []
-    ds.ReferencedPerformedProcedureStepSequence = [ref]
-    series: dict[str, Dataset] = {}
-    for series_uid, sop_class, sop_instance in result.stored[:only]:
-        item = series.setdefault(series_uid, Dataset())
-        item.SeriesInstanceUID = series_uid
-        sop = Dataset()
-        sop.ReferencedSOPClassUID, sop.ReferencedSOPInstanceUID = sop_class, sop_instance
-        sop.InstanceAvailability, sop.RetrieveAETitle = availability, "ORTHANC"
-        item.ReferencedSOPSequence = [*item.get("ReferencedSOPSequence", []), sop]
-    ds.ReferencedSeriesSequence = list(series.values())
+    ds = ian_dataset(result.study_uid, result.mpps_uid, result.stored[:only], availability,
+                     "ORTHANC")
     ae = AE(ae_title="ORTHANC")
     ae.add_requested_context(InstanceAvailabilityNotification)
     assoc = ae.associate("127.0.0.1", port, ae_title="MWLBROKER")
@@ -116,17 +101,6 @@ def ian(port: int, result: Result, availability: str = "ONLINE",
     return int(status.Status)
 
 
-def oru(ris: Ris) -> list[str]:
-    return [m for m in ris.received if segment(m, "MSH")[9].startswith("ORU")]
-
-
-def obx(message: str) -> dict[str, str]:
-    values = {}
-    for line in message.split("\r"):
-        if line.startswith("OBX|"):
-            fields = line.split("|")
-            values[fields[3].split("^")[0]] = fields[5]
-    return values
 
 
 def rows(broker: Broker, sql: str) -> list[tuple[object, ...]]:

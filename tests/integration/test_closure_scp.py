@@ -25,7 +25,7 @@ from broker.config import DestinationSettings, Settings
 from broker.dicom.stgcmt import PUSH_MODEL_INSTANCE
 from broker.samples import order
 from tests.conftest import Db, free_port, make_settings, msa, send
-from tests.integration.ris import Ris, segment
+from tests.integration.ris import Ris, obx, oru, segment
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
@@ -281,17 +281,6 @@ async def until(predicate: Callable[[], object], seconds: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
-def oru(ris: Ris) -> list[str]:
-    return [m for m in ris.received if segment(m, "MSH")[9].startswith("ORU")]
-
-
-def obx(message: str) -> dict[str, str]:
-    values = {}
-    for line in message.split("\r"):
-        if line.startswith("OBX|"):
-            fields = line.split("|")
-            values[fields[3].split("^")[0]] = fields[5]
-    return values
 
 
 def queued_notices(broker: Broker) -> int:
