@@ -7,6 +7,7 @@ import difflib
 import re
 import types
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -15,9 +16,18 @@ import yaml
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
+def shipped_defaults() -> Path:
+    """Folder of the default mappings, example settings and samples installed with the package.
+
+    In a source checkout its mappings/ and broker.yaml are symlinks to the repository's
+    mappings/ and conf/broker.yaml; a wheel holds copies.
+    """
+    return Path(str(resources.files("broker") / "defaults"))
+
+
 def _default_mappings_dir() -> str:
-    shipped = PACKAGE_ROOT / "mappings"
-    return str(shipped) if shipped.is_dir() else "mappings"
+    shipped = shipped_defaults() / "mappings"
+    return str(shipped.resolve()) if shipped.is_dir() else "mappings"
 
 
 @dataclass
