@@ -57,7 +57,9 @@ class Broker:
                                ssl_context=server_context(m.tls, "mllp.tls"),
                                handshake_timeout=m.tls.handshake_timeout,
                                allowed_addresses=AddressAllowList(
-                                   m.allowed_addresses, "mllp.allowed_addresses") or None)
+                                   m.allowed_addresses, "mllp.allowed_addresses") or None,
+                               max_connections_per_address=m.max_connections_per_address,
+                               frame_timeout=m.frame_timeout)
         interval = settings.mappings.watch_interval
         self.watcher = MappingWatcher(self.mappings, interval) if interval > 0 else None
         self.dicom = _dicom_server(settings, self.writer)

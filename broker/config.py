@@ -89,6 +89,10 @@ class MllpSettings:
     max_frame_bytes: int = 1 << 20
     idle_timeout: float = 300.0
     max_connections: int = 200
+    #: open connections one source address may hold (0: no cap)
+    max_connections_per_address: int = 20
+    #: seconds from a frame's start block to its end block before the connection is closed
+    frame_timeout: float = 30.0
     shutdown_grace: float = 10.0
     application: str = "MWLBROKER"
     facility: str = ""
@@ -312,6 +316,11 @@ def check(settings: Settings, where: str = "settings") -> None:
             raise ConfigError(f"{where}: {label} {codec!r} is not a known character "
                               "set (Python codec names such as latin-1, gb18030)") from None
     _check_addresses(settings, where)
+    for label, number in (("mllp.max_connections_per_address",
+                           settings.mllp.max_connections_per_address),
+                          ("mllp.frame_timeout", settings.mllp.frame_timeout)):
+        if number < 0:
+            raise ConfigError(f"{where}: {label} {number} must be 0 (off) or more")
     if settings.mappings.watch_interval < 0:
         raise ConfigError(f"{where}: mappings.watch_interval "
                           f"{settings.mappings.watch_interval} must be 0 (off) or more")

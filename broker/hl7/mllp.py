@@ -59,6 +59,11 @@ class Framer:
         """Bytes held of an unfinished frame."""
         return len(self._buf) if self._in_frame else 0
 
+    @property
+    def in_frame(self) -> bool:
+        """A start block arrived and its end block has not (yet)."""
+        return self._in_frame and not self.overflowed
+
     def feed(self, data: bytes) -> list[Event]:
         if self.overflowed:
             return []

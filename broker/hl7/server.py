@@ -1,4 +1,4 @@
-"""The asyncio MLLP listener: framing, limits, idle timeout and graceful shutdown."""
+"""The asyncio MLLP listener: framing, limits, idle and frame timeouts, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from broker.allow import AddressAllowList
-from broker.hl7.mllp import Frame, Framer, Garbage, Oversize, frame
+from broker.hl7.mllp import FILLER, Frame, Framer, Garbage, Oversize, frame
 from broker.logs import event
+from broker.peer_limits import PerAddressLimit
 from broker.tls import handshake_reason, peer_subject
 from broker.tls_listener import TlsListener
 
@@ -40,7 +41,8 @@ class MllpServer:
                  max_frame: int = 1 << 20, idle_timeout: float = 300.0,
                  max_connections: int = 200, ssl_context: ssl.SSLContext | None = None,
                  handshake_timeout: float = 10.0,
-                 allowed_addresses: AddressAllowList | None = None) -> None:
+                 allowed_addresses: AddressAllowList | None = None,
+                 max_connections_per_address: int = 20, frame_timeout: float = 30.0) -> None:
         self.handler = handler
         self.oversize = oversize
         self.host, self.port = host, port
@@ -50,6 +52,10 @@ class MllpServer:
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
         self.allowed_addresses = allowed_addresses
+        #: open connections per source address (``mllp.max_connections_per_address``)
+        self.per_address = PerAddressLimit(max_connections_per_address)
+        #: seconds from a frame's start block to its end block (0: no deadline)
+        self.frame_timeout = frame_timeout
         self._server: asyncio.Server | TlsListener | None = None
         self._connections: set[_Connection] = set()
         self._stopping = False
@@ -123,19 +129,38 @@ class MllpServer:
             await self._server.wait_closed()
         event(log, "mllp_stopped", abandoned=sum(1 for c in connections if c.busy))
 
+    def _refuse(self, writer: asyncio.StreamWriter, peer: str, reason: str, text: str) -> None:
+        """Close a connection at once; logged and counted by ``reason``."""
+        self.refused += 1
+        self._rejected(reason)
+        event(log, "mllp_connection_refused", logging.WARNING, peer=peer, reason=text)
+        writer.close()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         if self.ssl_context is None and peername and not self._admitted(*peername[:2]):
             writer.close()
             return
-        if self._stopping or len(self._connections) >= self.max_connections:
-            self.refused += 1
-            self._rejected("shutting_down" if self._stopping else "max_connections")
-            event(log, "mllp_connection_refused", logging.WARNING, peer=peer,
-                  reason="shutting down" if self._stopping else
-                  f"max_connections {self.max_connections} reached")
-            writer.close()
+        if self._stopping:
+            self._refuse(writer, peer, "shutting_down", "shutting down")
+            return
+        address = str(peername[0]) if peername else "?"
+        if not self.per_address.acquire(address):
+            self._refuse(writer, peer, "per_address_cap",
+                         f"mllp.max_connections_per_address {self.per_address.per_address} "
+                         f"reached by {address}")
+            return
+        try:
+            await self._serve_connection(reader, writer, peer)
+        finally:
+            self.per_address.release(address)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter, peer: str) -> None:
+        if len(self._connections) >= self.max_connections:
+            self._refuse(writer, peer, "max_connections",
+                         f"max_connections {self.max_connections} reached")
             return
         conn = _Connection(peer, writer, asyncio.current_task())
         conn.idle.set()
@@ -157,24 +182,42 @@ class MllpServer:
 
     async def _serve(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
         framer = Framer(self.max_frame)
+        loop = asyncio.get_running_loop()
+        frame_started: float | None = None  # loop time of the unfinished frame's start block
         while not self._stopping:
+            wait = self.idle_timeout
+            if frame_started is not None and self.frame_timeout > 0:
+                wait = min(wait, frame_started + self.frame_timeout - loop.time())
             try:
-                async with asyncio.timeout(self.idle_timeout):
+                async with asyncio.timeout(max(wait, 0.0)):
                     data = await reader.read(65536)
             except TimeoutError:
-                event(log, "mllp_idle_timeout", peer=conn.peer, seconds=self.idle_timeout,
-                      unfinished_frame_bytes=framer.pending)
+                if wait < self.idle_timeout:
+                    self._rejected("frame_timeout")
+                    event(log, "mllp_frame_timeout", logging.WARNING, peer=conn.peer,
+                          seconds=self.frame_timeout, unfinished_frame_bytes=framer.pending,
+                          reason="the frame did not end within mllp.frame_timeout; "
+                          "connection closed, nothing of it processed")
+                else:
+                    event(log, "mllp_idle_timeout", peer=conn.peer, seconds=self.idle_timeout,
+                          unfinished_frame_bytes=framer.pending)
                 return
             if not data:
                 if framer.pending:
                     event(log, "mllp_unterminated_frame", logging.WARNING, peer=conn.peer,
                           bytes=framer.pending)
                 return
-            for item in framer.feed(data):
+            read_at = loop.time()
+            items = framer.feed(data)
+            if not framer.in_frame:
+                frame_started = None
+            elif frame_started is None or any(isinstance(i, Frame) for i in items):
+                frame_started = read_at  # a new frame began in this chunk
+            for item in items:
                 if isinstance(item, Garbage):
                     self._rejected("garbage")
                     event(log, "mllp_garbage", logging.WARNING, peer=conn.peer,
-                          bytes=len(item.data), data=item.data[:256].decode("latin-1"))
+                          bytes=len(item.data), looks_like=looks_like(item.data))
                 elif isinstance(item, Oversize):
                     self._rejected("frame_too_large")
                     event(log, "mllp_frame_too_large", logging.WARNING, peer=conn.peer,
@@ -196,6 +239,18 @@ class MllpServer:
                     if self._stopping:
                         return
 
+
+def looks_like(data: bytes) -> str:
+    """What bytes outside a frame seem to be, without quoting them (they may hold patient
+    data: a message sent without MLLP framing)."""
+    head = data.lstrip(bytes(FILLER))
+    if head.startswith(b"MSH") or head.startswith(b"FHS") or head.startswith(b"BHS"):
+        return "hl7_without_mllp_start_block"
+    if head[:1] == b"\x16" and head[1:2] == b"\x03":
+        return "tls_client_hello"
+    if head.split(b" ", 1)[0] in (b"GET", b"POST", b"HEAD", b"PUT", b"OPTIONS"):
+        return "http_request"
+    return "unknown"
 
 
 def _tls_fields(writer: asyncio.StreamWriter) -> dict[str, Any]:
