@@ -56,12 +56,60 @@ def literal_prefix(pattern: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def wildcard_regex(pattern: str, fold: bool = False) -> re.Pattern[str]:
-    """``*`` and ``?`` as in DICOM (any run, any one character); everything else literal."""
-    parts = []
-    for ch in pattern:
-        parts.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
-    return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if fold else 0))
+def _segments(pattern: str) -> tuple[str, ...]:
+    return tuple(pattern.split("*"))
+
+
+def wildcard_match(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches a DICOM wildcard pattern (``*`` any run, ``?`` any one
+    character, everything else literal), without backtracking.
+
+    The pattern is split on ``*``: the first and last segments are anchored at the ends of
+    the value, the middle ones are placed left to right, each at its leftmost fit after the
+    previous one (a leftmost fit never loses a match, so no choice is ever revisited). Each
+    segment is searched once over the rest of the value, so the work is at most
+    O(len(value) · len(pattern)) whatever the number of ``*`` (a ``.*`` regex backtracks
+    in O(len(value) ** stars)); the searches run in C (``str.find``, or a fixed-length
+    expression for a segment with ``?``).
+    """
+    segments = _segments(pattern)
+    if len(segments) == 1:
+        return len(value) == len(pattern) and _fits(pattern, value, 0)
+    first, last = segments[0], segments[-1]
+    end = len(value) - len(last)
+    if end < len(first) or not _fits(first, value, 0) or not _fits(last, value, end):
+        return False
+    position = len(first)
+    for segment in segments[1:-1]:
+        if segment:
+            found = _find(segment, value, position, end)
+            if found < 0:
+                return False
+            position = found + len(segment)
+    return True
+
+
+def _fits(segment: str, value: str, at: int) -> bool:
+    """``segment`` matches ``value`` at ``at`` (the caller checked the value is long enough)."""
+    if "?" not in segment:
+        return value.startswith(segment, at)
+    return _fixed(segment).match(value, at) is not None
+
+
+def _find(segment: str, value: str, start: int, stop: int) -> int:
+    """The leftmost position where ``segment`` fits inside value[start:stop], or -1."""
+    if "?" not in segment:
+        return value.find(segment, start, stop)
+    found = _fixed(segment).search(value, start, stop)
+    return -1 if found is None else found.start()
+
+
+@lru_cache(maxsize=4096)
+def _fixed(segment: str) -> re.Pattern[str]:
+    """A segment with ``?`` as a fixed-length expression: literals and ``.`` only, no
+    quantifier or alternative, so each position is tried once in O(len(segment)) with
+    nothing to backtrack into."""
+    return re.compile("".join("." if c == "?" else re.escape(c) for c in segment), re.DOTALL)
 
 
 def _components(group: str) -> list[str]:
@@ -69,13 +117,13 @@ def _components(group: str) -> list[str]:
 
 
 @lru_cache(maxsize=4096)
-def _compiled_name_query(query: str) -> tuple[tuple[re.Pattern[str] | None, ...], ...]:
+def _compiled_name_query(query: str) -> tuple[tuple[str | None, ...], ...]:
     groups = []
     for group in query.split("="):
         comps = _components(group)
         while comps and comps[-1] in ("", "*"):
             comps.pop()
-        groups.append(tuple(None if c in ("", "*") else wildcard_regex(c) for c in comps))
+        groups.append(tuple(None if c in ("", "*") else c for c in comps))
     return tuple(groups)
 
 
@@ -97,13 +145,13 @@ def pn_matches(stored: str, query: str) -> bool:
     return any(_group_matches(group, comps) for group in stored_groups if group)
 
 
-def _group_matches(group: str, comps: tuple[re.Pattern[str] | None, ...]) -> bool:
+def _group_matches(group: str, comps: tuple[str | None, ...]) -> bool:
     values = _components(group)
     for i, pattern in enumerate(comps):
         if pattern is None:
             continue
         value = values[i] if i < len(values) else ""
-        if not pattern.fullmatch(value):
+        if not wildcard_match(pattern, value):
             return False
     return True
 
