@@ -200,6 +200,20 @@ class AdminSettings:
     port: int = 8080
     token: str = ""
     token_file: str = ""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    #: a console session ends after this many seconds without a request, or this long after
+    #: its sign-in, whichever comes first
+    session_idle_timeout: float = 1800.0
+    session_max_age: float = 28800.0
+    #: failed sign-ins and bearer tokens from one address before it is refused (429) for
+    #: the rest of the window
+    max_auth_failures: int = 10
+    auth_failure_window: float = 300.0
+    #: seconds a client has to send a whole request head (from connecting or from its
+    #: previous response), and to send a request body
+    request_read_timeout: float = 15.0
+    max_connections: int = 128
+    max_connections_per_address: int = 16
 
 
 @dataclass
@@ -329,6 +343,12 @@ def check(settings: Settings, where: str = "settings") -> None:
         raise ConfigError(f"{where}: admin.host {admin.host!r} is not a loopback address, so "
                           "the admin console needs admin.token or admin.token_file (or bind "
                           "admin.host to 127.0.0.1, or set admin.enabled: false)")
+    for name in ("session_idle_timeout", "session_max_age", "max_auth_failures",
+                 "auth_failure_window", "request_read_timeout", "max_connections",
+                 "max_connections_per_address"):
+        if getattr(admin, name) <= 0:
+            raise ConfigError(f"{where}: admin.{name} {getattr(admin, name)} must be more "
+                              "than 0")
 
 
 def _check_addresses(settings: Settings, where: str) -> None:

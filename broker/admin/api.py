@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from broker.admin.service import AdminService, BadRequest
 
 SERVICE = web.AppKey("service", AdminService)
+#: seconds a client has to send a request body (admin.request_read_timeout)
+READ_TIMEOUT = web.AppKey("read_timeout", float)
+#: the largest row id SQLite stores (signed 64 bits)
+MAX_ID = 2**63 - 1
+#: a Study Instance UID has at most 64 characters, an accession number fewer
+MAX_KEY = 64
+T = TypeVar("T")
 
 
 def _service(request: web.Request) -> AdminService:
@@ -22,24 +31,46 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def parse_id(request: web.Request) -> int:
+    """The ``{id}`` of the path: ASCII digits only (not '²' or '١'), within SQLite's range."""
     text = request.match_info["id"]
-    if not text.isdigit():
-        raise BadRequest(f"id {text!r} must be a number")
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_ID:
+        raise BadRequest(f"id {text[:40]!r} must be a whole number from 0 to {MAX_ID}")
     return int(text)
+
+
+def parse_key(request: web.Request) -> str:
+    """The ``{key}`` of the path: a Study Instance UID or an accession number."""
+    key = request.match_info["key"]
+    if len(key) > MAX_KEY or not key.isprintable():
+        raise BadRequest(f"{key[:40]!r} is not a Study Instance UID or accession number "
+                         f"(at most {MAX_KEY} printable characters)")
+    return key
+
+
+async def read_body(request: web.Request, reading: Awaitable[T]) -> T:
+    """A request body read within admin.request_read_timeout, else 408 (slow senders)."""
+    try:
+        async with asyncio.timeout(request.app[READ_TIMEOUT]):
+            return await reading
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=json.dumps({"error": "the request body did not arrive within "
+                             f"{request.app[READ_TIMEOUT]:g} s"}),
+            content_type="application/json", headers={"Connection": "close"}) from None
 
 
 async def form_or_json(request: web.Request) -> dict[str, str]:
     """A write's parameters: a JSON object, a form, or the query string."""
     if request.content_type == "application/json" and request.can_read_body:
         try:
-            data = await request.json()
+            data = await read_body(request, request.json())
         except ValueError as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object")
         return {str(k): str(v) for k, v in data.items()}
     if request.can_read_body:
-        form = await request.post()
+        form = await read_body(request, request.post())
         return {k: str(v) for k, v in form.items()}
     return dict(request.query)
 
@@ -52,7 +83,7 @@ async def worklist(request: web.Request) -> web.Response:
 
 
 async def procedure(request: web.Request) -> web.Response:
-    key = request.match_info["key"]
+    key = parse_key(request)
     found = await _service(request).history(key)
     if not found:
         return _json({"error": f"no procedure has Study Instance UID or accession {key!r}"},

@@ -1,18 +1,19 @@
-"""Who may use the admin server: a bearer token (or the console's session cookie derived from
-it) when one is configured, loopback-only Host names when none is, and no cross-site writes.
+"""Who may use the admin server: a bearer token (or a console session opened with it) when
+one is configured, loopback-only Host names when none is, and no cross-site writes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
+from broker.admin.sessions import SessionStore
+from broker.admin.throttle import FailureLimit
 from broker.config import AdminSettings, ConfigError, is_loopback
 from broker.logs import event
 from broker.metrics import Metrics
@@ -20,8 +21,8 @@ from broker.metrics import Metrics
 log = logging.getLogger("broker.admin")
 
 COOKIE = "mwl_console"
-#: paths served without credentials: the login page and the console's CSS/JS
-PUBLIC_PREFIXES = ("/login", "/static/")
+#: paths served without credentials: sign-in and sign-out, the console's CSS/JS
+PUBLIC_PREFIXES = ("/login", "/logout", "/static/")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,18 +47,19 @@ def resolve_token(settings: AdminSettings) -> str:
     return token
 
 
-def session_value(token: str) -> str:
-    """The console's cookie: derived from the token, so the token itself is never stored."""
-    return hmac.new(token.encode(), b"mwl-broker console session", hashlib.sha256).hexdigest()
-
-
 class Guard:
-    """aiohttp middleware enforcing the rules above; counts each refusal."""
+    """aiohttp middleware enforcing the rules above; counts each refusal.
 
-    def __init__(self, token: str, metrics: Metrics) -> None:
+    Failed credentials (a wrong bearer token, a wrong sign-in) are counted per source
+    address by ``failures``; an address past its limit gets 429 for every credential it
+    offers until the window lets it try again. A live console session is still served."""
+
+    def __init__(self, token: str, metrics: Metrics, sessions: SessionStore,
+                 failures: FailureLimit) -> None:
         self.token = token
-        self.session = session_value(token) if token else ""
         self.metrics = metrics
+        self.sessions = sessions
+        self.failures = failures
 
     @property
     def required(self) -> bool:
@@ -66,11 +68,30 @@ class Guard:
     def check_token(self, offered: str) -> bool:
         return hmac.compare_digest(offered.encode(), self.token.encode())
 
+    def retry_after(self, request: web.Request) -> int:
+        """Seconds this request's address must wait before offering credentials (0: none)."""
+        return self.failures.retry_after(request.remote or "?")
+
+    def failed(self, request: web.Request, what: str) -> None:
+        """Count a failed credential (never logged: only that it failed)."""
+        peer = request.remote or "?"
+        if self.failures.failed(peer):
+            event(log, "admin_peer_locked_out", logging.WARNING, peer=peer, after=what,
+                  failures=self.failures.max_failures, window_s=self.failures.window)
+
+    def rate_limited(self, request: web.Request, retry_after: int) -> web.Response:
+        response = self._refuse(request, 429, "rate_limited",
+                                "too many failed credentials from this address; try again "
+                                f"in {retry_after} s")
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method in UNSAFE_METHODS and not _same_origin(request):
             return self._refuse(request, 403, "cross_site",
-                                "cross-site request refused (its Origin is not this server)")
+                                "cross-site request refused (its Origin or Referer is not "
+                                "this server)")
         public = request.path.startswith(PUBLIC_PREFIXES)
         if not self.token:
             if not _loopback_host(request.host):
@@ -78,22 +99,22 @@ class Guard:
                                     "loopback name; without admin.token only 127.0.0.1, ::1 "
                                     "and localhost are served")
             return await handler(request)
-        if public or self._authorized(request):
+        if public or self.sessions.check(request.cookies.get(COOKIE, "")):
             return await handler(request)
+        scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and offered.strip():
+            if wait := self.retry_after(request):
+                return self.rate_limited(request, wait)
+            if self.check_token(offered.strip()):
+                return await handler(request)
+            self.failed(request, "bearer")
         if _wants_html(request):
             self.metrics.rejected("admin", "unauthorized")
-            raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
+            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/?=')}")
         response = self._refuse(request, 401, "unauthorized", "this server needs "
                                 "'Authorization: Bearer <admin token>'")
         response.headers["WWW-Authenticate"] = 'Bearer realm="mwl-broker"'
         return response
-
-    def _authorized(self, request: web.Request) -> bool:
-        scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and offered:
-            return self.check_token(offered.strip())
-        cookie = request.cookies.get(COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.session.encode())
 
     def _refuse(self, request: web.Request, status: int, reason: str,
                 text: str) -> web.Response:
@@ -104,9 +125,10 @@ class Guard:
 
 
 def _same_origin(request: web.Request) -> bool:
-    """A browser names the page a write comes from; it must be this server (no Origin: not a
-    browser, e.g. curl, which cannot be tricked into sending the console's cookie)."""
-    origin = request.headers.get("Origin")
+    """A browser names the page a write comes from (Origin, else Referer); it must be this
+    server. With neither it is not a browser (curl …), which cannot be tricked into sending
+    the console's cookie; the session cookie is SameSite=Strict besides."""
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
     if origin is None:
         return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
     return urlsplit(origin).netloc.lower() == request.host.lower()

@@ -24,6 +24,13 @@ def template(name: str) -> Template:
     return Template(files("broker.admin").joinpath("templates", name).read_text("utf-8"))
 
 
+@functools.cache
+def static_names() -> frozenset[str]:
+    """The files shipped under static/: the only names /static/ serves."""
+    return frozenset(f.name for f in files("broker.admin").joinpath("static").iterdir()
+                     if f.is_file())
+
+
 def static_file(name: str) -> bytes:
     return files("broker.admin").joinpath("static", name).read_bytes()
 

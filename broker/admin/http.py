@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from aiohttp import web
 
 from broker.admin import api, views
 from broker.admin import html as h
-from broker.admin.auth import COOKIE, Guard, Handler, resolve_token, session_value
+from broker.admin.auth import COOKIE, Guard, Handler, resolve_token
+from broker.admin.headers import add_security_headers
+from broker.admin.listen import ConnectionGate, GatedSite
 from broker.admin.service import AdminService, BadRequest
+from broker.admin.sessions import SessionStore
+from broker.admin.throttle import FailureLimit
+from broker.config import is_loopback
 from broker.logs import event
 from broker.metrics import CONTENT_TYPE, Metrics
+from broker.tls import server_context
 
 if TYPE_CHECKING:
     from broker.app import Broker
@@ -27,10 +31,16 @@ MAX_BODY = 64 * 1024
 
 class AdminServer:
     def __init__(self, broker: Broker) -> None:
-        settings = broker.settings.admin
+        settings = self.settings = broker.settings.admin
         self.host, self.port = settings.host, settings.port
         metrics: Metrics = broker.metrics
-        self.guard = Guard(resolve_token(settings), metrics)
+        self.ssl_context = server_context(settings.tls, "admin.tls")
+        self.guard = Guard(resolve_token(settings), metrics,
+                           SessionStore(settings.session_idle_timeout, settings.session_max_age),
+                           FailureLimit(settings.max_auth_failures, settings.auth_failure_window))
+        self.gate = ConnectionGate(settings.max_connections,
+                                   settings.max_connections_per_address,
+                                   settings.request_read_timeout, metrics)
         self.service = AdminService(broker)
         self._runner: web.AppRunner | None = None
 
@@ -40,32 +50,47 @@ class AdminServer:
         return int(self._runner.addresses[0][1])
 
     @property
+    def app(self) -> web.Application:
+        assert self._runner is not None
+        return self._runner.app
+
+    @property
     def serving(self) -> bool:
         return self._runner is not None and bool(self._runner.addresses)
 
     async def start(self) -> None:
         await self.service.open()
-        app = web.Application(middlewares=[_errors, self.guard.middleware],
-                              client_max_size=MAX_BODY)
+        app = web.Application(middlewares=[self.gate.middleware, _errors,
+                                           self.guard.middleware], client_max_size=MAX_BODY)
         app[api.SERVICE] = self.service
+        app[api.READ_TIMEOUT] = self.settings.request_read_timeout
+        app.on_response_prepare.append(add_security_headers)
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/login", self.login_form)
         app.router.add_post("/login", self.login)
-        app.router.add_get("/logout", logout)
+        app.router.add_get("/logout", self.logout)
+        app.router.add_post("/logout", self.logout)
         app.router.add_get("/static/{name}", static)
         api.add_routes(app)
         views.add_routes(app)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
+                                     keepalive_timeout=self.settings.request_read_timeout)
         await self._runner.setup()
         try:
-            await web.TCPSite(self._runner, self.host, self.port).start()
+            await GatedSite(self._runner, self.host, self.port, self.gate, self.ssl_context,
+                            self.settings.tls.handshake_timeout).start()
         except OSError:
             await self.stop()
             raise
         event(log, "admin_listening", host=self.host, port=self.bound_port,
-              auth="token" if self.guard.required else "loopback-only")
+              auth="token" if self.guard.required else "loopback-only",
+              tls=self.ssl_context is not None)
+        if self.ssl_context is None and not is_loopback(self.host):
+            event(log, "admin_plain_http", logging.WARNING, host=self.host,
+                  detail="the admin token and patient data cross the network unencrypted; "
+                  "set admin.tls")
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -87,20 +112,36 @@ class AdminServer:
         return _login_page(request.query.get("next", "/"), "")
 
     async def login(self, request: web.Request) -> web.Response:
-        form = await request.post()
+        form = await api.read_body(request, request.post())
         target = str(form.get("next", "/"))
         target = target if target.startswith("/") and not target.startswith("//") else "/"
         if not self.guard.required:
             raise web.HTTPSeeOther(target)
+        if wait := self.guard.retry_after(request):
+            self.guard.metrics.rejected("admin", "rate_limited")
+            page = _login_page(target, "too many failed sign-ins from this address; try "
+                               f"again in {wait} s", 429)
+            page.headers["Retry-After"] = str(wait)
+            return page
         if not self.guard.check_token(str(form.get("token", ""))):
             self.guard.metrics.rejected("admin", "bad_token")
             event(log, "admin_login_refused", logging.WARNING, peer=request.remote or "?")
-            await asyncio.sleep(0.5)  # slows guessing down
+            self.guard.failed(request, "sign-in")
             return _login_page(target, "this token is not the admin token", 401)
         event(log, "admin_login", peer=request.remote or "?")
         response = web.HTTPSeeOther(target)
-        response.set_cookie(COOKIE, session_value(self.guard.token), httponly=True,
-                            samesite="Strict", path="/")
+        response.set_cookie(COOKIE, self.guard.sessions.create(), httponly=True,
+                            samesite="Strict", path="/", secure=request.secure,
+                            max_age=int(self.settings.session_max_age))
+        raise response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        """Ends the session on the server (its cookie is worthless after) and in the browser."""
+        if self.guard.sessions.revoke(request.cookies.get(COOKIE, "")):
+            event(log, "admin_logout", peer=request.remote or "?")
+        response = web.HTTPSeeOther("/login")
+        response.del_cookie(COOKIE, path="/", secure=request.secure, httponly=True,
+                            samesite="Strict")
         raise response
 
 
@@ -108,22 +149,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"alive": True})
 
 
-async def logout(request: web.Request) -> web.Response:
-    response = web.HTTPSeeOther("/login")
-    response.del_cookie(COOKIE, path="/")
-    raise response
-
-
 async def static(request: web.Request) -> web.Response:
+    """Only the files shipped under static/ (no other name reaches the file system)."""
     name = request.match_info["name"]
     kind = next((t for ext, t in STATIC_TYPES.items() if name.endswith(ext)), None)
-    if kind is None or "/" in name or name.startswith("."):
-        raise web.HTTPNotFound()
-    try:
-        body = h.static_file(name)
-    except (FileNotFoundError, IsADirectoryError):
-        raise web.HTTPNotFound() from None
-    return web.Response(body=body, content_type=kind, charset="utf-8",
+    if kind is None or name not in h.static_names():
+        return web.json_response({"error": f"no static file {name[:40]!r}"}, status=404)
+    return web.Response(body=h.static_file(name), content_type=kind, charset="utf-8",
                         headers={"Cache-Control": "max-age=300"})
 
 
@@ -141,5 +173,6 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except BadRequest as exc:
         if request.path.startswith("/api/") or request.method != "GET":
             return web.json_response({"error": str(exc)}, status=400)
-        return h.page("Request not understood", f"<p><a href=\"{quote(request.path)}\">"
-                      "start again</a></p>", "", notice=str(exc), error=True, status_code=400)
+        return h.page("Request not understood", f"<p><a href=\"{h.esc(request.rel_url.raw_path)}"
+                      "\">start again</a></p>", "", notice=str(exc), error=True,
+                      status_code=400)

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from broker.admin import html as h
-from broker.admin.api import SERVICE, form_or_json, parse_id
+from broker.admin.api import SERVICE, form_or_json, parse_id, parse_key
 from broker.admin.service import (
     OUTBOX_STATES,
     PURGEABLE,
@@ -94,7 +94,7 @@ def _hhmm(value: str) -> str:
 
 # -- a procedure's history -----------------------------------------------------------------
 async def procedure(request: web.Request) -> web.Response:
-    key = request.match_info["key"]
+    key = parse_key(request)
     found = await _service(request).history(key)
     if not found:
         return _page(request, f"Procedure {key}",
