@@ -140,7 +140,7 @@ def cmd_check_mappings(args: argparse.Namespace) -> int:
 def cmd_map(args: argparse.Namespace) -> int:
     from broker.dicom.dataset import to_json
     from broker.hl7 import charset
-    from broker.hl7.ack import Hl7Reject
+    from broker.hl7.ack import Hl7Error, Hl7Reject
     from broker.hl7.message import ParseError, parse
     from broker.mapping.engine import map_message
     from broker.mapping.schema import MappingLoadError, load_mappings
@@ -161,7 +161,8 @@ def cmd_map(args: argparse.Namespace) -> int:
                                      sniff_utf8=settings.hl7.sniff_utf8,
                                      fallbacks=tuple(settings.hl7.fallback_charsets))
             message = parse(decoded.text, decoded.codec)
-            events = map_message(message, mappings)
+            warnings: list[Hl7Error] = []
+            events = map_message(message, mappings, warnings)
         except (charset.CharsetError, ParseError) as exc:
             results.append({"error": str(exc)})
             status = 1
@@ -193,7 +194,8 @@ def cmd_map(args: argparse.Namespace) -> int:
                             "old": {"PatientID": ev.old.patient_id,
                                     "IssuerOfPatientID": ev.old.issuer}})
         results.append({"control_id": message.control_id, "type": message.message_type,
-                        "charset": decoded.codec, "events": out})
+                        "charset": decoded.codec, "events": out,
+                        **({"warnings": [w.describe() for w in warnings]} if warnings else {})})
     json.dump(results if len(results) != 1 else results[0], sys.stdout, indent=2,
               ensure_ascii=False)
     print()
@@ -370,6 +372,34 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from broker.site_init import InitError, init_site
+
+    try:
+        written = init_site(args.directory, force=args.force)
+    except InitError as exc:
+        print(f"mwl-broker init: {exc}", file=sys.stderr)
+        return 1
+    for path in [written.settings, *written.files]:
+        print(f"wrote {path}")
+    print(f"next: mwl-broker check-mappings -c {written.settings}\n"
+          f"      mwl-broker serve -c {written.settings}")
+    return 0
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from broker.receiver import Receiver
+
+    receiver = Receiver(args.host, args.port, answer=args.answer, count=args.count)
+    try:
+        asyncio.run(receiver.run())
+    except OSError as exc:
+        print(f"mwl-broker receive: cannot listen on {args.host}:{args.port}: {exc}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
 def _apply_in(conn: Any, order: Any) -> None:
     from broker.store.repo import Repo
     from broker.workflow.orders import apply
@@ -477,6 +507,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.hl7|-")
     p.add_argument("--mappings", help="mapping folder (default: the configured one)")
     p.set_defaults(func=cmd_map)
+
+    p = sub.add_parser("init", help="write an editable copy of the shipped settings, mappings "
+                       "and samples for a site into DIRECTORY")
+    p.add_argument("directory")
+    p.add_argument("--force", action="store_true", help="overwrite files that exist")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("receive", help="listen for HL7 over MLLP (as the RIS would), print each "
+                       "message and acknowledge it")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("-p", "--port", type=int, default=2576)
+    p.add_argument("--answer", choices=["AA", "AE", "AR"], default="AA",
+                   help="MSA-1 of the acknowledgements (AE/AR: see the broker's dead letters)")
+    p.add_argument("-n", "--count", type=int, default=0, metavar="N",
+                   help="exit after N messages (default: run until interrupted)")
+    p.set_defaults(func=cmd_receive)
     care_commands.register(sub, common)
     return parser
 

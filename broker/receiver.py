@@ -1,0 +1,75 @@
+"""``mwl-broker receive``: an MLLP listener that prints each HL7 message and acknowledges it.
+
+It plays the RIS end of the broker's outbound messages (status updates, completion notices)
+while a site is set up or a mapping is tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from broker.hl7 import charset
+from broker.hl7.ack import Hl7Error, build_ack
+from broker.hl7.message import ParseError, parse
+from broker.hl7.mllp import Frame, Framer, frame
+
+@dataclass
+class Receiver:
+    """Prints every message to ``out``, answers ``answer`` and stops after ``count`` (0: never)."""
+
+    host: str = "127.0.0.1"
+    port: int = 2576
+    answer: str = "AA"
+    count: int = 0
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    received: int = 0
+    _done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        """Listen until ``count`` messages have arrived (for ever when it is 0)."""
+        server = await asyncio.start_server(self._serve, self.host, self.port)
+        bound = server.sockets[0].getsockname()
+        print(f"# listening for HL7 over MLLP on {bound[0]}:{bound[1]}, answering {self.answer}",
+              file=sys.stderr, flush=True)
+        async with server:
+            await self._done.wait()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = f"{peer[0]}:{peer[1]}" if peer else "?"
+        framer = Framer()
+        try:
+            while not self._done.is_set() and (data := await reader.read(65536)):
+                for item in framer.feed(data):
+                    if isinstance(item, Frame):
+                        writer.write(frame(self._answer(item.payload, source)))
+                        await writer.drain()
+                        if self.count and self.received >= self.count:
+                            self._done.set()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def _answer(self, payload: bytes, source: str) -> bytes:
+        """Print one message and build its acknowledgement (AR when it cannot be parsed)."""
+        self.received += 1
+        try:
+            decoded = charset.decode(payload)
+            message = parse(decoded.text, decoded.codec)
+        except (charset.CharsetError, ParseError) as exc:
+            text = payload.decode("utf-8", errors="replace")
+            self._print(f"# from {source}: unreadable ({exc}), answered AR", text)
+            ack = build_ack("AR", None, errors=(Hl7Error(100, str(exc), "MSH"),))
+            return ack.encode("ascii", errors="replace")
+        self._print(f"# from {source}: {message.message_type} control ID {message.control_id} "
+                    f"({decoded.codec}), answered {self.answer}", decoded.text)
+        return build_ack(self.answer, message).encode(decoded.codec, errors="replace")
+
+    def _print(self, head: str, text: str) -> None:
+        print(head, file=self.out)
+        print(text.replace("\r", "\n").rstrip("\n"), file=self.out)
+        print(file=self.out, flush=True)
