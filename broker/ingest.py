@@ -15,7 +15,7 @@ from broker.config import Hl7Settings, MllpSettings
 from broker.hl7 import charset
 from broker.hl7.ack import Hl7Error, Hl7Reject, build_ack
 from broker.hl7.message import Message, ParseError, parse
-from broker.logs import event
+from broker.logs import event, exception_site
 from broker.mapping.engine import map_message
 from broker.mapping.schema import MappingSet
 from broker.model import DomainError, Event, OrderChange, PatientIdChange, PatientMerge
@@ -95,7 +95,8 @@ class Ingestor:
             if message is None:  # refused before parsing: the MSH alone addresses the answer
                 message = _parse_for_ack(raw)
         except Exception as exc:
-            log.exception("mapping_failed", extra={"control_id": control_id, "peer": peer})
+            event(log, "mapping_failed", logging.ERROR, control_id=control_id, peer=peer,
+                  **exception_site(exc))
             rejection = Hl7Reject("AE", Hl7Error(207, f"internal error while mapping: {exc}"))
         record = MessageRecord(
             received_at=received, peer=peer, sender_application=app, sender_facility=fac,
@@ -121,11 +122,7 @@ class Ingestor:
             self.metrics.message_in(record.message_type, code, time.perf_counter() - started)
         event(log, "hl7_received", logging.INFO if code == "AA" else logging.WARNING,
               control_id=control_id, type=record.message_type, sender=app, facility=fac,
-              peer=peer, outcome=code, duplicate=duplicate, ms=ms,
-              **({"error": record.error} if record.error else {}))
-        if code != "AA" and rejection is not None:
-            event(log, "hl7_rejected_raw", logging.WARNING, control_id=control_id,
-                  raw=raw[:4096].decode("latin-1"))
+              peer=peer, outcome=code, duplicate=duplicate, ms=ms, **error_fields(ack_text))
         return Outcome(code, ack, control_id, duplicate)
 
     @staticmethod
@@ -139,8 +136,8 @@ class Ingestor:
             return Hl7Reject("AE", Hl7Error(205, f"the message contradicts stored data: {exc}"))
         if isinstance(exc, StoreError):
             raise exc
-        log.exception("store_job_failed", extra={"fields": {"control_id": control_id,
-                                                            "peer": peer}})
+        event(log, "store_job_failed", logging.ERROR, control_id=control_id, peer=peer,
+              **exception_site(exc))
         return Hl7Reject("AE", Hl7Error(207, f"internal error while storing: {exc}"))
 
     def _check_sender(self, application: str, facility: str, peer: str) -> None:
@@ -224,6 +221,31 @@ def content_hash(raw: bytes) -> str:
             fields[6] = b""
         header = header[3:4].join(fields)
     return hashlib.blake2b(header + rest, digest_size=16).hexdigest()
+
+
+def error_fields(ack_text: str) -> dict[str, str]:
+    """The table 0357 codes, conditions and locations of an acknowledgement's ERR segments,
+    for the log line. Not the error texts: they may quote the message's values (patient
+    data); those stay in the message log and in the acknowledgement."""
+    if len(ack_text) < 5:
+        return {}
+    fs, cs = ack_text[3], ack_text[4]
+    codes, conditions, places = [], [], []
+    for line in ack_text.split("\r"):
+        if not line.startswith("ERR" + fs):
+            continue
+        fields = line.split(fs) + [""] * 5
+        erl = fields[2].split(cs) + [""] * 5
+        cwe = fields[3].split(cs) + [""] * 2
+        where = erl[0] + (f"-{erl[2]}" if erl[2] else "") + (f".{erl[4]}" if erl[4] else "")
+        warning = fields[4] == "W"
+        codes.append(cwe[0] + ("W" if warning else ""))
+        conditions.append(("Warning: " if warning else "") + cwe[1])
+        places.append(where or "-")
+    if not codes:
+        return {}
+    return {"error_code": ",".join(codes), "error": "; ".join(conditions),
+            "error_at": ",".join(places)}
 
 
 def _parse_for_ack(raw: bytes) -> Message | None:

@@ -10,6 +10,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 import warnings
 from typing import IO, Any
 
@@ -138,3 +139,21 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
     """Log one event with its fields (kept as one structured attribute, ``fields``)."""
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})
+
+
+def exception_site(exc: BaseException) -> dict[str, str]:
+    """Where an unexpected exception came from, for a log line: its type and its innermost
+    frame (file:line in function). Not its text, which may quote values of a message."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in " \
+        f"{frames[-1].name}" if frames else "?"
+    return {"error_type": type(exc).__name__, "at": where}
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def without_values(text: str) -> str:
+    """``text`` with each quoted value ('…' or "…", as ``repr`` writes them) replaced by
+    '…': a peer's error comment for the log, without the query or dataset values it quotes."""
+    return _QUOTED.sub("'…'", text)

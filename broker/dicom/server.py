@@ -46,7 +46,7 @@ from broker.dicom.mwl import (
     response_nodes,
     to_pydicom,
 )
-from broker.logs import event
+from broker.logs import event, without_values
 from broker.store.repo import MppsRepo
 from broker.store.worklist_query import open_reader, search
 from broker.store.writer import StoreError, Writer
@@ -277,13 +277,13 @@ class DicomServer:
                                       calling.strip() if options.station_key else "")
         except QueryError as exc:
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
-                  status=f"0x{exc.status:04X}", error=exc.comment)
+                  status=f"0x{exc.status:04X}", error=without_values(exc.comment))
             self._count_find("refused", started)
             yield status_dataset(exc.status, exc.comment), None
             return
         except Exception as exc:  # an identifier pydicom cannot decode
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
-                  status="0xA900", error=str(exc))
+                  status="0xA900", error=without_values(str(exc)))
             self._count_find("refused", started)
             yield status_dataset(0xA900, f"identifier cannot be read: {exc}"), None
             return
