@@ -16,6 +16,7 @@ from broker.hl7.ack import Hl7Error, build_ack
 from broker.hl7.message import ParseError, parse
 from broker.hl7.mllp import Frame, Framer, frame
 
+
 @dataclass
 class Receiver:
     """Prints every message to ``out``, answers ``answer`` and stops after ``count`` (0: never)."""
@@ -27,20 +28,37 @@ class Receiver:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     received: int = 0
     _done: asyncio.Event = field(default_factory=asyncio.Event)
+    _server: asyncio.Server | None = None
+    _open: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def run(self) -> None:
         """Listen until ``count`` messages have arrived (for ever when it is 0)."""
-        server = await asyncio.start_server(self._serve, self.host, self.port)
-        bound = server.sockets[0].getsockname()
-        print(f"# listening for HL7 over MLLP on {bound[0]}:{bound[1]}, answering {self.answer}",
-              file=sys.stderr, flush=True)
-        async with server:
+        await self.start()
+        await self.wait()
+
+    async def start(self) -> None:
+        """Listen; ``port`` becomes the bound one (when 0 asked for any free port)."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        print(f"# listening for HL7 over MLLP on {self.host}:{self.port}, answering "
+              f"{self.answer}", file=sys.stderr, flush=True)
+
+    async def wait(self) -> None:
+        """Until ``count`` messages have been answered; then stop listening."""
+        assert self._server is not None
+        try:
             await self._done.wait()
+        finally:
+            self._server.close()
+            for writer in list(self._open):
+                writer.close()
+            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         source = f"{peer[0]}:{peer[1]}" if peer else "?"
         framer = Framer()
+        self._open.add(writer)
         try:
             while not self._done.is_set() and (data := await reader.read(65536)):
                 for item in framer.feed(data):
@@ -52,6 +70,7 @@ class Receiver:
         except ConnectionError:
             pass
         finally:
+            self._open.discard(writer)
             writer.close()
 
     def _answer(self, payload: bytes, source: str) -> bytes:
