@@ -20,6 +20,7 @@ from broker.dicom import mpps as mpps_checks
 from broker.dicom.closure_scp import ClosureScp
 from broker.dicom.forward import MppsForwarder
 from broker.dicom.forward import payload as forward_payload
+from broker.dicom.mwl import QueryLimits
 from broker.dicom.server import CallingAeOptions, DicomServer, WorklistOptions
 from broker.dicom.stgcmt import CommitmentRequester
 from broker.hl7.ack import new_control_id
@@ -182,6 +183,9 @@ def _dicom_server(settings: Settings, writer: Writer) -> DicomServer:
                        fast_path=d.fast_path, writer=writer,
                        mpps_match_accession=d.mpps_match_accession,
                        max_concurrent_queries=d.max_concurrent_queries,
+                       query_limits=QueryLimits(d.max_query_value_length,
+                                                d.max_query_wildcards),
+                       mpps_store_timeout=d.mpps_store_timeout,
                        ssl_context=server_context(d.tls, "dicom.tls"),
                        handshake_timeout=d.tls.handshake_timeout,
                        allowed_addresses=AddressAllowList(

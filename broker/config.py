@@ -150,6 +150,12 @@ class DicomSettings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     mpps_forward: list[ForwardSettings] = field(default_factory=list)
     max_concurrent_queries: int = 4
+    #: a C-FIND matching value longer than this (each UID of a list on its own) is C000
+    max_query_value_length: int = 256
+    #: a C-FIND matching value with more wildcards ('*' and '?') than this is C000
+    max_query_wildcards: int = 16
+    #: seconds an N-CREATE/N-SET waits for the store before answering 0110
+    mpps_store_timeout: float = 30.0
 
 
 @dataclass

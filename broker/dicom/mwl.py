@@ -40,6 +40,24 @@ class QueryError(ValueError):
         self.comment = comment[:64]
 
 
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    """Caps on each matching value: its length (each UID of a UID list on its own) and its
+    number of wildcards (``*`` and ``?``); ``dicom.max_query_value_length`` and
+    ``dicom.max_query_wildcards``."""
+
+    max_value_length: int = 256
+    max_wildcards: int = 16
+
+
+class QueryLimitError(QueryError):
+    """A matching value over a cap (C000): logged with its length, never with its value."""
+
+    def __init__(self, keyword: str, what: str, count: int, limit: int, setting: str) -> None:
+        super().__init__(0xC000, f"{keyword}: {count} {what} (limit {limit})")
+        self.keyword, self.count, self.limit, self.setting = keyword, count, limit, setting
+
+
 @dataclass(slots=True)
 class ReturnKey:
     tag: BaseTag
@@ -53,16 +71,19 @@ class ParsedQuery:
     query: WorklistQuery
     keys: list[ReturnKey]
     unsupported: list[str] = field(default_factory=list)
+    limits: QueryLimits = QueryLimits()
 
 
-def parse_identifier(identifier: Dataset, station_from_caller: str = "") -> ParsedQuery:
+def parse_identifier(identifier: Dataset, station_from_caller: str = "",
+                     limits: QueryLimits = QueryLimits()) -> ParsedQuery:
     """Matching keys and return keys of a C-FIND identifier.
 
     ``station_from_caller`` is used as the Scheduled Station AE Title when the query gives
-    none (the per-calling-AE option "calling AE is the station").
+    none (the per-calling-AE option "calling AE is the station"). A matching value over
+    ``limits`` raises QueryLimitError.
     """
     query = WorklistQuery()
-    parsed = ParsedQuery(query, [])
+    parsed = ParsedQuery(query, [], limits=limits)
     for elem in identifier:
         if elem.tag == SPECIFIC_CHARACTER_SET or elem.tag.element == 0:
             continue
@@ -127,9 +148,22 @@ def _add_match(elem: DataElement, parsed: ParsedQuery) -> None:
     if keyword not in MATCHABLE:
         parsed.unsupported.append(keyword or str(elem.tag))
         return
+    _check_limits(keyword, elem.VR, value, parsed.limits)
     parsed.query.matches.append(_match(keyword, elem.VR, value))
     if keyword == "ScheduledProcedureStepStatus":
         parsed.query.include_hidden = True
+
+
+def _check_limits(keyword: str, vr: str, value: str, limits: QueryLimits) -> None:
+    longest = max(map(len, value.split("\\"))) if vr == "UI" else len(value)
+    if longest > limits.max_value_length:
+        raise QueryLimitError(keyword, "characters", longest, limits.max_value_length,
+                              "dicom.max_query_value_length")
+    if vr in WILDCARD_VRS:
+        wildcards = value.count("*") + value.count("?")
+        if wildcards > limits.max_wildcards:
+            raise QueryLimitError(keyword, "wildcards", wildcards, limits.max_wildcards,
+                                  "dicom.max_query_wildcards")
 
 
 def _match(keyword: str, vr: str, value: str) -> Match:

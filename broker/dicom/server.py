@@ -42,6 +42,8 @@ from broker.dicom.fastjson import to_json
 from broker.dicom.mwl import (
     ParsedQuery,
     QueryError,
+    QueryLimitError,
+    QueryLimits,
     parse_identifier,
     response_nodes,
     to_pydicom,
@@ -151,7 +153,9 @@ class DicomServer:
                  writer: Writer | None = None, mpps_match_accession: bool = True,
                  ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
                  allowed_addresses: AddressAllowList | None = None,
-                 max_concurrent_queries: int = 4) -> None:
+                 max_concurrent_queries: int = 4,
+                 query_limits: QueryLimits | None = None,
+                 mpps_store_timeout: float = 30.0) -> None:
         self.db_path = Path(db_path)
         self.ae_title, self.host, self.port = ae_title, host, port
         self.ssl_context = ssl_context
@@ -194,6 +198,9 @@ class DicomServer:
         self._local = threading.local()
         self.queries = 0
         self._query_slots = threading.BoundedSemaphore(max(1, max_concurrent_queries))
+        self.query_limits = query_limits or QueryLimits()
+        #: how long an N-CREATE/N-SET waits for its store job before answering 0110
+        self.mpps_store_timeout = mpps_store_timeout
         self.metrics: Metrics | None = None
 
     @property
@@ -274,7 +281,17 @@ class DicomServer:
         try:
             identifier = ev.identifier
             parsed = parse_identifier(identifier,
-                                      calling.strip() if options.station_key else "")
+                                      calling.strip() if options.station_key else "",
+                                      self.query_limits)
+        except QueryLimitError as exc:  # logged with the value's size, never its value
+            event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
+                  status=f"0x{exc.status:04X}", attribute=exc.keyword, count=exc.count,
+                  limit=exc.limit, setting=exc.setting)
+            if self.metrics is not None:
+                self.metrics.rejected("dicom", "query_limit")
+            self._count_find("refused", started)
+            yield status_dataset(exc.status, exc.comment), None
+            return
         except QueryError as exc:
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
                   status=f"0x{exc.status:04X}", error=without_values(exc.comment))
@@ -346,7 +363,7 @@ class DicomServer:
         try:
             stored = _json_of(ev, request.AttributeList, "attribute_list")
             status, refs = mpps_checks.check_create(stored)
-            outcome = self._write(partial(
+            outcome = self._write(uid, "N-CREATE", partial(
                 _create, uid=uid, status=status, dataset=stored,
                 summary=mpps_checks.summary(stored, uid), calling_ae=calling, refs=refs,
                 match_accession=self.mpps_match_accession, notify=self.notify,
@@ -357,10 +374,10 @@ class DicomServer:
             self._count_mpps("refused")
             return mpps_checks.failure(exc), None
         self._queued(outcome)
-        self._count_mpps(status)
+        self._count_mpps("replayed" if outcome.replayed else status)
         event(log, "mpps_created", logging.WARNING if outcome.unscheduled else logging.INFO,
               sop_instance_uid=uid, calling_ae=calling, status=status, steps=len(outcome.steps),
-              unscheduled=outcome.unscheduled, queued=outcome.queued,
+              unscheduled=outcome.unscheduled, queued=outcome.queued, replayed=outcome.replayed,
               ms=round((time.perf_counter() - started) * 1000, 2))
         if requested:
             return 0x0000, None  # the attribute list is optional in the response (F.7.2.1)
@@ -375,7 +392,7 @@ class DicomServer:
         uid = str(request.RequestedSOPInstanceUID or "")
         try:
             modifications = _json_of(ev, request.ModificationList, "modification_list")
-            outcome = self._write(partial(_update, uid=uid, final=self.final,
+            outcome = self._write(uid, "N-SET", partial(_update, uid=uid, final=self.final,
                                           merge=mpps_checks.merger(modifications, uid),
                                           notify=self.notify, forward=self.forward,
                                           changes=modifications))
@@ -385,10 +402,10 @@ class DicomServer:
             self._count_mpps("refused")
             return mpps_checks.failure(exc), None
         self._queued(outcome)
-        self._count_mpps(outcome.status)
+        self._count_mpps("replayed" if outcome.replayed else outcome.status)
         event(log, "mpps_updated", sop_instance_uid=uid, calling_ae=calling,
               status=outcome.status, steps=len(outcome.steps), queued=outcome.queued,
-              ms=round((time.perf_counter() - started) * 1000, 2))
+              replayed=outcome.replayed, ms=round((time.perf_counter() - started) * 1000, 2))
         return 0x0000, None
 
     def _count_find(self, outcome: str, started: float) -> None:
@@ -403,12 +420,20 @@ class DicomServer:
         if outcome.queued and self.on_queued is not None:
             self.on_queued()
 
-    def _write(self, work: Any) -> mpps_flow.Outcome:
+    def _write(self, uid: str, operation: str, work: Any) -> mpps_flow.Outcome:
+        """Run an MPPS job in the store; no answer within ``mpps_store_timeout`` is 0110 (the
+        job may still commit: the same request resent is then answered as done)."""
         assert self.writer is not None
+        timeout = self.mpps_store_timeout
         try:
-            outcome: mpps_flow.Outcome = self.writer.run_sync(work, timeout=30)
+            outcome: mpps_flow.Outcome = self.writer.run_sync(work, timeout=timeout)
         except StoreError as exc:
             raise mpps_flow.MppsError(0x0110, f"store unavailable: {exc}") from exc
+        except TimeoutError:
+            event(log, "mpps_store_timeout", logging.WARNING, sop_instance_uid=uid,
+                  operation=operation, timeout=timeout)
+            raise mpps_flow.MppsError(0x0110, f"store busy, not done within {timeout:g} s: "
+                                      "send the same request again") from None
         return outcome
 
     @staticmethod
@@ -437,7 +462,7 @@ def _create(conn: sqlite3.Connection, **kwargs: Any) -> mpps_flow.Outcome:
     outcome = mpps_flow.create(MppsRepo(conn), kwargs["uid"], kwargs["status"],
                                kwargs["dataset"], kwargs["summary"], kwargs["calling_ae"],
                                kwargs["refs"], kwargs["match_accession"], kwargs["notify"])
-    if kwargs.get("forward") is not None:
+    if kwargs.get("forward") is not None and not outcome.replayed:
         outcome.queued += kwargs["forward"](conn, "MPPS N-CREATE", kwargs["uid"],
                                             kwargs["dataset"])
     return outcome
@@ -447,6 +472,6 @@ def _update(conn: sqlite3.Connection, uid: str, merge: mpps_flow.Merge,
             notify: mpps_flow.Notify | None, final: mpps_flow.Final | None = None,
             forward: Any = None, changes: dict[str, Any] | None = None) -> mpps_flow.Outcome:
     outcome = mpps_flow.update(MppsRepo(conn), uid, merge, notify, final)
-    if forward is not None:
+    if forward is not None and not outcome.replayed:
         outcome.queued += forward(conn, "MPPS N-SET", uid, changes or {})
     return outcome

@@ -42,6 +42,7 @@ class Outcome:
     unscheduled: bool = False
     status: str = ""
     queued: int = 0
+    replayed: bool = False  # a retry of a request already applied: nothing was changed
 
 
 def resolve(repo: MppsRepo, refs: list[StepReference], match_accession: bool) -> list[int]:
@@ -63,7 +64,12 @@ Notify = Callable[[Any, list[int], str, dict[str, Any]], int]
 def create(repo: MppsRepo, sop_instance_uid: str, status: str, dataset: dict[str, Any],
            summary: dict[str, Any], calling_ae: str, refs: list[StepReference],
            match_accession: bool, notify: Notify | None = None) -> Outcome:
-    if repo.mpps(sop_instance_uid) is not None:
+    """Store a new MPPS; the same N-CREATE again (same content, e.g. resent after a timeout
+    whose job committed late) is answered as done, other content under its UID is 0111."""
+    row = repo.mpps(sop_instance_uid)
+    if row is not None:
+        if row.status == status and row.dataset == dataset:
+            return Outcome(repo.linked_steps(row.id), row.unscheduled, status, replayed=True)
         raise MppsError(0x0111, f"an MPPS with SOP Instance UID {sop_instance_uid} exists")
     steps = resolve(repo, refs, match_accession)
     pk = repo.insert_mpps(sop_instance_uid, status, dataset, calling_ae, not steps)
@@ -83,14 +89,24 @@ Merge = Callable[[dict[str, Any]], tuple[dict[str, Any], str, dict[str, Any]]]
 
 def update(repo: MppsRepo, sop_instance_uid: str, merge: Merge,
            notify: Notify | None = None, final: Final | None = None) -> Outcome:
-    """Apply an N-SET: ``merge`` turns the stored dataset into the new one and its status."""
+    """Apply an N-SET: ``merge`` turns the stored dataset into the new one and its status.
+
+    An N-SET that changes nothing (the same one again, e.g. resent after a timeout whose job
+    committed late) is answered as done, also on a final MPPS; any other N-SET on a final
+    MPPS is 0110 "may no longer be updated"."""
     row = repo.mpps(sop_instance_uid)
     if row is None:
         raise MppsError(0x0112, f"no MPPS with SOP Instance UID {sop_instance_uid}")
+    try:
+        dataset, status, summary = merge(row.dataset)
+    except MppsError:
+        if row.status in FINAL_PPS:
+            raise _no_longer_updated(row.status) from None
+        raise
+    if status == row.status and dataset == row.dataset:
+        return Outcome(repo.linked_steps(row.id), row.unscheduled, status, replayed=True)
     if row.status in FINAL_PPS:
-        raise MppsError(0x0110, f"the MPPS is {row.status} and may no longer be updated",
-                        error_id=0xA710)
-    dataset, status, summary = merge(row.dataset)
+        raise _no_longer_updated(row.status)
     repo.update_mpps(row.id, status, dataset)
     steps = repo.linked_steps(row.id)
     queued = 0
@@ -100,6 +116,11 @@ def update(repo: MppsRepo, sop_instance_uid: str, merge: Merge,
         if final is not None and status in FINAL_PPS:
             queued += final(repo.conn, row.id, sop_instance_uid, status, summary, steps)
     return Outcome(steps, row.unscheduled, status, queued)
+
+
+def _no_longer_updated(status: str) -> MppsError:
+    return MppsError(0x0110, f"the MPPS is {status} and may no longer be updated",
+                     error_id=0xA710)
 
 
 def _move_steps(repo: MppsRepo, steps: list[int], status: str) -> None:
