@@ -70,6 +70,7 @@ class Ingestor:
         message: Message | None = None
         codec = "ascii"
         events: list[Event] = []
+        warnings: list[Hl7Error] = []  # what the mapping changed: ERR severity W in the AA
         rejection: Hl7Reject | None = None
         try:
             self._check_sender(app, fac, peer)
@@ -83,7 +84,7 @@ class Ingestor:
                 event(log, "charset_adjusted", control_id=control_id, sender=app, peer=peer,
                       note=decoded.note)
             self._check_header(message)
-            events = map_message(message, self.mappings())
+            events = map_message(message, self.mappings(), warnings)
         except charset.CharsetError as exc:
             rejection = Hl7Reject("AE", Hl7Error(102, str(exc), "MSH-18"))
             message = _parse_for_ack(raw)
@@ -107,7 +108,8 @@ class Ingestor:
         try:
             try:
                 code, ack_text, duplicate = await self.writer.run(
-                    lambda conn: self._store(conn, record, message, events, rejection))
+                    lambda conn: self._store(conn, record, message, events, rejection,
+                                             tuple(warnings)))
             except Exception as exc:  # nothing was applied: log the message as rejected
                 rejection = self._rejection_for(exc, events, control_id, peer)
                 code, ack_text, duplicate = await self.writer.run(
@@ -167,8 +169,11 @@ class Ingestor:
                          facility=self.mllp.facility)
 
     def _store(self, conn: sqlite3.Connection, record: MessageRecord, message: Message | None,
-               events: list[Event], rejection: Hl7Reject | None) -> tuple[str, str, bool]:
+               events: list[Event], rejection: Hl7Reject | None,
+               warnings: tuple[Hl7Error, ...] = ()) -> tuple[str, str, bool]:
         """Runs in the writer thread: duplicate check, apply, log; returns (code, ACK, dup).
+
+        An accepted message's ``warnings`` go into its ACK (ERR, severity W) and its log row.
 
         A DomainError propagates: the writer rolls the job back and the caller logs the
         message as rejected in a job of its own.
@@ -190,7 +195,7 @@ class Ingestor:
         if rejection is None:
             for ev in events:
                 apply(repo, ev, cancel_started=self.hl7.cancel_started_steps)
-        errors: tuple[Hl7Error, ...] = ()
+        errors: tuple[Hl7Error, ...] = warnings
         code = "AA"
         if rejection is not None:
             code, errors = rejection.ack_code, rejection.errors

@@ -31,15 +31,18 @@ ERROR_CODES: dict[int, str] = {
 
 @dataclass(frozen=True, slots=True)
 class Hl7Error:
-    """What was wrong, where (e.g. 'ORC-1' or 'PID-3.1') and its table 0357 code."""
+    """What was wrong, where (e.g. 'ORC-1' or 'PID-3.1'), its table 0357 code and its
+    table 0516 severity (E error, W warning: the message was accepted as changed)."""
 
     code: int
     text: str
     location: str = ""
+    severity: str = "E"
 
     def describe(self) -> str:
         where = f" at {self.location}" if self.location else ""
-        return f"{ERROR_CODES.get(self.code, 'Error')}{where}: {self.text}"
+        warning = "Warning: " if self.severity == "W" else ""
+        return f"{warning}{ERROR_CODES.get(self.code, 'Error')}{where}: {self.text}"
 
 
 class Hl7Reject(Exception):
@@ -119,7 +122,8 @@ def _err_segment(err: Hl7Error, d: Delimiters) -> str:
     eld = c.join([seg, seq, fld, f"{err.code}{s}{escape(name, d)}{s}HL70357"]) if seg else ""
     erl = c.join([seg, seq, fld, "", comp]).rstrip(c) if seg else ""
     cwe = c.join([str(err.code), escape(name, d), "HL70357"])
-    return d.field.join(["ERR", eld, erl, cwe, "E", "", "", "", escape(err.describe(), d)])
+    return d.field.join(["ERR", eld, erl, cwe, err.severity, "", "", "",
+                         escape(err.describe(), d)])
 
 
 def ack_code_of(ack_text: str) -> tuple[str, str]:

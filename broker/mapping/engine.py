@@ -11,6 +11,7 @@ from typing import Any
 from broker.hl7.ack import Hl7Error, Hl7Reject
 from broker.hl7.message import Message, Segment
 from broker.hl7.path import Scope, first_value, values
+from broker.mapping.dicom_safe import replacement, safe_items
 from broker.mapping.schema import FieldSpec, MappingSet, MessageMapping, StationRule
 from broker.mapping.transforms import TransformContext, TransformError, decimal_string
 from broker.model import (
@@ -42,6 +43,7 @@ class _Evaluator:
         self.message = message
         self.ctx = TransformContext(message, mappings.tables)
         self.origin: dict[str, str] = {}
+        self.warnings: list[Hl7Error] = []
 
     def block(self, specs: Sequence[FieldSpec], scopes: Scopes) -> Attrs:
         attrs: Attrs = {}
@@ -70,6 +72,7 @@ class _Evaluator:
             if raws[0] == HL7_NULL and len(raws) == 1:
                 return [] if spec.multi else ""
             items: list[Any] = raws if spec.structural else [msg.text(r) for r in raws]
+            noted = len(self.ctx.notes)
             try:
                 for _name, fn, param in spec.transforms:
                     items = fn(items, self.ctx, param)
@@ -78,8 +81,14 @@ class _Evaluator:
                     items = self._scale(spec, items, use)
             except TransformError as exc:
                 raise reject("AE", 102, f"{spec.keyword}: {exc}", str(path)) from exc
+            for note in self.ctx.notes[noted:]:
+                self.warn(f"{spec.keyword}: {note}", str(path))
             if not items:
                 continue
+            items, changed = safe_items(spec.keyword, spec.vr, items)
+            for where, vr in changed:
+                self.warn(f"{where}: a backslash separates values of a DICOM {vr}; "
+                          f"replaced by {replacement(vr)!r}", str(path))
             return items if spec.multi else items[0]
         if spec.paths:
             self.origin.setdefault(spec.keyword, spec.paths[0].text)
@@ -94,6 +103,12 @@ class _Evaluator:
                 reason = f"{spec.keyword} is required but {where or 'it'} is empty"
             raise reject("AE", 101, reason, where)
         return None
+
+    def warn(self, text: str, location: str) -> None:
+        """A change made to the message's data, answered and stored as an HL7 warning."""
+        warning = Hl7Error(102, text, location, "W")
+        if warning not in self.warnings:
+            self.warnings.append(warning)
 
     def _scale(self, spec: FieldSpec, items: list[Any], scopes: Scopes) -> list[Any]:
         assert spec.unit is not None
@@ -113,8 +128,17 @@ class _Evaluator:
         return self.message.text(raws[0]) if raws else ""
 
 
-def map_message(message: Message, mappings: MappingSet) -> list[Event]:
-    """The domain events of a message; raises Hl7Reject (AR/AE) with the field at fault."""
+def map_message(message: Message, mappings: MappingSet,
+                warnings: list[Hl7Error] | None = None) -> list[Event]:
+    """The domain events of a message; raises Hl7Reject (AR/AE) with the field at fault.
+
+    What the mapping had to leave out or change (a name repetition, a backslash) is
+    appended to ``warnings`` as severity-W errors.
+    """
+    return _map(message, mappings, warnings if warnings is not None else [])
+
+
+def _map(message: Message, mappings: MappingSet, warnings: list[Hl7Error]) -> list[Event]:
     mm = mappings.for_type(message.message_type)
     if mm is None:
         known_codes = {t.split("^")[0] for t in mappings.messages}
@@ -124,6 +148,7 @@ def map_message(message: Message, mappings: MappingSet) -> list[Event]:
         raise reject("AR", 200, f"message type {message.message_type!r} is not handled "
                      f"(accepted: {', '.join(sorted(mappings.messages))})", "MSH-9")
     ev = _Evaluator(message, mappings)
+    ev.warnings = warnings
     if mm.kind == "order":
         return _order_events(ev, mm, mappings)
     scopes: Scopes = [Scope(message.segments)]

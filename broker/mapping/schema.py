@@ -14,6 +14,8 @@ import yaml
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 
 from broker.hl7.path import Path, PathError, parse_path
+from broker.mapping import names
+from broker.mapping.dicom_safe import BACKSLASH_ALLOWED, keyword_vr
 from broker.mapping.outbound import (
     COMPLETION_STATES,
     ON_TIMEOUT,
@@ -22,6 +24,8 @@ from broker.mapping.outbound import (
     OutboundRule,
     Template,
     placeholder_error,
+    rule_problems,
+    template_problems,
 )
 from broker.mapping.transforms import TRANSFORMS, VR_TRANSFORM, Fn
 from broker.model import OrderAction, StepStatus
@@ -286,7 +290,10 @@ class _Builder:
             if 9 not in msh or 10 not in msh:
                 self.error(file, at, f"template {name!r}: MSH-9 and MSH-10 are required")
                 continue
-            self.templates[str(name)] = Template(str(name), tuple(segments), msh[9])
+            template = Template(str(name), tuple(segments), msh[9])
+            for problem in template_problems(template):
+                self.error(file, at, problem)
+            self.templates[str(name)] = template
 
     def _read_outbound(self) -> None:
         for doc, file in self._outbound_docs:
@@ -311,6 +318,8 @@ class _Builder:
                                      {str(k): str(v) for k, v in statuses.items()})
                 if event_name == "completion":
                     self._completion_rule(file, at, rule, built)
+                for problem in rule_problems(str(event_name), built):
+                    self.error(file, at, problem)
                 self.outbound[str(event_name)] = built
 
     def _completion_rule(self, file: str, at: int, rule: Any, built: OutboundRule) -> None:
@@ -439,6 +448,9 @@ class _Builder:
                 self.error(file, spec.lines.get(option, line),
                            f"{keyword}: {option} must be text or a number (quote dates and "
                            f"times: '20240101'), or a list of them")
+            elif option in spec and _has_backslash(vr, spec[option]):
+                self.error(file, spec.lines.get(option, line), _BACKSLASH_ERROR.format(
+                    keyword=keyword, vr=vr))
         scope = spec.get("scope", "any")
         if scope not in ("any", "group"):
             self.error(file, spec.lines.get("scope", line), f"{keyword}: scope is any or group")
@@ -476,6 +488,8 @@ class _Builder:
                 self.error(file, line, f"{keyword}: lookup table {param!r} is not defined")
             if kind == "int" and not isinstance(param, int):
                 self.error(file, line, f"{keyword}: {name} needs a whole number")
+            if kind == "names" and names.param_error(param):
+                self.error(file, line, f"{keyword}: {names.param_error(param)}")
             if kind is None and param is not None:
                 self.error(file, line, f"{keyword}: {name} takes no parameter")
             out.append((str(name), fn, param))
@@ -586,9 +600,23 @@ class _Builder:
         for key in rule["set"]:
             if key not in keyword_dict:
                 self.error(file, rule.line, f"station rule: {key!r} is not a DICOM keyword")
+            elif _has_backslash(keyword_vr(key), rule["set"][key]):
+                self.error(file, rule.line, "station rule: " + _BACKSLASH_ERROR.format(
+                    keyword=key, vr=keyword_vr(key)))
         settings = {k: [str(x) for x in v] if isinstance(v, list) else str(v)
                     for k, v in rule["set"].items()}
         self.station_rules.append(StationRule(tuple(conditions), settings, f"{file}:{rule.line}"))
+
+
+_BACKSLASH_ERROR = ("{keyword}: a backslash separates values of a DICOM {vr}; write several "
+                    "values as a YAML list")
+
+
+def _has_backslash(vr: str, value: Any) -> bool:
+    """A constant that would change its value multiplicity once stored."""
+    if isinstance(value, list):
+        return any(_has_backslash(vr, v) for v in value)
+    return vr not in BACKSLASH_ALLOWED and "\\" in str(value)
 
 
 def _plain(value: Any) -> bool:

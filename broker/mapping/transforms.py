@@ -10,11 +10,12 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from broker.hl7.message import Message
+from broker.mapping import names
 
 
 class TransformError(ValueError):
@@ -25,6 +26,9 @@ class TransformError(ValueError):
 class TransformContext:
     message: Message
     tables: Mapping[str, Mapping[str, str]]
+    #: what a transform left out or changed, without patient data; the engine adds the
+    #: keyword and path and stores them with the message as HL7 warnings
+    notes: list[str] = field(default_factory=list)
 
 
 Fn = Callable[[list[Any], TransformContext, Any], list[Any]]
@@ -84,21 +88,22 @@ def _pn(family: str, given: str, middle: str, prefix: str, suffix: str) -> str:
 
 
 def person_name(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
-    """XPN repetitions → one PN; the name representation code (XPN-8: A, I, P) picks the
-    component group, so an alphabetic and an ideographic name become ``A=I``."""
-    groups: dict[str, str] = {}
-    for raw in items:
+    """XPN repetitions → one PN ``alphabetic=ideographic=phonetic``: XPN-8 (name
+    representation code A, I, P) picks a repetition's group; without it the policy
+    ``groups`` (script or position, see names.py) does. Every repetition left out is noted."""
+    policy = names.policy_of(param)
+    reps = []
+    for index, raw in enumerate(items, start=1):
         c = _components(ctx, raw) + [""] * 9
         name = _pn(c[0], c[1], c[2], c[4], " ".join(x for x in (c[3], c[5]) if x))
-        if not name:
-            continue
-        rep = (c[7] or "A").upper()[:1]
-        group = rep if rep in "AIP" else "A"
-        groups.setdefault(group, name)
+        if name:
+            reps.append(names.Repetition(index, name, c[6].strip().upper(),
+                                         c[7].strip().upper()[:1]))
+    groups, notes = names.place(reps, policy)
+    ctx.notes.extend(notes)
     if not groups:
         return [""]
-    parts = [groups.get("A", ""), groups.get("I", ""), groups.get("P", "")]
-    return ["=".join(parts).rstrip("=")]
+    return ["=".join(groups.get(g, "") for g in names.GROUPS).rstrip("=")]
 
 
 def physician_name(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
@@ -215,12 +220,12 @@ def truncate(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
     return [str(t)[: int(param)] for t in items]
 
 
-#: name → (function, is_structural, parameter kind: None | 'table' | 'int' | 'dict' | 'any')
+#: name → (function, is_structural, parameter kind: None | 'table' | 'int' | 'dict' | 'names')
 TRANSFORMS: dict[str, tuple[Fn, bool, str | None]] = {
     "date": (to_date, False, None),
     "time": (to_time, False, None),
     "datetime": (to_datetime, False, None),
-    "person_name": (person_name, True, None),
+    "person_name": (person_name, True, "names"),
     "physician_name": (physician_name, True, None),
     "staff_name": (staff_name, True, None),
     "code": (code, True, "dict"),

@@ -57,9 +57,9 @@ def error_at(errors: list[str], file: str, line: int, *fragments: str) -> str:
 def test_shipped_mappings_load(shipped: MappingSet) -> None:
     assert sorted(shipped.messages) == [
         "ADT^A01", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A31", "ADT^A40", "ADT^A47",
-        "OMI^O23", "ORM^O01"]
+        "OMG^O19", "OMI^O23", "ORM^O01"]
     assert [Path(f).name for f in shipped.files] == [
-        "adt.yaml", "orders.yaml", "outbound.yaml", "stations.yaml", "tables.yaml"]
+        "adt.yaml", "omg.yaml", "orders.yaml", "outbound.yaml", "stations.yaml", "tables.yaml"]
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,8 @@ def test_unknown_keyword_in_message_block(folder: Path) -> None:
 
 
 def test_unknown_transform(folder: Path) -> None:
-    file, line = edit(folder, "adt.yaml", "transform: person_name}", "transform: persn_name}")
+    file, line = edit(folder, "adt.yaml", "transform: {person_name: {groups: script}}}",
+                      "transform: persn_name}")
     err = error_at(load_errors(folder), file, line, "unknown transform 'persn_name'")
     assert "did you mean 'person_name'?" in err
 
@@ -230,7 +231,7 @@ def test_undefined_lookup_table(folder: Path) -> None:
 
 
 def test_structural_transform_not_first(folder: Path) -> None:
-    file, line = edit(folder, "adt.yaml", "transform: person_name}",
+    file, line = edit(folder, "adt.yaml", "transform: {person_name: {groups: script}}}",
                       "transform: [upper, person_name]}")
     error_at(load_errors(folder), file, line, "transform 'person_name' must come first")
 
@@ -368,7 +369,8 @@ def test_station_rule_without_set(folder: Path) -> None:
 
 
 def test_several_errors_are_all_reported(folder: Path) -> None:
-    f1, l1 = edit(folder, "adt.yaml", "transform: person_name}", "transform: persn_name}")
+    f1, l1 = edit(folder, "adt.yaml", "transform: {person_name: {groups: script}}}",
+                      "transform: persn_name}")
     f2, l2 = edit(folder, "tables.yaml", "  XO_CM: {action: status, status: COMPLETED}",
                   "  XO_CM: {action: status, status: DONE}")
     errors = load_errors(folder)
