@@ -69,7 +69,8 @@ class Broker:
                                     client_context(d.tls, f"outbound.destinations[{i}].tls"),
                                     d.tls.server_hostname)
                         for i, d in enumerate(o.destinations)]
-        notifier = StatusNotifier(self.mappings, [d.name for d in destinations])
+        notifier = StatusNotifier(self.mappings, [d.name for d in destinations],
+                                  {d.name: d.charset for d in o.destinations if d.charset})
         self.closure = _closure(settings, self.mappings, notifier)
         self.closure_scp = ClosureScp(self.writer, self.closure)
         requests = _commitment_destinations(settings, self.closure_scp) + _forward_destinations(

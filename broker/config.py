@@ -167,6 +167,9 @@ class DestinationSettings:
     port: int = 2576
     timeout: float = 10.0
     tls: TlsSettings = field(default_factory=TlsSettings)
+    #: MSH-18 of the messages sent here (HL7 table 0211, e.g. 8859/1), in place of the
+    #: template's own; the bytes are encoded in it
+    charset: str = ""
 
 
 @dataclass
@@ -323,6 +326,7 @@ def check(settings: Settings, where: str = "settings") -> None:
         if value not in DICOM_CHARSETS:
             raise ConfigError(f"{where}: {label} {value!r} must be one of "
                               + ", ".join(DICOM_CHARSETS))
+    _check_destination_charsets(settings, where)
     codec_settings = [(f"hl7.senders[{i}].charset", s.charset)
                       for i, s in enumerate(settings.hl7.senders) if s.charset]
     codec_settings += [(f"hl7.charset_aliases[{k!r}]", v)
@@ -355,6 +359,16 @@ def check(settings: Settings, where: str = "settings") -> None:
         if getattr(admin, name) <= 0:
             raise ConfigError(f"{where}: admin.{name} {getattr(admin, name)} must be more "
                               "than 0")
+
+
+def _check_destination_charsets(settings: Settings, where: str) -> None:
+    """Each destination's MSH-18 is a table 0211 name the sender can encode in."""
+    from broker.mapping.outbound import ENCODABLE
+
+    for i, d in enumerate(settings.outbound.destinations):
+        if d.charset and d.charset not in ENCODABLE:
+            raise ConfigError(f"{where}: outbound.destinations[{i}].charset {d.charset!r} must "
+                              "be one of " + ", ".join(ENCODABLE))
 
 
 def _check_addresses(settings: Settings, where: str) -> None:

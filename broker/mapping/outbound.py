@@ -26,6 +26,16 @@ ON_TIMEOUT = ("send_partial", "report_problem")
 #: the completion states a notice reports, with their default OBR-25 result status
 COMPLETION_STATES = {"complete": "F", "partial": "A", "commitment_failed": "X"}
 SCOPES = frozenset({"patient", "procedure", "step"})
+#: the MPPS statuses a procedure status message can report (keys of order_status)
+MPPS_STATUSES = ("IN PROGRESS", "COMPLETED", "DISCONTINUED")
+#: HL7 table 0038 order status (ORC-5), the same from v2.3.1 to v2.8
+ORDER_STATUS_TABLE = frozenset({"A", "CA", "CM", "DC", "ER", "HD", "IP", "RP", "SC"})
+#: HL7 table 0123 result status (OBR-25)
+RESULT_STATUS_TABLE = frozenset({"O", "I", "S", "A", "P", "C", "R", "F", "X", "Y", "Z"})
+#: the HL7 table 0211 names a template or destination may declare in MSH-18 (each has a codec
+#: in broker.hl7.charset); "UNICODE UTF-8" is new in v2.5, older versions call it "UNICODE"
+ENCODABLE = ("ASCII", *(f"8859/{n}" for n in (*range(1, 10), 15)), "UNICODE UTF-8", "UNICODE",
+             "GB 18030-2000", "KS X 1001", "ISO IR87", "ISO IR159", "ISO IR14", "BIG-5")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,34 @@ class OutboundRule:
     timeout: float = 600.0
     on_timeout: str = "send_partial"
     result_status: dict[str, str] = field(default_factory=lambda: dict(COMPLETION_STATES))
+
+
+def template_problems(template: Template) -> list[str]:
+    """What makes a template unsendable as written: an MSH-18 the sender cannot encode in."""
+    declared = template_charset(template)
+    if declared and declared not in ENCODABLE:
+        return [f"template {template.name!r} MSH-18 {declared!r} is not a character set the "
+                f"broker can encode (HL7 table 0211: {', '.join(ENCODABLE)})"]
+    return []
+
+
+def rule_problems(event_name: str, rule: OutboundRule) -> list[str]:
+    """Status codes of a rule outside the HL7 table of the field that carries them."""
+    problems = []
+    for mpps_status, code in rule.order_status.items():
+        if mpps_status not in MPPS_STATUSES:
+            problems.append(f"outbound {event_name}: order_status {mpps_status!r} is not an "
+                            f"MPPS status (use {', '.join(MPPS_STATUSES)})")
+        if code not in ORDER_STATUS_TABLE:
+            problems.append(f"outbound {event_name}: order_status {code!r} for {mpps_status!r}"
+                            " is not in HL7 table 0038 (ORC-5: "
+                            f"{', '.join(sorted(ORDER_STATUS_TABLE))})")
+    for state, code in rule.result_status.items():
+        if code not in RESULT_STATUS_TABLE:
+            problems.append(f"outbound {event_name}: result_status {code!r} for {state!r} is "
+                            "not in HL7 table 0123 (OBR-25: "
+                            f"{', '.join(sorted(RESULT_STATUS_TABLE))})")
+    return problems
 
 
 def placeholder_error(name: str) -> str | None:
@@ -94,13 +132,23 @@ def _compiled(template: Template) -> tuple[tuple[str, tuple[tuple[Part, ...], ..
     return tuple(segments)
 
 
-def render(template: Template, context: dict[str, Any]) -> str:
-    """The message text (segments ended by CR)."""
+def render(template: Template, context: dict[str, Any], charset: str = "") -> str:
+    """The message text (segments ended by CR); ``charset``, when given, is its MSH-18
+    in place of the template's own."""
     out = []
     for name, fields in _compiled(template):
         head = ["MSH", "^~\\&"] if name == "MSH" else [name]
-        out.append("|".join(head + [_fill(parts, context) for parts in fields]).rstrip("|"))
+        values = [_fill(parts, context) for parts in fields]
+        if name == "MSH" and charset:
+            values += [""] * (16 - len(values))  # MSH-18 is the 16th field after MSH-2
+            values[15] = charset
+        out.append("|".join(head + values).rstrip("|"))
     return "\r".join(out) + "\r"
+
+
+def template_charset(template: Template) -> str:
+    """The MSH-18 a template declares ("" when it has none)."""
+    return dict(template.segments[0][1]).get(18, "")
 
 
 def _fill(parts: tuple[Part, ...], context: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ import aiosqlite
 from broker.hl7.ack import ack_code_of
 from broker.hl7.mllp import MllpClient, MllpError
 from broker.logs import event
+from broker.outbound.encoding import EncodingError, encode
 from broker.store.outbox_reader import due, next_due_at, open_outbox_reader
 from broker.store.repo import OutboxRepo, OutboxRow
 from broker.store.writer import StoreError, Writer
@@ -147,7 +148,11 @@ class OutboxWorker:
                 outcome, reason, detail = "retry", f"{type(exc).__name__}: {exc}", ""
             return self._settle(row, outcome, reason, detail)
         try:
-            answer = await self._exchange(destination, row)
+            payload = encode(row.payload)
+        except EncodingError as exc:
+            return self._settle(row, "dead", f"not sent to {destination.name}: {exc}")
+        try:
+            answer = await self._exchange(destination, row, payload)
         except (MllpError, OSError, TimeoutError) as exc:
             await self._drop_client(destination.name)
             return self._settle(row, "retry", f"{type(exc).__name__}: {exc}" if str(exc)
@@ -160,8 +165,9 @@ class OutboxWorker:
                                 f"{_reason(answer)}", answer)
         return self._settle(row, "retry", f"unexpected answer {answer[:80]!r}")
 
-    async def _exchange(self, destination: Destination, row: OutboxRow) -> str:
-        """Send and wait for the acknowledgement whose MSA-2 is this message's MSH-10."""
+    async def _exchange(self, destination: Destination, row: OutboxRow, payload: bytes) -> str:
+        """Send ``payload`` (the row's text in its MSH-18 character set) and wait for the
+        acknowledgement whose MSA-2 is this message's MSH-10."""
         client = self._clients.get(destination.name)
         if client is None:
             client = MllpClient(destination.host, destination.port, timeout=destination.timeout,
@@ -170,7 +176,7 @@ class OutboxWorker:
             await client.connect()
             self._clients[destination.name] = client
         deadline = time.monotonic() + destination.timeout
-        frame = await client.send(row.payload.encode("utf-8"))
+        frame = await client.send(payload)
         while True:
             text = frame.decode("utf-8", errors="replace")
             if ack_code_of(text)[1] == row.control_id:

@@ -178,8 +178,8 @@ class Closure:
             return 0
         else:
             return 0
-        queued = self._send(conn, mpps_pk, uid, mpps.dataset if mpps else {}, rule, facts,
-                            state, reason)
+        queued = self._send(conn, mpps_pk, uid, mpps.dataset if mpps else {}, facts, state,
+                            reason)
         repo.decide_completion(mpps_pk, "sent" if state == "complete" else state, reason)
         event(log, "completion_notice", logging.INFO if state == "complete" else logging.WARNING,
               sop_instance_uid=uid, state=state, queued=queued, instances=facts.instances,
@@ -202,15 +202,7 @@ class Closure:
         return missing
 
     def _send(self, conn: Any, mpps_pk: int, uid: str, dataset: dict[str, Any],
-              rule: OutboundRule, facts: Facts, state: str, reason: str) -> int:
+              facts: Facts, state: str, reason: str) -> int:
         steps = MppsRepo(conn).linked_steps(mpps_pk)
-        completion = {
-            "state": state, "result_status": rule.result_status.get(state, ""),
-            "partial": "Y" if state == "partial" else "N",
-            "series_count": facts.series, "instance_count": facts.instances,
-            "committed_count": facts.committed, "failed_count": facts.failed,
-            "available_count": facts.available, "retrieve_ae": list(facts.retrieve_aes),
-            "reason": reason, "transaction_uid": facts.transaction_uid}
-        return self.notifier.queue(conn, COMPLETION, steps, {
-            "mpps": self.summarize(dataset, uid), "completion": completion,
-            "order_status": "CM"})
+        return self.notifier.completion(conn, steps, self.summarize(dataset, uid), facts, state,
+                                        reason)

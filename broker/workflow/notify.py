@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.hl7.ack import new_control_id
-from broker.mapping.outbound import hl7_timestamp, render
+from broker.mapping.outbound import OutboundRule, hl7_timestamp, render
 from broker.mapping.schema import MappingSet
+from broker.store.closure import Facts
 from broker.store.repo import MppsRepo, OutboxRepo
 
 EVENT = "procedure_status"
@@ -22,15 +23,29 @@ COMPLETION = "completion"
 class StatusNotifier:
     mappings: Callable[[], MappingSet]
     destinations: list[str] = field(default_factory=list)
+    #: MSH-18 per destination, in place of the template's own (the sender encodes in it)
+    charsets: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, conn: sqlite3.Connection, steps: list[int], mpps_status: str,
                  mpps: dict[str, Any]) -> int:
-        """Queue the status messages; returns how many."""
+        """Queue the status messages; returns how many. An MPPS status that the rule's
+        order_status does not list is not reported."""
         rule = self.mappings().outbound.get(EVENT)
-        if rule is None:
+        if rule is None or mpps_status not in rule.order_status:
             return 0
         return self.queue(conn, EVENT, steps, {
-            "order_status": rule.order_status.get(mpps_status, mpps_status), "mpps": mpps})
+            "order_status": rule.order_status[mpps_status], "mpps": mpps})
+
+    def completion(self, conn: sqlite3.Connection, steps: list[int], mpps: dict[str, Any],
+                   facts: Facts, state: str, reason: str) -> int:
+        """Queue the completion notices of a procedure in ``state`` (complete, partial,
+        commitment_failed); returns how many."""
+        rule = self.mappings().outbound.get(COMPLETION)
+        if rule is None:
+            return 0
+        return self.queue(conn, COMPLETION, steps, {
+            "mpps": mpps, "completion": completion_context(rule, facts, state, reason),
+            "order_status": "CM"})
 
     def queue(self, conn: sqlite3.Connection, event_name: str, steps: list[int],
               extra: dict[str, Any]) -> int:
@@ -56,6 +71,18 @@ class StatusNotifier:
                            "patient": patient, "procedure": procedure, "step": step_attrs,
                            **extra}
                 outbox.enqueue(destination, study, control_id, template.message_type,
-                               render(template, context))
+                               render(template, context, self.charsets.get(destination, "")))
                 queued += 1
         return queued
+
+
+def completion_context(rule: OutboundRule, facts: Facts, state: str,
+                       reason: str) -> dict[str, Any]:
+    """The ``{completion.X}`` values of a completion notice in ``state``."""
+    return {
+        "state": state, "result_status": rule.result_status.get(state, ""),
+        "partial": "Y" if state == "partial" else "N",
+        "series_count": facts.series, "instance_count": facts.instances,
+        "committed_count": facts.committed, "failed_count": facts.failed,
+        "available_count": facts.available, "retrieve_ae": list(facts.retrieve_aes),
+        "reason": reason, "transaction_uid": facts.transaction_uid}
