@@ -52,8 +52,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print("nothing to purge: every retention age is 0 (keep for ever)")
         return 0
     if args.dry_run:
-        for name, count in purger.expired().items():
-            print(f"{name:<17} older than {ages[name]:g} days: {count} would be deleted")
+        print("# older than: " + ", ".join(f"{name} {days:g} days" for name, days in ages.items()))
+        expired = purger.expired()
+        for table, count in expired.items():
+            print(f"{table:<20} {count} would be deleted")
+        print(f"# {sum(expired.values())} row(s) would be deleted from {db.path}")
         return 0
     writer.start()
     try:
@@ -64,7 +67,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     finally:
         writer.stop()
     for table, count in removed.items():
-        print(f"{table:<17} {count} deleted")
+        print(f"{table:<20} {count} deleted")
     print(f"# {sum(removed.values())} row(s) deleted from {db.path}")
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from broker.config import RetentionSettings
 from broker.logs import event
 from broker.store.db import connect
-from broker.store.retention import RULES, Removed, Rule
+from broker.store.retention import RULES, Cutoffs, Removed, Rule, plan
 from broker.store.writer import Writer
 
 log = logging.getLogger("broker.retention")
@@ -45,13 +45,18 @@ class Purger:
                 out.append((rule, now - days * DAY))
         return out
 
-    def expired(self, now: float | None = None) -> dict[str, int]:
-        """What a purge would remove now, by rule (nothing is deleted)."""
+    def limits(self, now: float | None = None) -> Cutoffs:
+        """Every rule's cutoff by name; 0.0 for a rule whose age is 0 (nothing is older)."""
+        active = {rule.name: cutoff for rule, cutoff in self.cutoffs(now)}
+        return {rule.name: active.get(rule.name, 0.0) for rule in RULES}
+
+    def expired(self, now: float | None = None) -> Removed:
+        """What a purge would remove now, cascades included, by table (nothing is deleted)."""
         if not self.db_path.exists():
             return {}
         reader = connect(self.db_path, readonly=True, busy_timeout_ms=self.busy_timeout_ms)
         try:
-            return {rule.name: rule.count(reader, cutoff) for rule, cutoff in self.cutoffs(now)}
+            return plan(reader, [rule for rule, _ in self.cutoffs(now)], self.limits(now))
         finally:
             reader.close()
 
@@ -60,9 +65,10 @@ class Purger:
         started = time.perf_counter()
         removed: Removed = {}
         reader = connect(self.db_path, readonly=True, busy_timeout_ms=self.busy_timeout_ms)
+        limits = self.limits(now)
         try:
-            for rule, cutoff in self.cutoffs(now):
-                for table, count in self._purge_rule(reader, rule, cutoff).items():
+            for rule, _ in self.cutoffs(now):
+                for table, count in self._purge_rule(reader, rule, limits).items():
                     removed[table] = removed.get(table, 0) + count
         finally:
             reader.close()
@@ -72,14 +78,14 @@ class Purger:
               **counts)
         return removed
 
-    def _purge_rule(self, reader: sqlite3.Connection, rule: Rule, cutoff: float) -> Removed:
+    def _purge_rule(self, reader: sqlite3.Connection, rule: Rule, limits: Cutoffs) -> Removed:
         chunk = max(1, self.settings.chunk)
         removed: Removed = {}
         while not self._halt.is_set():
-            ids = rule.candidates(reader, cutoff, chunk)
+            ids = rule.candidates(reader, limits, chunk)
             if not ids:
                 break
-            done = self.writer.run_sync(partial(rule.purge, ids=ids, cutoff=cutoff))
+            done = self.writer.run_sync(partial(rule.purge, ids=ids, cutoffs=limits))
             for table, count in done.items():
                 removed[table] = removed.get(table, 0) + count
             if len(ids) < chunk or not done.get(rule.table):

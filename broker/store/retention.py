@@ -3,14 +3,20 @@
 Each table has one rule. Finding expired rows runs on a read connection (a long scan never
 holds the write lock); deleting runs in the single writer's transaction, one bounded chunk of
 ids at a time, and checks again that each row is still expired (it may have changed since).
-To cover a new table, add one delete function and one ``Rule`` to ``RULES``.
+What a deletion takes with it (``ON DELETE CASCADE``) is read from the schema's foreign keys,
+so the counts of a purge and of its dry run name every row, by table.
+
+An MPPS that is kept keeps the scheduled steps it covers (and their procedure): a step is not
+purged while an MPPS that links to it has not expired itself (``retention.mpps_days: 0``
+keeps those steps for ever).
+To cover a new table, add one function that names its doomed rows and one ``Rule``.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 ENDED_STEPS = "('COMPLETED', 'DISCONTINUED', 'CANCELED')"
@@ -19,80 +25,153 @@ IDS = "(SELECT value FROM json_each(?))"
 
 #: rows removed, by table
 Removed = dict[str, int]
+#: rule name → the time before which its rows expire (0.0: kept for ever)
+Cutoffs = dict[str, float]
+#: ids of the rows a rule deletes itself, by table (the cascades come on top)
+Doomed = dict[str, list[int]]
 
 
 @dataclass(frozen=True)
 class Rule:
-    """Rows of ``table`` matching ``expired`` (one parameter: the cutoff time) are removed by
-    ``delete``; ``name`` is the retention setting of their age (``<name>_days``)."""
+    """Rows of ``table`` matching ``expired`` (named parameters: the cutoffs by rule name)
+    are removed; ``doomed`` names them and any row the rule removes with them; ``prepare``
+    runs before the deletion (to unlink rows that must stay); ``name`` is the retention
+    setting of their age (``<name>_days``)."""
 
     name: str
     table: str
     expired: str
-    delete: Callable[[sqlite3.Connection, str, float], Removed]
+    doomed: Callable[[sqlite3.Connection, str, Cutoffs], Doomed]
+    prepare: Callable[[sqlite3.Connection, str], None] | None = None
 
-    def count(self, conn: sqlite3.Connection, cutoff: float) -> int:
-        sql = f"SELECT COUNT(*) FROM {self.table} WHERE {self.expired}"
-        return int(conn.execute(sql, (cutoff,)).fetchone()[0])
+    def candidates(self, conn: sqlite3.Connection, cutoffs: Cutoffs,
+                   limit: int = -1) -> list[int]:
+        """Up to ``limit`` (-1: all) expired row ids (run on a read connection)."""
+        sql = f"SELECT id FROM {self.table} WHERE {self.expired} ORDER BY id LIMIT :limit"
+        return [int(r[0]) for r in conn.execute(sql, {**cutoffs, "limit": limit})]
 
-    def candidates(self, conn: sqlite3.Connection, cutoff: float, limit: int) -> list[int]:
-        """Up to ``limit`` expired row ids (run on a read connection)."""
-        sql = f"SELECT id FROM {self.table} WHERE {self.expired} LIMIT ?"
-        return [int(r[0]) for r in conn.execute(sql, (cutoff, limit))]
+    def still_expired(self, conn: sqlite3.Connection, ids: str, cutoffs: Cutoffs) -> list[int]:
+        sql = f"SELECT id FROM {self.table} WHERE id IN {IDS.replace('?', ':ids')} AND " \
+            f"{self.expired}"
+        return [int(r[0]) for r in conn.execute(sql, {**cutoffs, "ids": ids})]
 
-    def purge(self, conn: sqlite3.Connection, ids: list[int], cutoff: float) -> Removed:
-        """Delete those of ``ids`` that are still expired (run in the writer's transaction)."""
-        return self.delete(conn, json.dumps(ids), cutoff) if ids else {}
+    def purge(self, conn: sqlite3.Connection, ids: list[int], cutoffs: Cutoffs) -> Removed:
+        """Delete those of ``ids`` that are still expired (run in the writer's transaction);
+        the rows deleted, cascades included, by table."""
+        if not ids:
+            return {}
+        doomed = self.doomed(conn, json.dumps(ids), cutoffs)
+        if not any(doomed.values()):
+            return {}
+        removed = cascaded(conn, doomed)
+        if self.prepare is not None:
+            self.prepare(conn, json.dumps(doomed.get(self.table, [])))
+        for table, rows in doomed.items():
+            if rows:
+                conn.execute(f"DELETE FROM {table} WHERE id IN {IDS}", (json.dumps(rows),))
+        return removed
 
 
-def _delete_steps(conn: sqlite3.Connection, ids: str, cutoff: float) -> Removed:
-    """Ended steps; their station rows and MPPS links go by cascade, then the procedures left
-    without steps and the ended MPPS left without scheduled steps."""
-    rows = conn.execute(f"SELECT id, procedure_fk FROM steps WHERE id IN {IDS} AND "
-                        f"{STEPS.expired}", (ids, cutoff)).fetchall()
-    if not rows:
-        return {}
-    steps = json.dumps([r[0] for r in rows])
-    procedures = json.dumps(sorted({r[1] for r in rows}))
-    mpps = json.dumps([r[0] for r in conn.execute(
-        f"SELECT DISTINCT mpps_fk FROM mpps_steps WHERE step_fk IN {IDS}", (steps,))])
-    removed = {"steps": conn.execute(f"DELETE FROM steps WHERE id IN {IDS}", (steps,)).rowcount}
-    removed["procedures"] = conn.execute(
-        f"DELETE FROM procedures WHERE id IN {IDS} AND NOT EXISTS "
-        "(SELECT 1 FROM steps WHERE steps.procedure_fk = procedures.id)", (procedures,)).rowcount
-    removed["mpps"] = conn.execute(
-        f"DELETE FROM mpps WHERE id IN {IDS} AND status IN {ENDED_MPPS} AND NOT EXISTS "
-        "(SELECT 1 FROM mpps_steps WHERE mpps_steps.mpps_fk = mpps.id)", (mpps,)).rowcount
+def plan(conn: sqlite3.Connection, rules: Iterable[Rule], cutoffs: Cutoffs) -> Removed:
+    """What purging with ``rules`` would delete now, cascades included, by table (reads
+    only: the dry run of ``mwl-broker purge``)."""
+    doomed: dict[str, set[int]] = {}
+    for rule in rules:
+        ids = json.dumps(rule.candidates(conn, cutoffs))
+        for table, rows in rule.doomed(conn, ids, cutoffs).items():
+            doomed.setdefault(table, set()).update(rows)
+    return cascaded(conn, {t: sorted(rows) for t, rows in doomed.items()})
+
+
+def cascaded(conn: sqlite3.Connection, doomed: Doomed) -> Removed:
+    """The rows that go when ``doomed`` are deleted: they and every row ``ON DELETE CASCADE``
+    takes with them, counted by table (tables without rows are left out)."""
+    ids = {table: set(rows) for table, rows in doomed.items() if rows}
+    children = _cascades(conn)
+    frontier = dict(ids)
+    while frontier:  # ends: each round only adds rows not seen before, of finitely many
+        found: dict[str, set[int]] = {}
+        for parent, rows in frontier.items():
+            for child, column, has_id in children.get(parent, []):
+                if not has_id:
+                    continue
+                new = {int(r[0]) for r in conn.execute(
+                    f"SELECT id FROM {child} WHERE {column} IN {IDS}",
+                    (json.dumps(sorted(rows)),))} - ids.get(child, set())
+                if new:
+                    ids.setdefault(child, set()).update(new)
+                    found.setdefault(child, set()).update(new)
+        frontier = found
+    removed = {table: len(rows) for table, rows in ids.items()}
+    leaves: dict[str, list[tuple[str, str]]] = {}
+    for parent, refs in children.items():
+        for child, column, has_id in refs:
+            if not has_id and ids.get(parent):
+                leaves.setdefault(child, []).append((parent, column))
+    for child, links in sorted(leaves.items()):
+        where = " OR ".join(f"{column} IN {IDS}" for _, column in links)
+        count = int(conn.execute(f"SELECT COUNT(*) FROM {child} WHERE {where}", [
+            json.dumps(sorted(ids[parent])) for parent, _ in links]).fetchone()[0])
+        if count:
+            removed[child] = count
     return removed
 
 
-def _delete_mpps(conn: sqlite3.Connection, ids: str, cutoff: float) -> Removed:
-    """Ended MPPS; their step links (and what later tables hang on them) go by cascade."""
-    return {"mpps": conn.execute(f"DELETE FROM mpps WHERE id IN {IDS} AND {MPPS.expired}",
-                                 (ids, cutoff)).rowcount}
+def _cascades(conn: sqlite3.Connection) -> dict[str, list[tuple[str, str, bool]]]:
+    """parent table → (child table, its column, whether the child has an ``id``) for each
+    ``ON DELETE CASCADE`` foreign key of the schema."""
+    tables = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    out: dict[str, list[tuple[str, str, bool]]] = {}
+    for child in tables:
+        has_id = any(r[1] == "id" for r in conn.execute(f"PRAGMA table_info({child})"))
+        for fk in conn.execute(f"PRAGMA foreign_key_list({child})"):
+            if str(fk[6]).upper() == "CASCADE":
+                out.setdefault(str(fk[2]), []).append((child, str(fk[3]), has_id))
+    return out
 
 
-def _delete_messages(conn: sqlite3.Connection, ids: str, cutoff: float) -> Removed:
-    """Logged messages; a kept resend that pointed at one becomes the original of record."""
+def _doomed_steps(conn: sqlite3.Connection, ids: str, cutoffs: Cutoffs) -> Doomed:
+    """Ended steps no kept MPPS links to, and the procedures they leave without steps."""
+    steps = STEPS.still_expired(conn, ids, cutoffs)
+    if not steps:
+        return {}
+    doomed = json.dumps(steps)
+    procedures = [int(r[0]) for r in conn.execute(
+        f"SELECT p.id FROM procedures p WHERE p.id IN (SELECT DISTINCT procedure_fk FROM "
+        f"steps WHERE id IN {IDS}) AND NOT EXISTS (SELECT 1 FROM steps s WHERE "
+        f"s.procedure_fk = p.id AND s.id NOT IN {IDS})", (doomed, doomed))]
+    return {"steps": steps, "procedures": procedures}
+
+
+def _doomed_own(rule_name: str) -> Callable[[sqlite3.Connection, str, Cutoffs], Doomed]:
+    """The rule's own rows that are still expired (what hangs on them goes by cascade)."""
+    def doomed(conn: sqlite3.Connection, ids: str, cutoffs: Cutoffs) -> Doomed:
+        rule = next(r for r in RULES if r.name == rule_name)
+        rows = rule.still_expired(conn, ids, cutoffs)
+        return {rule.table: rows} if rows else {}
+    return doomed
+
+
+def _unlink_duplicates(conn: sqlite3.Connection, ids: str) -> None:
+    """A kept resend that pointed at a deleted log row becomes the original of record."""
     conn.execute(f"UPDATE message_log SET duplicate_of = NULL WHERE duplicate_of IN {IDS}",
                  (ids,))
-    return {"message_log": conn.execute(
-        f"DELETE FROM message_log WHERE id IN {IDS} AND {MESSAGE_LOG.expired}",
-        (ids, cutoff)).rowcount}
 
 
-def _delete_outbox(conn: sqlite3.Connection, ids: str, cutoff: float) -> Removed:
-    """Messages the destination acknowledged (pending and dead letters are never purged)."""
-    return {"outbox": conn.execute(
-        f"DELETE FROM outbox WHERE id IN {IDS} AND {OUTBOX_DELIVERED.expired}",
-        (ids, cutoff)).rowcount}
+#: an MPPS still kept: not ended, or ended after the MPPS cutoff
+KEPT_MPPS = f"NOT (m.status IN {ENDED_MPPS} AND m.updated_at < :mpps)"
+STEPS = Rule("steps", "steps", f"status IN {ENDED_STEPS} AND updated_at < :steps AND NOT "
+             "EXISTS (SELECT 1 FROM mpps_steps ms JOIN mpps m ON m.id = ms.mpps_fk WHERE "
+             f"ms.step_fk = steps.id AND {KEPT_MPPS})", _doomed_steps)
+MPPS = Rule("mpps", "mpps", f"status IN {ENDED_MPPS} AND updated_at < :mpps",
+            _doomed_own("mpps"))
+MESSAGE_LOG = Rule("message_log", "message_log", "received_at < :message_log",
+                   _doomed_own("message_log"), _unlink_duplicates)
+#: messages the destination acknowledged (pending and dead letters are never purged)
+OUTBOX_DELIVERED = Rule("outbox_delivered", "outbox",
+                        "state = 'delivered' AND updated_at < :outbox_delivered",
+                        _doomed_own("outbox_delivered"))
 
-
-STEPS = Rule("steps", "steps", f"status IN {ENDED_STEPS} AND updated_at < ?", _delete_steps)
-MPPS = Rule("mpps", "mpps", f"status IN {ENDED_MPPS} AND updated_at < ?", _delete_mpps)
-MESSAGE_LOG = Rule("message_log", "message_log", "received_at < ?", _delete_messages)
-OUTBOX_DELIVERED = Rule("outbox_delivered", "outbox", "state = 'delivered' AND updated_at < ?",
-                        _delete_outbox)
-
-#: in the order they run: steps first, so the MPPS that covered only them go with them
+#: in the order they run
 RULES: tuple[Rule, ...] = (STEPS, MPPS, MESSAGE_LOG, OUTBOX_DELIVERED)
