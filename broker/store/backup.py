@@ -8,7 +8,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.store.db import schema_version
+from broker.store.db import create_private, schema_version
 from broker.store.health import integrity_problems, table_counts
 
 
@@ -55,6 +55,7 @@ def backup(source: str | Path, target: str | Path, *, force: bool = False,
 
 def _copy(source: Path, partial: Path, busy_timeout_ms: int) -> tuple[int, dict[str, int]]:
     src = sqlite3.connect(f"file:{source.resolve()}?mode=ro", uri=True)
+    create_private(partial)  # a backup holds patient data: readable by this user only
     dst = sqlite3.connect(str(partial), isolation_level=None)
     try:
         src.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")

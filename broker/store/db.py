@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def connect(path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int
         conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True,
                                isolation_level=None, check_same_thread=True)
     else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     if not readonly:
@@ -30,6 +31,19 @@ def connect(path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int
     conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def create_private(path: str | Path) -> None:
+    """Create the database file (and its folder) readable by this user only, unless it
+    exists. SQLite gives its -wal, -shm and -journal files the mode of the database file, so
+    they are 0600 too; an existing file keeps its mode (``mwl-broker doctor`` warns)."""
+    Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.fchmod(fd, 0o600)  # whatever the umask
+    os.close(fd)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
