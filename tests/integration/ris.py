@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from ssl import SSLContext
 
+from broker.hl7.charset import codec_for, declared_charset
 from broker.hl7.mllp import Frame, Framer, frame
 
 
@@ -16,6 +17,8 @@ class Ris:
 
     mode: str = "AA"
     received: list[str] = field(default_factory=list)
+    #: the bytes of each message received, as they came
+    raw: list[bytes] = field(default_factory=list)
     server: asyncio.Server | None = None
 
     @property
@@ -39,7 +42,8 @@ class Ris:
             while data := await reader.read(65536):
                 for item in framer.feed(data):
                     if isinstance(item, Frame):
-                        await self._answer(item.payload.decode("utf-8"), writer)
+                        self.raw.append(item.payload)
+                        await self._answer(_text(item.payload), writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -62,6 +66,11 @@ class Ris:
                f"|P|2.3.1\rMSA|{code}|{msa2}|{'order unknown here' if code == 'AE' else ''}\r")
         writer.write(frame(ack.encode()))
         await writer.drain()
+
+
+def _text(raw: bytes) -> str:
+    """A message read in the character set its MSH-18 declares (ASCII when none)."""
+    return raw.decode(codec_for(declared_charset(raw)) or "utf-8", errors="replace")
 
 
 def oru(ris: Ris) -> list[str]:

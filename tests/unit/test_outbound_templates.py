@@ -200,7 +200,7 @@ def test_the_old_status_template_fails_the_checks(store: Writer, tmp_path: Path)
     [(_, message)] = send_status(store, load_mappings(folder), "IN PROGRESS")
     assert "Warning: Value IP not in table HL70123 in element OBR.OBR_25" in problems(message)
     assert declared(message) == ""
-    with pytest.raises(EncodingError, match="U\\+00DC .* 'ASCII'"):
+    with pytest.raises(EncodingError, match=r"U\+00DC .* 'ASCII'"):
         encode(message)
 
 
@@ -223,7 +223,7 @@ def test_a_status_the_rule_does_not_list_is_not_reported(store: Writer) -> None:
 
 def test_text_the_declared_charset_cannot_hold_is_an_error() -> None:
     message = "MSH|^~\\&|A|B|||20261122||ORM^O01|1|P|2.3.1||||||8859/1\rPID|||1||王^小明\r"
-    with pytest.raises(EncodingError, match="U\\+738B at offset .* '8859/1'"):
+    with pytest.raises(EncodingError, match=r"U\+738B at offset .* '8859/1'"):
         encode(message)
     with pytest.raises(EncodingError, match="'KLINGON' is not a character set"):
         encode(message.replace("8859/1", "KLINGON"))
