@@ -112,7 +112,9 @@ def main(seconds: float, quick: bool) -> int:
                                "mllp_connections": CONNECTIONS,
                                "dicom_associations": ASSOCIATIONS, "worklist_steps": WORKLIST}
     with tempfile.TemporaryDirectory() as tmp:
-        broker = BrokerUnderTest(Path(tmp), "logging.level=WARNING")
+        # every association comes from 127.0.0.1 here: no per-address cap
+        broker = BrokerUnderTest(Path(tmp), "logging.level=WARNING",
+                                 "dicom.max_associations_per_address=0")
         populate(broker.db, list(items(WORKLIST)))
         with broker, multiprocessing.get_context("spawn").Pool(1) as pool:
             start_at = time.time() + 2.0  # the C-FIND process is up by then

@@ -150,6 +150,12 @@ class DicomSettings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     mpps_forward: list[ForwardSettings] = field(default_factory=list)
     max_concurrent_queries: int = 4
+    #: bytes of one DIMSE message (command + data set, over all its P-DATA fragments)
+    max_message_bytes: int = 4 << 20
+    #: open connections from one source address (0: no cap)
+    max_associations_per_address: int = 32
+    #: seconds from the TCP connect to a whole A-ASSOCIATE-RQ (TLS handshake included)
+    negotiation_timeout: float = 10.0
     #: a C-FIND matching value longer than this (each UID of a list on its own) is C000
     max_query_value_length: int = 256
     #: a C-FIND matching value with more wildcards ('*' and '?') than this is C000
@@ -345,6 +351,7 @@ def check(settings: Settings, where: str = "settings") -> None:
                           ("mllp.frame_timeout", settings.mllp.frame_timeout)):
         if number < 0:
             raise ConfigError(f"{where}: {label} {number} must be 0 (off) or more")
+    _check_dicom_limits(settings.dicom, where)
     if settings.mappings.watch_interval < 0:
         raise ConfigError(f"{where}: mappings.watch_interval "
                           f"{settings.mappings.watch_interval} must be 0 (off) or more")
@@ -359,6 +366,17 @@ def check(settings: Settings, where: str = "settings") -> None:
         if getattr(admin, name) <= 0:
             raise ConfigError(f"{where}: admin.{name} {getattr(admin, name)} must be more "
                               "than 0")
+
+
+def _check_dicom_limits(dicom: DicomSettings, where: str) -> None:
+    """The DICOM listener's per-message, per-address and negotiation bounds."""
+    if dicom.max_associations_per_address < 0:
+        raise ConfigError(f"{where}: dicom.max_associations_per_address "
+                          f"{dicom.max_associations_per_address} must be 0 (off) or more")
+    for label, number in (("max_message_bytes", dicom.max_message_bytes),
+                          ("negotiation_timeout", dicom.negotiation_timeout)):
+        if number <= 0:
+            raise ConfigError(f"{where}: dicom.{label} {number} must be more than 0")
 
 
 def _check_destination_charsets(settings: Settings, where: str) -> None:

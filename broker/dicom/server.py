@@ -30,11 +30,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from broker.allow import AddressAllowList
-from broker.dicom import fastpath, pdu_guard
+from broker.dicom import fastpath, message_guard, pdu_guard
 from broker.dicom import mpps as mpps_checks
+from broker.dicom.admission import Admission, cut, refuse_busy
 from broker.dicom.closure_scp import IAN_SOP_CLASS, ClosureScp
 from broker.dicom.dataset import status_dataset
 from broker.dicom.encoder import encode
@@ -49,6 +50,7 @@ from broker.dicom.mwl import (
     to_pydicom,
 )
 from broker.logs import event, without_values
+from broker.peer_limits import PerAddressLimit
 from broker.store.repo import MppsRepo
 from broker.store.worklist_query import open_reader, search
 from broker.store.writer import StoreError, Writer
@@ -95,6 +97,9 @@ class NoDelayServer(ThreadedAssociationServer):
     Connections from addresses not on ``allowed_addresses`` are closed at once. With TLS the
     handshake runs in the connection's own thread, bounded by ``handshake_timeout``, so a slow
     or failing client never holds the acceptor up; a failure is reported to ``on_refused``.
+    ``admission`` caps the connections of one address (checked at accept, slot given back when
+    the association thread ends) and cuts those without a whole A-ASSOCIATE-RQ by their
+    deadline (checked by the acceptor between accepts, every poll interval).
     """
 
     handshake_timeout: float = 10.0
@@ -103,6 +108,10 @@ class NoDelayServer(ThreadedAssociationServer):
     request_queue_size = 128
     allowed_addresses: AddressAllowList | None = None
     on_refused: Refused | None = None
+    admission: Admission | None = None
+    #: read by broker.dicom.message_guard for the associations of this server
+    max_message_bytes: int = message_guard.DEFAULT_MAX_MESSAGE_BYTES
+    on_message_too_large: message_guard.TooLarge | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -115,10 +124,26 @@ class NoDelayServer(ThreadedAssociationServer):
 
     def verify_request(self, request: _Request, client_address: Any) -> bool:
         allowed = self.allowed_addresses
-        if allowed is None or allowed.allows(str(client_address[0])):
+        if allowed is not None and not allowed.allows(str(client_address[0])):
+            self._refused("address_not_allowed", client_address,
+                          f"address not in {allowed.setting}")
+            return False
+        admission = self.admission
+        if admission is None or admission.admit(request, client_address) is not None:
             return True
-        self._refused("address_not_allowed", client_address, f"address not in {allowed.setting}")
+        refuse_busy(request)
+        self._refused("per_address_cap", client_address,
+                      f"{admission.held(str(client_address[0]))} connections open from this "
+                      f"address (dicom.max_associations_per_address "
+                      f"{admission.limit.per_address}); A-ASSOCIATE-RJ local-limit-exceeded")
         return False
+
+    def process_request(self, request: _Request, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread for it: its slot is given back here
+            self._release(request)
+            raise
 
     def process_request_thread(self, request: _Request,
                                client_address: tuple[str, int] | str) -> None:
@@ -129,15 +154,66 @@ class NoDelayServer(ThreadedAssociationServer):
                 request.do_handshake()
                 request.settimeout(blocking)
             except (OSError, ValueError) as exc:
-                self._refused("tls_handshake", client_address, handshake_reason(exc))
+                conn = self.admission.connection(request) if self.admission else None
+                if conn is None or not conn.cut:  # a cut one was reported already
+                    self._refused("tls_handshake", client_address, handshake_reason(exc))
+                self._release(request)
                 self.shutdown_request(request)
                 return
-        super().process_request_thread(request, client_address)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            conn = self.admission.connection(request) if self.admission else None
+            if conn is not None and (conn.assoc is None or conn.assoc.ident is None):
+                self._release(request)  # no association thread took the slot over
+
+    def attach(self, request: _Request, assoc: Any) -> None:
+        """Hand the slot of ``request`` to its association: given back when its thread ends."""
+        admission = self.admission
+        conn = admission.connection(request) if admission is not None else None
+        if admission is None or conn is None:
+            return
+        conn.assoc = assoc
+        run = assoc.run
+
+        def run_then_release() -> None:
+            try:
+                run()
+            finally:
+                admission.release(conn)
+
+        assoc.run = run_then_release
+
+    def service_actions(self) -> None:
+        super().service_actions()
+        admission = self.admission
+        if admission is None:
+            return
+        for conn in admission.overdue():
+            self._refused("negotiation_timeout", conn.peer,
+                          f"no whole A-ASSOCIATE-RQ within {admission.negotiation_timeout:g} s "
+                          "of connecting (dicom.negotiation_timeout)")
+            cut(conn.request)
+
+    def _release(self, request: _Request) -> None:
+        conn = self.admission.connection(request) if self.admission else None
+        if self.admission is not None and conn is not None:
+            self.admission.release(conn)
 
     def _refused(self, reason: str, address: Any, detail: str) -> None:
         if self.on_refused is not None:
             peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
             self.on_refused(reason, peer, detail)
+
+
+class AdmittedRequestHandler(RequestHandler):
+    """pynetdicom's handler, handing the connection's slot to the association it creates."""
+
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        if isinstance(self.server, NoDelayServer):
+            self.server.attach(self.request, assoc)
+        return assoc
 
 
 def latin1_name(pn: str) -> str:
@@ -154,6 +230,9 @@ class DicomServer:
                  ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
                  allowed_addresses: AddressAllowList | None = None,
                  max_concurrent_queries: int = 4,
+                 max_message_bytes: int = message_guard.DEFAULT_MAX_MESSAGE_BYTES,
+                 max_associations_per_address: int = 32,
+                 negotiation_timeout: float = 10.0,
                  query_limits: QueryLimits | None = None,
                  mpps_store_timeout: float = 30.0) -> None:
         self.db_path = Path(db_path)
@@ -161,6 +240,9 @@ class DicomServer:
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
         self.allowed_addresses = allowed_addresses
+        self.max_message_bytes = max_message_bytes
+        self.per_address = PerAddressLimit(max_associations_per_address)
+        self.negotiation_timeout = negotiation_timeout
         self.options = options or WorklistOptions()
         self.writer = writer
         self.mpps_match_accession = mpps_match_accession
@@ -177,13 +259,14 @@ class DicomServer:
         self.on_queued: Any = None
         self.fast = fastpath.apply() if fast_path else False
         pdu_guard.apply()
+        message_guard.apply(max_message_bytes)
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.require_called_aet = True
         if calling_aes:
             self.ae.require_calling_aet = calling_aes
         self.ae.network_timeout = 60
-        self.ae.acse_timeout = 30
+        self.ae.acse_timeout = negotiation_timeout  # the wait for the A-ASSOCIATE-RQ, ARTIM
         self.ae.dimse_timeout = 60
         served = [ModalityWorklistInformationFind, Verification]
         if writer is not None:
@@ -224,11 +307,15 @@ class DicomServer:
                                (evt.EVT_N_SET, self._on_n_set),
                                (evt.EVT_N_EVENT_REPORT, self._on_n_event_report)]
         server = self.ae.make_server((self.host, self.port), evt_handlers=handlers,
-                                     server_class=NoDelayServer, ssl_context=self.ssl_context)
+                                     server_class=NoDelayServer, ssl_context=self.ssl_context,
+                                     request_handler=AdmittedRequestHandler)
         assert isinstance(server, NoDelayServer)
         server.handshake_timeout = self.handshake_timeout
         server.allowed_addresses = self.allowed_addresses
         server.on_refused = self._on_refused
+        server.admission = Admission(self.per_address, self.negotiation_timeout)
+        server.max_message_bytes = self.max_message_bytes
+        server.on_message_too_large = self._on_message_too_large
         self.ae._servers.append(server)  # as AE.start_server does: shutdown() removes it
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(0.1,),
@@ -266,6 +353,12 @@ class DicomServer:
         requestor = ev.assoc.requestor
         event(log, "association_rejected", logging.WARNING, calling_ae=calling,
               peer=f"{requestor.address}:{requestor.port}", reason=reason.replace("_", " "))
+
+    def _on_message_too_large(self, peer: str, calling_ae: str, received: int,
+                              limit: int) -> None:
+        """Counted here; broker.dicom.message_guard logged it and aborts the association."""
+        if self.metrics is not None:
+            self.metrics.rejected("dicom", "message_too_large")
 
     def _on_refused(self, reason: str, peer: str, detail: str) -> None:
         """A connection closed before any association (address, TLS handshake)."""
