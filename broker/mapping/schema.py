@@ -639,8 +639,8 @@ def load_mappings(directory: str | FsPath) -> MappingSet:
     builder._read_outbound()
     if not builder.order_control and any(m.kind == "order" for m in builder.messages.values()):
         builder.error(str(folder), 0, "order mappings need an order_control table")
-    if builder.errors:
-        raise MappingLoadError(builder.errors)
+    if builder.errors:  # a section used by several messages is reported once
+        raise MappingLoadError(list(dict.fromkeys(builder.errors)))
     return MappingSet(builder.messages, builder.tables, builder.order_control,
                       builder.station_rules, [str(p) for p in files], builder.templates,
                       builder.outbound)

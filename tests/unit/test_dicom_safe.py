@@ -196,3 +196,16 @@ def test_a_constant_with_a_backslash_is_a_load_error(tmp_path: Path) -> None:
         load_mappings(folder)
     assert f"{orders}:{line}: ScheduledStationName: a backslash separates values of a DICOM SH;" \
            " write several values as a YAML list" in exc.value.errors
+
+
+def test_a_station_rule_setting_a_backslash_is_a_load_error(tmp_path: Path) -> None:
+    folder = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", folder)
+    (folder / "stations.yaml").write_text(
+        "station_rules:\n  - when: {Modality: CT}\n    set: {ScheduledStationAETitle: 'CT\\1'}\n",
+        encoding="utf-8")
+    with pytest.raises(MappingLoadError) as exc:
+        load_mappings(folder)
+    assert exc.value.errors == [
+        f"{folder / 'stations.yaml'}:2: station rule: ScheduledStationAETitle: a backslash "
+        "separates values of a DICOM AE; write several values as a YAML list"]
