@@ -23,6 +23,7 @@ from broker.dicom.forward import payload as forward_payload
 from broker.dicom.mwl import QueryLimits
 from broker.dicom.server import CallingAeOptions, DicomServer, WorklistOptions
 from broker.dicom.stgcmt import CommitmentRequester
+from broker.exposure import open_listeners
 from broker.hl7.ack import new_control_id
 from broker.hl7.server import MllpServer
 from broker.ingest import Ingestor
@@ -131,6 +132,9 @@ class Broker:
         await asyncio.to_thread(self.dicom.start)
         if self.admin is not None:
             await self.admin.start()
+        for exposed in open_listeners(self.settings):
+            event(log, "listener_open_to_all", logging.WARNING, listener=exposed.listener,
+                  host=exposed.host, port=exposed.port, restrict_with=exposed.restrict)
         event(log, "broker_ready", database=str(self.writer.path),
               mllp_port=self.mllp.bound_port, dicom_port=self.dicom.bound_port,
               seconds=round(time.perf_counter() - started, 3))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.config import ConfigError, Settings, check
+from broker.exposure import open_listeners
 from broker.port_owner import port_owner
 from broker.store.db import SYNCHRONOUS, connect, schema_version
 from broker.store.health import integrity_problems, journal_mode
@@ -53,6 +54,7 @@ def diagnose(load: Callable[[], Settings]) -> Iterator[Finding]:
     yield from check_database(Path(settings.database.path), settings.database.busy_timeout_ms)
     yield check_disk(Path(settings.database.path))
     yield from check_ports(settings)
+    yield from check_exposure(settings)
     yield from check_destinations(settings)
 
 
@@ -241,6 +243,16 @@ def _probe(settings: Settings, label: str, port: int) -> str:
             return "accepts connections"
     except OSError:
         return ""
+
+
+def check_exposure(settings: Settings) -> Iterator[Finding]:
+    """A WARN for each listener open to every network (all interfaces, no allow-list)."""
+    exposed = open_listeners(settings)
+    for listener in exposed:
+        yield Finding(WARN, "exposure", listener.describe())
+    if not exposed:
+        yield Finding(OK, "exposure", "mllp and dicom listen on one interface or have an "
+                      "allow-list")
 
 
 def check_destinations(settings: Settings) -> Iterator[Finding]:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.redact import redact_command
+
 LISTEN = "0A"
 
 
@@ -60,4 +62,5 @@ def _command(entry: Path) -> str:
         raw = (entry / "cmdline").read_bytes()
     except OSError:
         return "?"
-    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    # shown to whoever runs doctor: an ``-o admin.token=…`` of the broker's command line is not
+    return redact_command([part.decode(errors="replace") for part in raw.split(b"\0") if part])

@@ -70,7 +70,8 @@ def test_a_good_installation_passes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert statuses == {
         "settings": "OK", "mappings": "OK", "database": "OK", "schema": "OK",
         "quick_check": "OK", "integrity": "OK", "wal": "OK", "disk": statuses["disk"],
-        "mllp port": "OK", "dicom port": "OK", "admin port": "OK", "outbound ris": "OK"}
+        "mllp port": "OK", "dicom port": "OK", "admin port": "OK", "exposure": "OK",
+        "outbound ris": "OK"}
     assert statuses["disk"] in ("OK", "WARN")
     assert "ORM^O01" in found["mappings"][1]
     assert found["mllp port"][1].endswith(" is free")
@@ -155,3 +156,36 @@ def test_an_unresolvable_destination_fails(tmp_path: Path, capsys: pytest.Captur
     assert status == "FAIL"
     assert "host 'ris.nonexistent.invalid' cannot be resolved" in message
     assert "correct outbound.destinations" in message
+
+
+def test_a_listener_open_to_every_network_is_flagged(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     ports: list[str]) -> None:
+    make_database(tmp_path / "broker.sqlite", patients=1)
+    code, found = doctor(capsys, tmp_path, *ports, "mllp.host=0.0.0.0",
+                         "dicom.host=0.0.0.0", "dicom.allowed_calling_aes=[MOD1]")
+    assert code == 0  # a warning, not a failure: it is the default for a first start
+    status, message = found["exposure"]
+    assert status == "WARN"
+    assert message.startswith("mllp listens on all interfaces (0.0.0.0:")
+    assert "mllp.allowed_addresses" in message and "hl7.allowed_senders" in message
+    code, found = doctor(capsys, tmp_path, *ports, "mllp.host=0.0.0.0",
+                         "mllp.allowed_addresses=[10.1.2.0/24]")
+    assert found["exposure"][0] == "OK"
+
+
+def test_secrets_of_a_running_broker_are_not_shown(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "SuperSecret-4711"
+    running = BrokerProcess(tmp_path, (f"admin.token={secret}",))
+    running.start()
+    try:
+        _, found = doctor(capsys, tmp_path, f"mllp.port={running.port}",
+                          f"dicom.port={running.dicom_port}",
+                          f"admin.port={running.admin_port}", f"admin.token={secret}")
+    finally:
+        running.stop()
+    shown = "\n".join(message for _, message in found.values())
+    assert "is in use by a running broker (pid " in found["mllp port"][1]
+    assert "-o admin.token=***" in found["mllp port"][1]
+    assert secret not in shown
