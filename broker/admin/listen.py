@@ -14,6 +14,7 @@ import json
 import logging
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 from aiohttp import web
 
@@ -23,6 +24,8 @@ from broker.metrics import Metrics
 from broker.peer_limits import PerAddressLimit
 
 log = logging.getLogger("broker.admin")
+#: seconds a refused client has to read its 503 before the connection is aborted
+LINGER = 2.0
 
 
 def _refusal(text: str) -> bytes:
@@ -99,7 +102,7 @@ class _GatedConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio subclass
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else "?"
         refusal = self.gate.admit(self.address)
@@ -107,14 +110,24 @@ class _GatedConnection(asyncio.Protocol):
             reason = ("connection_cap" if refusal.startswith("the admin server")
                       else "address_cap")
             self.gate.refused(self.address, reason, refusal)
-            transport.write(_refusal(refusal))
-            transport.close()
+            self._answer_and_close(transport, _refusal(refusal))
             return
         self.transport = transport
         self.gate.track(transport, self)
         self._arm()
         self.inner = self.make_handler()
         self.inner.connection_made(transport)
+
+    def _answer_and_close(self, transport: asyncio.Transport, answer: bytes) -> None:
+        """Write the answer, then close without a reset: a close with the client's request
+        still unread would send a TCP RST, and the client could lose the answer. What it
+        sends from now on is discarded; it gets a moment to read and close."""
+        transport.write(answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._timer = asyncio.get_running_loop().call_later(LINGER, transport.abort)
+        else:
+            transport.close()
 
     def busy(self, started: bool) -> None:
         self._active += 1 if started else -1
