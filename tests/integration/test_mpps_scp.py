@@ -161,7 +161,9 @@ async def test_bad_n_create(ordered: Broker, scu: Association, ds: Dataset, code
 async def test_duplicate_and_unknown_instances(ordered: Broker, scu: Association) -> None:
     uid = generate_uid()
     assert create(scu, mpps(), uid).Status == 0x0000
-    assert create(scu, mpps(), uid).Status == 0x0111
+    assert create(scu, mpps(PerformedProcedureStepID="PPS2"), uid).Status == 0x0111
+    assert create(scu, mpps(), uid).Status == 0x0000  # the same request again: a resend
+    assert Db(ordered.writer.path).query("SELECT COUNT(*) FROM mpps") == [(1,)]
     assert update(scu, generate_uid(), completion()).Status == 0x0112
 
 
