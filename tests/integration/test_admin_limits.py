@@ -5,13 +5,17 @@ still served. Loopback addresses 127.0.0.2/3 stand for other machines."""
 
 from __future__ import annotations
 
+import http.client
+import re
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BrokerProcess, wait_for_port
+from tests.integration.certs import make_pki
 
 
 @pytest.fixture
@@ -122,3 +126,29 @@ def test_connection_caps_per_address_and_in_all(limited: BrokerProcess) -> None:
             sock.close()
     metrics = get(port, "/metrics").decode()
     assert 'reason="address_cap"' in metrics and 'reason="connection_cap"' in metrics
+
+
+def test_admin_over_tls_under_serve(tmp_path: Path) -> None:
+    """The real process (uvloop when installed): HTTPS, HSTS and a Secure session cookie."""
+    pki = make_pki(tmp_path / "pki")
+    proc = BrokerProcess(tmp_path, (
+        "admin.token=s3cret", f"admin.tls={{enabled: true, cert_file: '{pki.server.cert}', "
+        f"key_file: '{pki.server.key}'}}"))
+    proc.start()
+    try:
+        wait_for_port(proc.admin_port, proc=proc.proc)
+        trust = ssl.create_default_context(cafile=str(pki.ca))
+        https = http.client.HTTPSConnection("127.0.0.1", proc.admin_port, timeout=10,
+                                            context=trust)
+        https.request("POST", "/login", body="token=s3cret&next=/outbox",
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+        answer = https.getresponse()
+        answer.read()
+        assert answer.status == 303
+        assert re.search(r"(?i);\s*secure", answer.headers["Set-Cookie"])
+        assert answer.headers["Strict-Transport-Security"].startswith("max-age=")
+        https.close()
+        plain = get(proc.admin_port)  # plain HTTP on the TLS port gets no answer
+        assert b"HTTP/1.1 200" not in plain
+    finally:
+        proc.stop()
