@@ -301,12 +301,40 @@ def load_settings(path: str | Path | None = None) -> Settings:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     settings: Settings = _build(Settings, data, str(path))
+    expand_credentials(settings, str(path))
     check(settings, str(path))
     return settings
 
 
 #: DICOM Specific Character Sets the worklist can answer in
 DICOM_CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
+
+
+_CREDENTIALS = re.compile(r"\$\{CREDENTIALS_DIRECTORY\}|\$CREDENTIALS_DIRECTORY\b")
+
+
+def expand_credentials(settings: Any, where: str, label: str = "") -> None:
+    """Replace ``${CREDENTIALS_DIRECTORY}`` in every ``*_file`` setting by the folder systemd
+    passes secrets in (``LoadCredential=``): readable by the service's user only, so a token
+    or TLS key need not be world-readable under ``DynamicUser``."""
+    import os
+
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        name = f"{label}{f.name}"
+        if dataclasses.is_dataclass(value):
+            expand_credentials(value, where, f"{name}.")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    expand_credentials(item, where, f"{name}[{i}].")
+        elif f.name.endswith("_file") and isinstance(value, str) and _CREDENTIALS.search(value):
+            folder = os.environ.get("CREDENTIALS_DIRECTORY", "")
+            if not folder:
+                raise ConfigError(f"{where}: {name} {value!r} names $CREDENTIALS_DIRECTORY, "
+                                  "which is not set (systemd sets it for a unit with "
+                                  "LoadCredential=; elsewhere give the file's path)")
+            setattr(settings, f.name, _CREDENTIALS.sub(folder.replace("\\", "\\\\"), value))
 
 
 def check(settings: Settings, where: str = "settings") -> None:
@@ -478,5 +506,6 @@ def apply_overrides(settings: Settings, overrides: list[str]) -> Settings:
         value = _convert(hints[key], _yaml(text), f"override {name}")
         setattr(target, key, value)
     if overrides:
+        expand_credentials(settings, "overrides")
         check(settings, "overrides")
     return settings

@@ -5,9 +5,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+
+from broker.config import ConfigError, Settings, apply_overrides
+from tests.conftest import ROOT, BrokerProcess
 
 UNIT = ROOT / "systemd" / "mwl-broker.service"
 INSTALLED = "/opt/mwl-broker/bin/mwl-broker"
@@ -61,3 +66,39 @@ def test_the_unit_is_hardened() -> None:
     assert {key: service.get(key, [""])[0] for key in expected} == expected
     assert "@system-service" in service["SystemCallFilter"]
     assert "User" not in service  # DynamicUser allocates it
+
+
+def test_the_unit_bounds_the_service_and_passes_secrets_as_credentials() -> None:
+    service = directives(UNIT.read_text())
+    assert service["MemoryMax"] == ["1G"] and service["TasksMax"] == ["512"]
+    assert {"admin-token", "mllp-tls-key", "dicom-tls-key"} <= set(service["LoadCredential"])
+    guide = (ROOT / "systemd" / "README.md").read_text()
+    assert "admin.token_file: ${CREDENTIALS_DIRECTORY}/admin-token" in guide
+    assert "/etc/credstore/admin-token" in guide
+
+
+def test_serve_reads_the_admin_token_from_the_credentials_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    credentials = tmp_path / "credentials"  # as systemd makes it: the service's user only
+    credentials.mkdir(mode=0o500)
+    token = credentials / "admin-token"
+    token.write_text("token-from-systemd\n")
+    token.chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    broker = BrokerProcess(tmp_path, ("admin.token_file=${CREDENTIALS_DIRECTORY}/admin-token",))
+    broker.start()
+    try:
+        url = f"http://127.0.0.1:{broker.admin_port}/api/messages"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401
+        request = urllib.request.Request(
+            url, headers={"Authorization": "Bearer token-from-systemd"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200
+    finally:
+        broker.stop()
+        credentials.chmod(0o700)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(ConfigError, match=r"admin.token_file .*CREDENTIALS_DIRECTORY.* not set"):
+        apply_overrides(Settings(), ["admin.token_file=${CREDENTIALS_DIRECTORY}/admin-token"])
