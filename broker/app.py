@@ -68,10 +68,10 @@ class Broker:
         o = settings.outbound
         destinations = [Destination(d.name, d.host, d.port, d.timeout,
                                     client_context(d.tls, f"outbound.destinations[{i}].tls"),
-                                    d.tls.server_hostname)
+                                    d.tls.server_hostname, d.charset)
                         for i, d in enumerate(o.destinations)]
         notifier = StatusNotifier(self.mappings, [d.name for d in destinations],
-                                  {d.name: d.charset for d in o.destinations if d.charset})
+                                  {d.name: d.charset for d in destinations if d.charset})
         self.closure = _closure(settings, self.mappings, notifier)
         self.closure_scp = ClosureScp(self.writer, self.closure)
         requests = _commitment_destinations(settings, self.closure_scp) + _forward_destinations(

@@ -132,17 +132,12 @@ def _compiled(template: Template) -> tuple[tuple[str, tuple[tuple[Part, ...], ..
     return tuple(segments)
 
 
-def render(template: Template, context: dict[str, Any], charset: str = "") -> str:
-    """The message text (segments ended by CR); ``charset``, when given, is its MSH-18
-    in place of the template's own."""
+def render(template: Template, context: dict[str, Any]) -> str:
+    """The message text (segments ended by CR)."""
     out = []
     for name, fields in _compiled(template):
         head = ["MSH", "^~\\&"] if name == "MSH" else [name]
-        values = [_fill(parts, context) for parts in fields]
-        if name == "MSH" and charset:
-            values += [""] * (16 - len(values))  # MSH-18 is the 16th field after MSH-2
-            values[15] = charset
-        out.append("|".join(head + values).rstrip("|"))
+        out.append("|".join(head + [_fill(parts, context) for parts in fields]).rstrip("|"))
     return "\r".join(out) + "\r"
 
 

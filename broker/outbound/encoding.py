@@ -20,6 +20,17 @@ def declared(text: str) -> str:
     return fields[17].split(header[5])[0].strip()
 
 
+def with_charset(text: str, charset: str) -> str:
+    """``text`` with its MSH-18 set to ``charset`` (unchanged when ``charset`` is empty)."""
+    header, sep, rest = text.partition("\r")
+    if not charset or not header.startswith("MSH") or len(header) < 8:
+        return text
+    fields = header.split(header[3])
+    fields += [""] * (18 - len(fields))
+    fields[17] = charset
+    return header[3].join(fields) + sep + rest
+
+
 def encode(text: str) -> bytes:
     """``text`` in the character set its MSH-18 declares (ASCII when it declares none)."""
     charset = declared(text)

@@ -24,7 +24,7 @@ import aiosqlite
 from broker.hl7.ack import ack_code_of
 from broker.hl7.mllp import MllpClient, MllpError
 from broker.logs import event
-from broker.outbound.encoding import EncodingError, encode
+from broker.outbound.encoding import EncodingError, encode, with_charset
 from broker.store.outbox_reader import due, next_due_at, open_outbox_reader
 from broker.store.repo import OutboxRepo, OutboxRow
 from broker.store.writer import StoreError, Writer
@@ -46,6 +46,8 @@ class Destination:
     #: TLS to this destination (None: plain TCP), and the name its certificate must hold
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str = ""
+    #: MSH-18 the messages are sent with (empty: the one they were queued with)
+    charset: str = ""
 
 
 @dataclass
@@ -148,7 +150,7 @@ class OutboxWorker:
                 outcome, reason, detail = "retry", f"{type(exc).__name__}: {exc}", ""
             return self._settle(row, outcome, reason, detail)
         try:
-            payload = encode(row.payload)
+            payload = encode(with_charset(row.payload, destination.charset))
         except EncodingError as exc:
             return self._settle(row, "dead", f"not sent to {destination.name}: {exc}")
         try:

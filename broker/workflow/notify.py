@@ -12,6 +12,7 @@ from typing import Any
 from broker.hl7.ack import new_control_id
 from broker.mapping.outbound import OutboundRule, hl7_timestamp, render
 from broker.mapping.schema import MappingSet
+from broker.outbound.encoding import with_charset
 from broker.store.closure import Facts
 from broker.store.repo import MppsRepo, OutboxRepo
 
@@ -71,7 +72,8 @@ class StatusNotifier:
                            "patient": patient, "procedure": procedure, "step": step_attrs,
                            **extra}
                 outbox.enqueue(destination, study, control_id, template.message_type,
-                               render(template, context, self.charsets.get(destination, "")))
+                               with_charset(render(template, context),
+                                            self.charsets.get(destination, "")))
                 queued += 1
         return queued
 

@@ -15,6 +15,7 @@ import pytest
 from broker.app import Broker
 from broker.config import DestinationSettings
 from broker.samples import order
+from broker.store.repo import OutboxRepo
 from tests.conftest import Db, make_settings, msa, send
 from tests.hl7_strict import problems
 from tests.integration.ris import Ris, oru, segment
@@ -34,14 +35,24 @@ async def ris() -> AsyncIterator[Ris]:
 
 
 async def started(folder: Path, ris: Ris, charset: str = "") -> Broker:
-    """A broker whose mappings send completion notices at COMPLETED (no archive needed)."""
+    """A broker whose mappings send completion notices at COMPLETED (no archive needed),
+    holding one order for a patient whose name is not ASCII."""
+    broker = await running(folder, ris, charset)
+    raw = order(1, patient_name=NAME, charset="UNICODE UTF-8").text().encode("utf-8")
+    acks = await send(broker.mllp.bound_port, raw)
+    assert msa(acks[0])[1] == "AA"
+    return broker
+
+
+async def running(folder: Path, ris: Ris, charset: str) -> Broker:
     mappings = folder / "mappings"
-    shutil.copytree(MAPPINGS, mappings)
-    path = mappings / "outbound.yaml"
-    text = path.read_text(encoding="utf-8")
-    assert text.count("require: [committed, available]") == 1
-    path.write_text(text.replace("require: [committed, available]", "require: []"),
-                    encoding="utf-8")
+    if not mappings.exists():
+        shutil.copytree(MAPPINGS, mappings)
+        path = mappings / "outbound.yaml"
+        text = path.read_text(encoding="utf-8")
+        assert text.count("require: [committed, available]") == 1
+        path.write_text(text.replace("require: [committed, available]", "require: []"),
+                        encoding="utf-8")
     settings = make_settings(folder)
     settings.mappings.directory = str(mappings)
     settings.outbound.destinations = [DestinationSettings("ris", "127.0.0.1", ris.port, 2.0,
@@ -51,9 +62,6 @@ async def started(folder: Path, ris: Ris, charset: str = "") -> Broker:
     settings.outbound.poll = 0.05
     broker = Broker(settings)
     await broker.start()
-    raw = order(1, patient_name=NAME, charset="UNICODE UTF-8").text().encode("utf-8")
-    acks = await send(broker.mllp.bound_port, raw)
-    assert msa(acks[0])[1] == "AA"
     return broker
 
 
@@ -89,16 +97,28 @@ async def test_what_the_ris_receives_is_strictly_valid(tmp_path: Path, ris: Ris,
 
 async def test_a_name_the_destination_charset_cannot_hold_is_a_dead_letter(
         tmp_path: Path, ris: Ris) -> None:
+    """Then, with the destination's charset changed, a retry sends it in the new one."""
+    rows: list[tuple[str, str]] = []
+
+    def outbox_is(state: str) -> bool:
+        rows[:] = Db(tmp_path / "broker.sqlite").query("SELECT state, last_error FROM outbox")
+        return bool(rows) and rows[0][0] == state
+
     broker = await started(tmp_path, ris, "ASCII")
     try:
         await asyncio.to_thread(perform, broker, None)  # IN PROGRESS only
-        rows: list[tuple[str, str]] = []
-
-        def settled() -> bool:
-            rows[:] = Db(broker.writer.path).query("SELECT state, last_error FROM outbox")
-            return bool(rows) and rows[0][0] == "dead"
-        await until(settled)
+        await until(lambda: outbox_is("dead"))
     finally:
         await broker.stop()
     assert ris.raw == []
     assert "U+00DC" in rows[0][1] and "'ASCII'" in rows[0][1] and "charset" in rows[0][1]
+    broker = await running(tmp_path, ris, "8859/1")
+    try:
+        await broker.writer.run(lambda conn: OutboxRepo(conn).requeue(None))
+        broker.outbox.wake()
+        await until(lambda: outbox_is("delivered"))
+    finally:
+        await broker.stop()
+    [raw] = ris.raw
+    assert segment(read(raw), "MSH")[18] == "8859/1" and NAME.encode("latin-1") in raw
+    assert problems(read(raw)) == []

@@ -28,7 +28,7 @@ from broker.dicom.mpps import summary
 from broker.ingest import Ingestor
 from broker.mapping.outbound import Template
 from broker.mapping.schema import MappingLoadError, MappingSet, load_mappings
-from broker.outbound.encoding import EncodingError, declared, encode
+from broker.outbound.encoding import EncodingError, declared, encode, with_charset
 from broker.samples import order
 from broker.store.closure import Facts
 from broker.store.writer import Writer
@@ -273,3 +273,33 @@ def test_a_destination_charset_must_be_an_hl7_name() -> None:
         check(settings)
     settings.outbound.destinations[0].charset = "8859/1"
     check(settings)
+
+
+ORM_WITH_OBX = ("MSH|^~\\&|MWLBROKER|RADIOLOGY|||20261122||ORM^O01|1|P|2.3.1||||||UNICODE\r"
+                "PID|||P1^^^HOSP||DOE^JANE\rORC|SC|PL1|FI1||CM\rOBR||PL1|FI1|SPS1^CT\r"
+                "OBX|1|NM|NumberOfSeries||1||||||F\rOBX|2|NM|{second}||2||||||F\r"
+                "ZDS|1.2.3^100^Application^DICOM\r")
+
+
+def test_the_judge_excuses_obx4_only_where_hl7_does_not_need_it() -> None:
+    assert problems(ORM_WITH_OBX.format(second="NumberOfInstances")) == []
+    assert "Error: Missing required child OBX.OBX_4" in problems(
+        ORM_WITH_OBX.format(second="NumberOfSeries"))  # two OBX-3 alike need sub-IDs
+
+
+def test_the_judge_checks_z_segments_itself() -> None:
+    good = ORM_WITH_OBX.format(second="NumberOfInstances")
+    assert problems(good.replace("ZDS|1.2.3^100", "ZDS|1.2.03^100")) == [
+        "ZDS-1.1 '1.2.03' is not a DICOM UID"]
+    assert problems(good.replace("ZDS|1.2.3^100^Application^DICOM", "ZXX|1")) == [
+        "ZXX: not a Z segment the broker defines"]
+
+
+def test_with_charset_adds_msh18_to_a_short_header() -> None:
+    message = "MSH|^~\\&|A|B|||20261122||ORM^O01|1|P|2.3.1\rPID|||1\r"
+    changed = with_charset(message, "8859/1")
+    assert declared(changed) == "8859/1"
+    assert changed.split("\r")[0].split("|")[:12] == message.split("\r")[0].split("|")
+    assert changed.split("\r", 1)[1] == "PID|||1\r"
+    assert with_charset(changed, "UNICODE") == changed.replace("8859/1", "UNICODE")
+    assert with_charset(message, "") == message
