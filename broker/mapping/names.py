@@ -10,6 +10,9 @@ decides when the sender gives it. Without it the policy does:
 - ``position``: the first kept repetition is alphabetic, the second ideographic, the third
   phonetic.
 
+A name sent once, without XPN-8, stays in the first (alphabetic) group whatever its script:
+there is nothing to tell apart, and a modality that shows only the first group still shows it.
+
 A repetition whose XPN-7 (name type) is given and not one of ``name_types`` (default: L,
 legal) is another name of the patient (maiden, alias, display …), not the same name in
 another script: it is left out. Each left-out repetition yields a note, without the name.
@@ -100,9 +103,11 @@ def place(reps: list[Repetition], policy: NamePolicy) -> tuple[dict[str, str], l
     for position, r in enumerate(kept):
         if r.code in GROUPS:
             wanted.append((r, r.code, "XPN-8"))
+        elif len(kept) == 1:
+            wanted.append((r, "A", "being the only name"))
         elif policy.groups == "position":
             wanted.append((r, GROUPS[position] if position < 3 else None, "its position"))
-        else:
+        else:  # script
             wanted.append((r, script_group(r.name), "its characters"))
     # a group named by XPN-8 is never taken by a guessed repetition
     wanted.sort(key=lambda w: w[2] != "XPN-8")

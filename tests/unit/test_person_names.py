@@ -58,7 +58,7 @@ def test_mixed_kanji_and_kana_is_ideographic() -> None:
 
 def test_korean_ps3_5_annex_i() -> None:
     assert pn("Hong^Gildong~洪^吉洞~홍^길동", SCRIPT) == ("Hong^Gildong=洪^吉洞=홍^길동", [])
-    assert pn("홍^길동", SCRIPT) == ("==홍^길동", [])
+    assert pn("홍^길동", SCRIPT) == ("홍^길동", [])  # a lone name stays in the first group
 
 
 @pytest.mark.parametrize("text", ["Müller^Jürgen", "Ørsted^Hans", "Петров^Иван", "Ωμέγα"])

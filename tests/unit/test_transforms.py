@@ -137,8 +137,9 @@ def test_person_name_ideographic_only_keeps_leading_empty_group() -> None:
     assert pn("王^小明^^^^^^I") == "=王^小明"
 
 
-def test_person_name_chinese_without_representation_code_follows_the_policy() -> None:
-    assert pn("王^小明") == "=王^小明"  # default policy: script (Han → ideographic)
+def test_person_name_chinese_without_representation_code_is_alphabetic_group() -> None:
+    # a lone name without XPN-8 stays in the first group, whatever the policy
+    assert pn("王^小明") == "王^小明"
     (by_position,) = t.person_name(["王^小明"], TransformContext(MSG, TABLES),
                                    {"groups": "position"})
     assert by_position == "王^小明"
