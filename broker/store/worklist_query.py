@@ -1,9 +1,12 @@
 """Worklist queries as SQL: every matching key becomes a bound condition on indexed columns.
 
-User input never reaches the SQL text: values are bound; wildcard values go to the
-``wild_match`` and ``pn_match`` functions (broker.worklist's matcher, linear in the stored
-value's length for any number of ``*``), narrowed by an index on their literal prefix where
-there is one (a GLOB with a single trailing ``*``, GLOB's own metacharacters escaped).
+User input never reaches the SQL text: values are bound, wildcards become GLOB patterns
+(with GLOB's own metacharacters escaped) or go to the ``pn_match`` function.
+
+Neither backtracks: PN goes through broker.worklist's segment matcher; SQLite's GLOB (3.21
+and later) gives up a pattern as soon as its last ``*`` has run through the value
+(SQLITE_NOWILDCARDMATCH), so each ``*`` scans the rest of the value once — O(len(value) ·
+len(pattern)), in C, without the GIL — and patterns are capped (dicom.max_query_*).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from broker.worklist import (
     literal_prefix,
     pn_matches,
     time_of_day_range,
-    wildcard_match,
 )
 
 #: matching keyword → column (the steps s / procedures p / patients pt join)
@@ -73,16 +75,11 @@ def open_reader(path: str | Path, busy_timeout_ms: int = 5000) -> sqlite3.Connec
     conn = connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
     conn.execute("PRAGMA query_only = ON")
     conn.create_function("pn_match", 2, _pn_match, deterministic=True)
-    conn.create_function("wild_match", 2, _wild_match, deterministic=True)
     return conn
 
 
 def _pn_match(stored: str | None, query: str) -> bool:
     return pn_matches(stored or "", query)
-
-
-def _wild_match(stored: str | None, pattern: str) -> bool:
-    return stored is not None and wildcard_match(pattern, stored)
 
 
 def glob_pattern(pattern: str) -> str:
@@ -105,8 +102,8 @@ def build_sql(query: WorklistQuery) -> tuple[str, list[Any]]:
         params.append(station.value)
     elif station is not None and station.value.strip("*"):  # '**' also matches "no station"
         where.append("EXISTS (SELECT 1 FROM step_stations x WHERE x.step_fk = s.id"
-                     " AND wild_match(x.station_aet, ?))")
-        params.append(station.value)
+                     " AND x.station_aet GLOB ?)")
+        params.append(glob_pattern(station.value))
     if low:
         where.append(f"{start_column} >= ?")
         params.append(low)
@@ -148,12 +145,8 @@ def _condition(match: Match, column: str, where: list[str], params: list[Any]) -
         where.append(f"{column} = ?")
         params.append(match.value)
     elif match.kind == "wildcard":
-        prefix = literal_prefix(match.value)
-        if prefix:  # what the index can narrow: one trailing '*', linear for SQLite too
-            where.append(f"{column} GLOB ?")
-            params.append(glob_pattern(prefix) + "*")
-        where.append(f"wild_match({column}, ?)")
-        params.append(match.value)
+        where.append(f"{column} GLOB ?")
+        params.append(glob_pattern(match.value))
     elif match.kind == "list":
         where.append(f"{column} IN ({', '.join('?' * len(match.values))})")
         params += list(match.values)
