@@ -37,6 +37,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/load.py
 	$(BIN)/python benchmarks/closure.py
 	$(BIN)/python benchmarks/footprint.py
+	$(BIN)/python benchmarks/dimse_memory.py
 	$(BIN)/python benchmarks/report.py
 
 bench-quick: $(STAMP) system-deps
@@ -47,6 +48,7 @@ bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/load.py --quick
 	$(BIN)/python benchmarks/closure.py --quick
 	$(BIN)/python benchmarks/footprint.py --quick
+	$(BIN)/python benchmarks/dimse_memory.py --quick
 	$(BIN)/python benchmarks/report.py --quick
 
 # live fuzz campaign against the running broker, bounded: make fuzz FUZZ_SECONDS=120
