@@ -36,7 +36,7 @@ def connect(path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int
 def create_private(path: str | Path) -> None:
     """Create the database file (and its folder) readable by this user only, unless it
     exists. SQLite gives its -wal, -shm and -journal files the mode of the database file, so
-    they are 0600 too; an existing file keeps its mode (``mwl-broker doctor`` warns)."""
+    they are 0600 too; an existing file keeps its mode."""
     Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
