@@ -32,6 +32,7 @@ test: $(STAMP) system-deps lint typecheck
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py
 	$(BIN)/python benchmarks/mwl_query.py
+	$(BIN)/python benchmarks/cfind_dos.py
 	$(BIN)/python benchmarks/mpps.py
 	$(BIN)/python benchmarks/crash.py
 	$(BIN)/python benchmarks/load.py
@@ -43,6 +44,7 @@ bench: $(STAMP) system-deps
 bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_ingest.py --quick
 	$(BIN)/python benchmarks/mwl_query.py --quick
+	$(BIN)/python benchmarks/cfind_dos.py --quick
 	$(BIN)/python benchmarks/mpps.py --quick
 	$(BIN)/python benchmarks/crash.py --quick
 	$(BIN)/python benchmarks/load.py --quick

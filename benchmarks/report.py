@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ("hl7_ingest", "mwl_query", "mpps", "closure", "footprint", "load", "crash",
-         "fuzz_live")
+ORDER = ("hl7_ingest", "mwl_query", "cfind_dos", "mpps", "closure", "footprint", "load",
+         "crash", "fuzz_live")
 
 
 def _load(name: str) -> dict[str, Any] | None:
