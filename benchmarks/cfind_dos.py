@@ -39,8 +39,8 @@ from benchmarks.common import BrokerUnderTest, machine, percentile, write_result
 from benchmarks.mwl_query import populate
 from benchmarks.worklist_data import items
 from broker.dicom.client import build_query, query_keys
-from broker.model import OrderChange, Patient
-from broker.samples import order
+from broker.model.orders import OrderChange, Patient
+from tests.support.samples import order
 
 TARGETS = {"ack_p99_ms_under_queries": 100.0}
 WILDCARDS = 16

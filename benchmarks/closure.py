@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import BrokerUnderTest, machine, percentile, write_results
 from benchmarks.mpps import RisThread
+from broker.cli.simulator import Endpoint, Plan, run
 from broker.hl7.mllp import MllpClient
-from broker.samples import order
-from broker.simulator import Endpoint, Plan, run
 from tests.conftest import free_port, mappings_with_orc18_station
 from tests.integration.archive import OrthancArchive
 from tests.integration.ris import Ris, segment
+from tests.support.samples import order
 
 STATION = "CT01"
 

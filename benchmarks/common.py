@@ -15,13 +15,17 @@ from tests.conftest import BrokerProcess, free_port  # one broker launcher for b
 
 __all__ = ["BrokerUnderTest", "free_port", "machine", "percentile", "write_results"]
 RESULTS = Path(__file__).resolve().parent / "results"
+UNCAPPED = ("mllp.max_connections_per_address=0", "dicom.max_associations_per_address=0")
 
 
 class BrokerUnderTest(BrokerProcess):
-    """``mwl-broker serve`` in its own process (the tests' BrokerProcess) as a context."""
+    """``mwl-broker serve`` in its own process (the tests' BrokerProcess) as a context.
+
+    Every benchmark client connects from 127.0.0.1, standing for many senders and modalities:
+    the per-address connection caps are off unless a benchmark's options set them."""
 
     def __init__(self, folder: Path, *options: str) -> None:
-        super().__init__(folder, options)
+        super().__init__(folder, (*UNCAPPED, *options))
 
     def __enter__(self) -> BrokerUnderTest:
         self.start()

@@ -30,7 +30,7 @@ from benchmarks.mwl_query import identifier, populate
 from benchmarks.worklist_data import items
 from broker.dicom.client import WorklistClient, build_query, query_keys
 from broker.hl7.mllp import MllpClient
-from broker.samples import order
+from tests.support.samples import order
 
 TARGETS = {"rss_mb_100k": 200.0, "ready_s": 2.0}
 STATION = "FOOTPRINT"

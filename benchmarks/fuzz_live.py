@@ -32,7 +32,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from benchmarks import dicom_wire
 from benchmarks.common import BrokerUnderTest, machine, percentile, write_results
 from broker.hl7.mllp import MllpClient, frame
-from broker.samples import order
+from tests.support.samples import order
 
 ROOT = Path(__file__).resolve().parent.parent
 MWL_FIND = ModalityWorklistInformationFind

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import BrokerUnderTest, machine, percentile, write_results
 from broker.hl7.mllp import MllpClient
-from broker.samples import order
+from tests.support.samples import order
 
 TARGETS = {"one_sender_per_s": 700, "eight_senders_per_s": 2000, "steady_p99_ms": 25.0}
 

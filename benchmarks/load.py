@@ -29,7 +29,7 @@ from benchmarks.common import BrokerUnderTest, machine, percentile, write_result
 from benchmarks.mwl_query import identifier, populate
 from benchmarks.worklist_data import TODAY_MATCHES, items
 from broker.hl7.mllp import MllpClient
-from broker.samples import order
+from tests.support.samples import order
 
 CONNECTIONS = 100
 ASSOCIATIONS = 64

@@ -40,7 +40,7 @@ from benchmarks.worklist_data import (
     write_files,
 )
 from broker.dicom.client import WorklistClient, build_query, query_keys
-from broker.model import OrderChange
+from broker.model.orders import OrderChange
 from broker.store.repo import Repo
 from broker.store.writer import Writer
 from broker.workflow.orders import apply

@@ -17,7 +17,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from broker.dicom.dataset import to_dataset
-from broker.model import OrderAction, OrderChange, Patient, PatientKey, Procedure, Step, StepStatus
+from broker.model.orders import (
+    OrderAction,
+    OrderChange,
+    Patient,
+    PatientKey,
+    Procedure,
+    Step,
+    StepStatus,
+)
 
 TODAY = datetime.date.today().strftime("%Y%m%d")
 STATION = "CT01"

@@ -14,30 +14,30 @@ from functools import partial
 from typing import Any
 
 from broker.admin.http import AdminServer
-from broker.allow import AddressAllowList
 from broker.config import Settings
 from broker.dicom import mpps as mpps_checks
-from broker.dicom.closure_scp import ClosureScp
+from broker.dicom.archive_reports import ClosureScp
 from broker.dicom.forward import MppsForwarder
 from broker.dicom.forward import payload as forward_payload
 from broker.dicom.mwl import QueryLimits
 from broker.dicom.server import CallingAeOptions, DicomServer, WorklistOptions
 from broker.dicom.stgcmt import CommitmentRequester
-from broker.exposure import open_listeners
+from broker.flows.hl7_in import Ingestor
 from broker.hl7.ack import new_control_id
 from broker.hl7.server import MllpServer
-from broker.ingest import Ingestor
 from broker.logs import event
 from broker.mapping.holder import MappingHolder
 from broker.mapping.watcher import MappingWatcher
 from broker.metrics import Metrics
+from broker.net.allow import AddressAllowList
+from broker.net.exposure import open_listeners
+from broker.net.tls import client_args, client_context, server_context
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
-from broker.purger import Purger
-from broker.store.closure import Instance
+from broker.store.completion import Instance
+from broker.store.purger import Purger
 from broker.store.repo import OutboxRepo, OutboxRow
 from broker.store.writer import Writer
-from broker.tls import client_args, client_context, server_context
-from broker.workflow.closure import ACTION_TYPE, Closure, ClosurePolicy
+from broker.workflow.completion import ACTION_TYPE, Closure, ClosurePolicy
 from broker.workflow.notify import StatusNotifier
 
 log = logging.getLogger("broker.app")

@@ -419,7 +419,7 @@ def _check_destination_charsets(settings: Settings, where: str) -> None:
 
 def _check_addresses(settings: Settings, where: str) -> None:
     """Every allow-list entry is an IP address or a CIDR network."""
-    from broker.allow import parse_networks
+    from broker.net.allow import parse_networks
 
     lists = [("mllp.allowed_addresses", settings.mllp.allowed_addresses),
              ("dicom.allowed_addresses", settings.dicom.allowed_addresses)]

@@ -19,7 +19,7 @@ from broker.admin.throttle import FailureLimit
 from broker.config import is_loopback
 from broker.logs import event
 from broker.metrics import CONTENT_TYPE, Metrics
-from broker.tls import server_context
+from broker.net.tls import server_context
 
 if TYPE_CHECKING:
     from broker.app import Broker

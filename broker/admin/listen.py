@@ -21,7 +21,7 @@ from aiohttp import web
 from broker.admin.auth import Handler
 from broker.logs import event
 from broker.metrics import Metrics
-from broker.peer_limits import PerAddressLimit
+from broker.net.peer_limits import PerAddressLimit
 
 log = logging.getLogger("broker.admin")
 #: seconds a refused client has to read its 503 before the connection is aborted

@@ -17,7 +17,7 @@ import aiosqlite
 
 from broker.logs import event
 from broker.mapping.schema import MappingLoadError, describe, load_mappings
-from broker.model import StepStatus
+from broker.model.orders import StepStatus
 from broker.outbound.outbox import Destination
 from broker.store import admin_queries as q
 from broker.store.repo import OutboxRepo

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.peer_limits import PerAddressLimit
+from broker.net.peer_limits import PerAddressLimit
 
 #: A-ASSOCIATE-RJ: result 2 rejected-transient, source 3 service provider (presentation
 #: related function), reason 2 local-limit-exceeded

@@ -7,7 +7,7 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
 
-from broker.model import Attrs
+from broker.model.orders import Attrs
 
 INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
 

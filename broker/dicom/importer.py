@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from broker.mapping.engine import generate_study_uid
-from broker.model import (
+from broker.model.orders import (
     Attrs,
     OrderAction,
     OrderChange,

@@ -2,7 +2,7 @@
 
 Matching follows PS3.4 C.2.2.2 and Annex K: single value, universal (empty or ``*``),
 wildcards only for the VRs that allow them, DA/TM/DT ranges (SPS Start Date and Time
-combined), UID lists; the PN policy is in broker/worklist.py.
+combined), UID lists; the PN policy is in broker/model/worklist.py.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
-from broker.model import Attrs
+from broker.model.orders import Attrs
+from broker.model.worklist import Match, WorklistQuery
 from broker.store.worklist_query import MATCHABLE, STATION, WorklistRow
-from broker.worklist import Match, WorklistQuery
 
 SPS_SEQUENCE = "ScheduledProcedureStepSequence"
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})

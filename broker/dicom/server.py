@@ -32,11 +32,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from broker.allow import AddressAllowList
 from broker.dicom import fastpath, message_guard, pdu_guard
 from broker.dicom import mpps as mpps_checks
 from broker.dicom.admission import Admission, cut, refuse_busy
-from broker.dicom.closure_scp import IAN_SOP_CLASS, ClosureScp
+from broker.dicom.archive_reports import IAN_SOP_CLASS, ClosureScp
 from broker.dicom.dataset import status_dataset
 from broker.dicom.encoder import encode
 from broker.dicom.fastjson import to_json
@@ -50,11 +49,12 @@ from broker.dicom.mwl import (
     to_pydicom,
 )
 from broker.logs import event, without_values
-from broker.peer_limits import PerAddressLimit
+from broker.net.allow import AddressAllowList
+from broker.net.peer_limits import PerAddressLimit
+from broker.net.tls import handshake_reason
 from broker.store.repo import MppsRepo
 from broker.store.worklist_query import open_reader, search
 from broker.store.writer import StoreError, Writer
-from broker.tls import handshake_reason
 from broker.workflow import mpps as mpps_flow
 
 if TYPE_CHECKING:

@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from broker.allow import AddressAllowList
 from broker.hl7.mllp import FILLER, Frame, Framer, Garbage, Oversize, frame
 from broker.logs import event
-from broker.peer_limits import PerAddressLimit
-from broker.tls import handshake_reason, peer_subject
-from broker.tls_listener import TlsListener
+from broker.net.allow import AddressAllowList
+from broker.net.peer_limits import PerAddressLimit
+from broker.net.tls import handshake_reason, peer_subject
+from broker.net.tls_listener import TlsListener
 
 if TYPE_CHECKING:
     from broker.metrics import Metrics

@@ -28,7 +28,7 @@ from broker.mapping.outbound import (
     template_problems,
 )
 from broker.mapping.transforms import TRANSFORMS, VR_TRANSFORM, Fn
-from broker.model import OrderAction, StepStatus
+from broker.model.orders import OrderAction, StepStatus
 
 KINDS = ("order", "patient_update", "patient_merge", "patient_id_change")
 TOP_KEYS = ("sections", "messages", "tables", "order_control", "station_rules", "templates",

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from broker.model import Attrs, PatientKey, StepStatus
-from broker.worklist import name_keys
+from broker.model.orders import Attrs, PatientKey, StepStatus
+from broker.model.worklist import name_keys
 
 
 def _dump(attrs: Attrs) -> str:

@@ -3,7 +3,7 @@
 User input never reaches the SQL text: values are bound, wildcards become GLOB patterns
 (with GLOB's own metacharacters escaped) or go to the ``pn_match`` function.
 
-Neither backtracks: PN goes through broker.worklist's segment matcher; SQLite's GLOB (3.21
+Neither backtracks: PN goes through broker.model.worklist's segment matcher; SQLite's GLOB (3.21
 and later) gives up a pattern as soon as its last ``*`` has run through the value
 (SQLITE_NOWILDCARDMATCH), so each ``*`` scans the rest of the value once — O(len(value) ·
 len(pattern)), in C, without the GIL — and patterns are capped (dicom.max_query_*).
@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.model import Attrs
-from broker.store.db import connect
-from broker.worklist import (
+from broker.model.orders import Attrs
+from broker.model.worklist import (
     HIDDEN_STATUSES,
     Match,
     WorklistQuery,
@@ -29,6 +28,7 @@ from broker.worklist import (
     pn_matches,
     time_of_day_range,
 )
+from broker.store.db import connect
 
 #: matching keyword → column (the steps s / procedures p / patients pt join)
 COLUMNS = {

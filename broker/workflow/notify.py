@@ -13,7 +13,7 @@ from broker.hl7.ack import new_control_id
 from broker.mapping.outbound import OutboundRule, hl7_timestamp, render
 from broker.mapping.schema import MappingSet
 from broker.outbound.encoding import with_charset
-from broker.store.closure import Facts
+from broker.store.completion import Facts
 from broker.store.repo import MppsRepo, OutboxRepo
 
 EVENT = "procedure_status"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.model import (
+from broker.model.orders import (
     Attrs,
     DomainError,
     Event,

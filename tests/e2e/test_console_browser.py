@@ -23,10 +23,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
-from broker.samples import order
 from tests.conftest import BrokerProcess, mappings_with_orc18_station, msa, send, wait_for_port
 from tests.integration.ris import Ris
 from tests.integration.test_mpps_scp import mpps
+from tests.support.samples import order
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -18,10 +18,10 @@ from broker.app import Broker
 from broker.config import ConfigError, DestinationSettings
 from broker.dicom.client import WorklistClient, build_query, query_keys
 from broker.hl7.mllp import frame
-from broker.samples import order
 from tests.conftest import BIN, make_settings, mappings_with_orc18_station, msa, send
 from tests.integration.ris import Ris
 from tests.integration.test_outbox import perform
+from tests.support.samples import order
 
 TODAY = datetime.date.today().strftime("%Y%m%d")
 STUDY = "1.2.826.0.1.3680043.8.498.2"  # order(1)'s Study Instance UID

@@ -17,9 +17,9 @@ from yarl import URL
 
 from broker.app import Broker
 from broker.config import Settings, TlsSettings
-from broker.samples import order
 from tests.conftest import make_settings, msa, send
 from tests.integration.certs import make_pki
+from tests.support.samples import order
 
 TOKEN = "s3cret-admin-token"
 

@@ -15,9 +15,9 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from broker.app import Broker
 from broker.config import AllowedSenderSettings
 from broker.hl7.mllp import frame
-from broker.samples import order
 from tests.conftest import Db, err, make_settings, msa, send
 from tests.integration.test_tls import rejections, until
+from tests.support.samples import order
 
 
 @pytest.fixture

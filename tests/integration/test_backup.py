@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker import cli
-from broker.model import PatientKey
+from broker.model.orders import PatientKey
 from broker.store.backup import BackupError, backup
 from broker.store.repo import MessageRecord, Repo
 from broker.store.writer import Writer

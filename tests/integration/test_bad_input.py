@@ -11,8 +11,8 @@ import pytest
 
 from broker.app import Broker
 from broker.hl7.mllp import END, START_BYTE, MllpClient
-from broker.samples import order
 from tests.conftest import BIN, ROOT, Db, err, make_settings, msa, send
+from tests.support.samples import order
 
 GB_NAME = "\u738b^\u5c0f\u660e"  # 王^小明
 

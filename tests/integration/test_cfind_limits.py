@@ -15,8 +15,8 @@ import pytest
 from pydicom.dataset import Dataset
 
 from broker.dicom.client import FindResult, WorklistClient, build_query, query_keys
-from broker.samples import order
 from tests.conftest import BrokerProcess, msa, send
+from tests.support.samples import order
 
 FAMILY = "A" * 120
 #: 16 wildcards (the default cap) that can never match: ~C(120, 15) ways for a regex to try

@@ -17,13 +17,13 @@ from pynetdicom import AE
 from pynetdicom.sop_class import InstanceAvailabilityNotification  # type: ignore[attr-defined]
 
 from broker.app import Broker
+from broker.cli.simulator import Endpoint, Plan, Result, ian_dataset, run
 from broker.config import DestinationSettings, Settings
-from broker.samples import order
-from broker.simulator import Endpoint, Plan, Result, ian_dataset, run
 from tests.conftest import Db, free_port, make_settings, mappings_with_orc18_station, msa, send
 from tests.integration.archive import OrthancArchive
 from tests.integration.dicom_peers import findscu
 from tests.integration.ris import Ris, obx, oru, segment
+from tests.support.samples import order
 
 pytestmark = pytest.mark.skipif(not OrthancArchive.available(),
                                 reason="Orthanc is installed by make test")

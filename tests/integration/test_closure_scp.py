@@ -23,9 +23,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from broker.app import Broker
 from broker.config import DestinationSettings, Settings
 from broker.dicom.stgcmt import PUSH_MODEL_INSTANCE
-from broker.samples import order
 from tests.conftest import Db, free_port, make_settings, msa, send
 from tests.integration.ris import Ris, obx, oru, segment
+from tests.support.samples import order
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from broker import cli
-from broker.model import PatientKey
+from broker.model.orders import PatientKey
 from broker.store.repo import Repo
 from broker.store.writer import Writer
 from tests.conftest import ROOT, BrokerProcess, free_port

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from broker import cli
-from broker.samples import order
 from tests.conftest import BrokerProcess, msa, send
+from tests.support.samples import order
 
 
 def mode(path: Path) -> int:

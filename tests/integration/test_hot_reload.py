@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 from broker.hl7.mllp import MllpClient
-from broker.samples import order
 from tests.conftest import ROOT, BrokerProcess, Db, msa
+from tests.support.samples import order
 
 STEP_ID = "        ScheduledProcedureStepID: OBR-20\n"
 MODALITY = "        Modality: OBR-24\n"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from broker.dicom.client import WorklistClient, build_query
 from broker.hl7.mllp import Frame, Framer, frame
-from broker.samples import order
 from tests.conftest import BrokerProcess, Db, msa
+from tests.support.samples import order
 
 NAME, PID = "ZZSECRETNAME^QQHIDDEN", "SECRETPID4711"
 MARKERS = ("ZZSECRETNAME", "QQHIDDEN", "SECRETPID4711", "19991399")

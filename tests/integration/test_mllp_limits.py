@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from broker.hl7.mllp import Frame, Framer, frame
-from broker.samples import order
 from tests.conftest import BrokerProcess, Db
+from tests.support.samples import order
 
 #: the whole of 127.0.0.0/8 is loopback: a second source address on this machine
 OTHER = "127.0.0.2"

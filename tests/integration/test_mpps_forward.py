@@ -17,10 +17,10 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[
 
 from broker.app import Broker
 from broker.config import ForwardSettings
-from broker.samples import order
 from tests.conftest import Db, free_port, make_settings, msa, send
 from tests.integration.test_mpps_scp import completion, mpps
 from tests.integration.test_outbox import until
+from tests.support.samples import order
 
 
 class DownstreamScp:

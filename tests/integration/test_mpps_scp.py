@@ -17,8 +17,8 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[
 
 from broker.app import Broker
 from broker.dicom.client import WorklistClient, build_query, query_keys
-from broker.samples import order
 from tests.conftest import Db, msa, send
+from tests.support.samples import order
 
 UID = "1.2.826.0.1.3680043.8.498.2"  # order(1)'s Study Instance UID
 

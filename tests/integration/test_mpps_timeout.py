@@ -20,10 +20,10 @@ from pynetdicom.association import Association
 
 from broker.app import Broker
 from broker.config import DestinationSettings
-from broker.samples import order
 from tests.conftest import Db, free_port, make_settings, msa, send
 from tests.integration.test_mpps_scp import completion, create, mpps, step_status, update
 from tests.integration.test_mpps_scp import scu as scu  # the SCU fixture
+from tests.support.samples import order
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from pydicom.dataset import Dataset
 
 from broker.dicom.client import WorklistClient, build_query, query_keys
-from broker.samples import order
 from tests.conftest import BrokerProcess, Db, err, msa, send
+from tests.support.samples import order
 
 CHINESE = "WANG^XIAOMING~\u738b^\u5c0f\u660e"  # two repetitions, no XPN-8
 BOTH_GROUPS = "WANG^XIAOMING=\u738b^\u5c0f\u660e"

@@ -12,9 +12,9 @@ import pytest
 from pydicom.dataset import Dataset
 
 from broker.dicom.client import QueryFailed, WorklistClient, build_query, query_keys
-from broker.samples import order
 from tests.conftest import BrokerProcess, mappings_with_orc18_station, msa, send
 from tests.integration.dicom_peers import dump_to_dicom, findscu
+from tests.support.samples import order
 
 pytestmark = pytest.mark.peers
 DAY = "20261122"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from broker.app import Broker
-from broker.samples import order
 from tests.conftest import Db, err, msa, send
+from tests.support.samples import order
 
 UID = "1.2.826.0.1.3680043.8.498.2"
 

@@ -14,12 +14,12 @@ import pytest
 
 from broker.app import Broker
 from broker.config import DestinationSettings
-from broker.samples import order
 from broker.store.repo import OutboxRepo
 from tests.conftest import Db, make_settings, msa, send
 from tests.hl7_strict import problems
 from tests.integration.ris import Ris, oru, segment
 from tests.integration.test_outbox import perform, until
+from tests.support.samples import order
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 #: MSH-18 (table 0211) → how a receiver reads the bytes

@@ -15,10 +15,10 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[
 
 from broker.app import Broker
 from broker.config import DestinationSettings
-from broker.samples import order
 from tests.conftest import Db, make_settings, msa, send
 from tests.integration.ris import Ris, segment
 from tests.integration.test_mpps_scp import UID, completion, mpps
+from tests.support.samples import order
 
 
 @pytest.fixture

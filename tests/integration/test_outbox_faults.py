@@ -14,10 +14,10 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
-from broker.samples import order
 from tests.conftest import BrokerProcess, Db, free_port, msa, send
 from tests.integration.ris import Ris, segment
 from tests.integration.test_mpps_scp import completion, mpps
+from tests.support.samples import order
 
 PROCEDURES = 200
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 
+from broker.cli.receiver import Receiver
 from broker.hl7.ack import ack_code_of
 from broker.hl7.mllp import MllpClient
-from broker.receiver import Receiver
 
 MESSAGE = ("MSH|^~\\&|MWLBROKER|RADIOLOGY|RIS|HOSP|20270301090000||ORM^O01|C-42|P|2.3.1|||||"
            "|UNICODE UTF-8\rPID|||PAT-1||Müller^Anna\rORC|SC|PLC-1||||IP\r")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from broker.samples import order
 from tests.conftest import SAMPLES, BrokerProcess, Db, msa, send
+from tests.support.samples import order
 
 
 def test_restart_keeps_everything_and_resend_is_not_applied_twice(

@@ -16,9 +16,9 @@ import pytest
 from broker import cli
 from broker.app import Broker
 from broker.config import ConfigError, apply_overrides, check
-from broker.samples import order
 from broker.store.repo import MppsRepo, OutboxRepo
 from tests.conftest import Db, make_settings, mappings_with_orc18_station, msa, send
+from tests.support.samples import order
 
 OLD = time.time() - 120 * 86400  # past every default age
 UID = "1.2.826.0.1.3680043.8.498.{}"  # order(n)'s Study Instance UID is UID.format(n + 1)

@@ -10,8 +10,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from broker.app import Broker
-from broker.samples import OrderSample, order, segment
 from tests.conftest import BIN, Db, err, msa, send
+from tests.support.samples import OrderSample, order, segment
 
 UID = "1.2.826.0.1.3680043.8.498.77"
 
@@ -60,7 +60,7 @@ async def test_unexpected_error_while_storing_is_an_ae_and_is_logged(
         broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection: applying one message raises. It gets AE 207 with the reason, is
     logged, changes nothing, and the same connection goes on with the next message."""
-    import broker.ingest as ingest
+    import broker.flows.hl7_in as ingest
 
     real_apply = ingest.apply
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.samples import order
 from tests.conftest import BIN, BrokerProcess, Db, mappings_with_orc18_station, msa, send
+from tests.support.samples import order
 
 STATION = "CT01"
 

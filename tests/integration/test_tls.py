@@ -21,11 +21,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from broker.app import Broker
 from broker.config import ConfigError, DestinationSettings, TlsSettings
 from broker.hl7.mllp import MllpClient, MllpError, frame
-from broker.samples import order
-from broker.tls import client_context, server_context
+from broker.net.tls import client_context, server_context
 from tests.conftest import BIN, BrokerProcess, Db, make_settings, msa
 from tests.integration.certs import Pair, Pki, make_pki
 from tests.integration.ris import Ris
+from tests.support.samples import order
 
 REFUSED = (ssl.SSLError, ConnectionError, MllpError, TimeoutError)
 
@@ -199,7 +199,7 @@ def test_storage_commitment_request_over_tls(pki: Pki) -> None:
     from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
     from broker.dicom.stgcmt import CommitmentRequester
-    from broker.tls import client_args
+    from broker.net.tls import client_args
 
     asked: list[str] = []
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.allow import AddressAllowList, SenderAllowList, host_of
 from broker.config import ConfigError, Settings, apply_overrides
+from broker.net.allow import AddressAllowList, SenderAllowList, host_of
 
 
 @pytest.mark.parametrize(("address", "allowed"), [

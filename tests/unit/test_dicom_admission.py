@@ -11,7 +11,7 @@ from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from broker.dicom.admission import LOCAL_LIMIT_EXCEEDED, Admission, cut, refuse_busy
-from broker.peer_limits import PerAddressLimit
+from broker.net.peer_limits import PerAddressLimit
 
 
 class Clock:

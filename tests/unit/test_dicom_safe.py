@@ -23,7 +23,7 @@ from broker.hl7.path import Path as Hl7Path
 from broker.mapping.dicom_safe import BACKSLASH_ALLOWED, keyword_vr, safe_items, safe_value
 from broker.mapping.engine import map_message
 from broker.mapping.schema import FieldSpec, MappingLoadError, MessageMapping, load_mappings
-from broker.model import Event, OrderChange, PatientIdChange, PatientMerge, PatientUpdate
+from broker.model.orders import Event, OrderChange, PatientIdChange, PatientMerge, PatientUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "testdata" / "hl7").glob("*.hl7"))

@@ -13,8 +13,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
+from broker.cli.simulator import completed, in_progress
 from broker.dicom.fastjson import to_json
-from broker.simulator import completed, in_progress
 from tests.integration.test_mpps_scp import completion, mpps
 
 

@@ -20,11 +20,11 @@ from broker.hl7.message import ParseError, parse
 from broker.hl7.mllp import Frame, Framer, Garbage, Oversize, frame
 from broker.mapping.engine import map_message
 from broker.mapping.schema import MappingSet, load_mappings
-from broker.model import DomainError
-from broker.samples import order
+from broker.model.orders import DomainError
 from broker.store.db import connect, migrate
 from broker.store.repo import Repo
 from broker.workflow.orders import apply
+from tests.support.samples import order
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "testdata" / "hl7").glob("*.hl7"))

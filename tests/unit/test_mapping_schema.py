@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from broker.mapping.schema import MappingLoadError, MappingSet, describe, load_mappings
-from broker.model import OrderAction, StepStatus
+from broker.model.orders import OrderAction, StepStatus
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 

@@ -20,8 +20,8 @@ from broker.dicom.mwl import (
     parse_identifier,
 )
 from broker.dicom.server import latin1_name
+from broker.model.worklist import Match
 from broker.store.worklist_query import START_DATE, START_TIME, STATION, WorklistRow
-from broker.worklist import Match
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
 

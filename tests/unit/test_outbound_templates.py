@@ -25,16 +25,16 @@ from broker.config import (
     check,
 )
 from broker.dicom.mpps import summary
-from broker.ingest import Ingestor
+from broker.flows.hl7_in import Ingestor
 from broker.mapping.outbound import Template
 from broker.mapping.schema import MappingLoadError, MappingSet, load_mappings
 from broker.outbound.encoding import EncodingError, declared, encode, with_charset
-from broker.samples import order
-from broker.store.closure import Facts
+from broker.store.completion import Facts
 from broker.store.writer import Writer
 from broker.workflow.notify import COMPLETION, EVENT, StatusNotifier
 from tests.conftest import Db
 from tests.hl7_strict import problems, structure
+from tests.support.samples import order
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 SHIPPED = load_mappings(MAPPINGS)

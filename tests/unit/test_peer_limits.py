@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from broker.peer_limits import PerAddressLimit
+from broker.net.peer_limits import PerAddressLimit
 
 
 def test_cap_is_per_address() -> None:

@@ -14,7 +14,7 @@ from broker.mapping import names
 from broker.mapping.engine import map_message
 from broker.mapping.schema import MappingLoadError, load_mappings
 from broker.mapping.transforms import TransformContext, person_name
-from broker.model import PatientUpdate
+from broker.model.orders import PatientUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
 MSG = parse("MSH|^~\\&|RIS|HOSP|PACS|RAD|20240101||ADT^A08|1|P|2.5.1\rPID|||1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.redact import redact_argument, redact_command
+from broker.cli.redact import redact_argument, redact_command
 
 
 @pytest.mark.parametrize("argument", [

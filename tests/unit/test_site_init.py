@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from broker.cli import main
+from broker.cli.commands import main
+from broker.cli.site_init import InitError, SiteExists, init_site, site_settings
 from broker.config import PACKAGE_ROOT, Settings, load_settings, shipped_defaults
 from broker.mapping.schema import load_mappings
-from broker.site_init import InitError, SiteExists, init_site, site_settings
 
 
 def expected(site: Path) -> Settings:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from broker.config import ConfigError, Settings, TlsSettings, apply_overrides
-from broker.tls import client_args, client_context, handshake_reason, server_context
+from broker.net.tls import client_args, client_context, handshake_reason, server_context
 
 
 def test_off_means_no_context() -> None:

@@ -1,4 +1,4 @@
-"""The wildcard matcher (broker.worklist.wildcard_match): the same answers as the ``.*``
+"""The wildcard matcher (broker.model.worklist.wildcard_match): the same answers as the ``.*``
 regular expression it replaced, on patterns for which that expression backtracks for ever."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.worklist import pn_matches, wildcard_match
+from broker.model.worklist import pn_matches, wildcard_match
 
 
 def reference(pattern: str, value: str) -> bool:

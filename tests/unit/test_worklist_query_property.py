@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from broker.dicom.mwl import QueryError, parse_identifier
-from broker.model import PatientKey, StepStatus
+from broker.model.orders import PatientKey, StepStatus
+from broker.model.worklist import Match, WorklistQuery, pn_matches
 from broker.store.db import connect, migrate
 from broker.store.repo import Repo
 from broker.store.worklist_query import (
@@ -40,9 +41,8 @@ from broker.store.worklist_query import (
     open_reader,
     search,
 )
-from broker.worklist import Match, WorklistQuery, pn_matches
 
-#: shown only when the query has a value for SPS Status (independent of broker.worklist)
+#: shown only when the query has a value for SPS Status (independent of broker.model.worklist)
 HIDDEN = frozenset({"STARTED", "COMPLETED", "DISCONTINUED", "CANCELED"})
 
 

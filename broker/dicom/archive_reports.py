@@ -16,9 +16,9 @@ from broker.dicom import ian as ian_checks
 from broker.dicom.dataset import status_dataset
 from broker.dicom.stgcmt import ReportError, parse_report, report_status
 from broker.logs import event
-from broker.store.closure import ClosureRepo, Instance
+from broker.store.completion import ClosureRepo, Instance
 from broker.store.writer import StoreError, Writer
-from broker.workflow.closure import Closure
+from broker.workflow.completion import Closure
 
 log = logging.getLogger("broker.dicom")
 IAN_SOP_CLASS = "1.2.840.10008.5.1.4.33"

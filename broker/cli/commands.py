@@ -13,7 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from broker import __version__, care_commands
+from broker import __version__
+from broker.cli import care as care_commands
 from broker.config import ConfigError, Settings, apply_overrides, load_settings
 
 
@@ -88,7 +89,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from broker.config import TlsSettings
     from broker.hl7.ack import ack_code_of
     from broker.hl7.mllp import MllpClient, MllpError
-    from broker.tls import client_context
+    from broker.net.tls import client_context
 
     tls = TlsSettings(enabled=bool(args.tls or args.tls_ca or args.tls_cert or args.tls_key),
                       ca_file=args.tls_ca or "", cert_file=args.tls_cert or "",
@@ -144,7 +145,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     from broker.hl7.message import ParseError, parse
     from broker.mapping.engine import map_message
     from broker.mapping.schema import MappingLoadError, load_mappings
-    from broker.model import OrderChange, PatientIdChange, PatientMerge, PatientUpdate
+    from broker.model.orders import OrderChange, PatientIdChange, PatientMerge, PatientUpdate
 
     settings = _settings(args)
     try:
@@ -210,7 +211,7 @@ def cmd_import_worklist(args: argparse.Namespace) -> int:
         read_worklist_file,
         worklist_files,
     )
-    from broker.model import DomainError
+    from broker.model.orders import DomainError
     from broker.store.writer import StoreError, Writer
 
     settings = _settings(args)
@@ -255,7 +256,7 @@ TABLE_COLUMNS = (("Patient", "PatientName", 24), ("ID", "PatientID", 12),
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from broker.simulator import Endpoint, Plan, SimulationError, run
+    from broker.cli.simulator import Endpoint, Plan, SimulationError, run
 
     try:
         worklist = Endpoint.parse(args.worklist, "MWLBROKER")
@@ -373,7 +374,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from broker.site_init import InitError, init_site
+    from broker.cli.site_init import InitError, init_site
 
     try:
         written = init_site(args.directory, force=args.force)
@@ -388,7 +389,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
-    from broker.receiver import Receiver
+    from broker.cli.receiver import Receiver
 
     receiver = Receiver(args.host, args.port, answer=args.answer, count=args.count)
     try:

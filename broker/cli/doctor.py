@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.cli.port_owner import port_owner
 from broker.config import ConfigError, Settings, check
-from broker.exposure import open_listeners
-from broker.port_owner import port_owner
+from broker.net.exposure import open_listeners
 from broker.store.db import SYNCHRONOUS, connect, schema_version
 from broker.store.health import integrity_problems, journal_mode
 from broker.store.schema import MIGRATIONS

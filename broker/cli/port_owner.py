@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.redact import redact_command
+from broker.cli.redact import redact_command
 
 LISTEN = "0A"
 

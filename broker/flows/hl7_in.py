@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from broker.allow import SenderAllowList, host_of
 from broker.config import Hl7Settings, MllpSettings
 from broker.hl7 import charset
 from broker.hl7.ack import Hl7Error, Hl7Reject, build_ack
@@ -18,7 +17,8 @@ from broker.hl7.message import Message, ParseError, parse
 from broker.logs import event, exception_site
 from broker.mapping.engine import map_message
 from broker.mapping.schema import MappingSet
-from broker.model import DomainError, Event, OrderChange, PatientIdChange, PatientMerge
+from broker.model.orders import DomainError, Event, OrderChange, PatientIdChange, PatientMerge
+from broker.net.allow import SenderAllowList, host_of
 from broker.store.repo import MessageRecord, Repo
 from broker.store.writer import StoreError, Writer
 from broker.workflow.orders import apply

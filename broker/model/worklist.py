@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from broker.model import StepStatus
+from broker.model.orders import StepStatus
 
 #: shown only when the query asks for SPS Status
 HIDDEN_STATUSES = (StepStatus.STARTED, StepStatus.COMPLETED, StepStatus.DISCONTINUED,

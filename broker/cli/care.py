@@ -29,13 +29,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from broker.cli import _settings as settings_of
+    from broker.cli.commands import _settings as settings_of
 
     return settings_of(args)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from broker.purger import Purger
+    from broker.store.purger import Purger
     from broker.store.writer import StoreError, Writer
 
     settings = _settings(args)
@@ -90,6 +90,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from broker.doctor import diagnose, report
+    from broker.cli.doctor import diagnose, report
 
     return report(diagnose(lambda: _settings(args)))

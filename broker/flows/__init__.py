@@ -1,0 +1,1 @@
+"""The data flows: one module per arrow of DESIGN.md's flow."""

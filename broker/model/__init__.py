@@ -1,0 +1,1 @@
+"""Domain types and errors: orders, worklist queries, instances."""

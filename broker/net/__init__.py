@@ -1,0 +1,1 @@
+"""Network plumbing shared by the listeners: TLS, allow-lists, per-address limits."""

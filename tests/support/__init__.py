@@ -1,0 +1,1 @@
+"""Test support: sample messages, fixtures and peers shared by tests and benchmarks."""
