@@ -23,9 +23,9 @@ from benchmarks.common import BrokerUnderTest, machine, percentile, write_result
 from benchmarks.mpps import RisThread
 from broker.cli.simulator import Endpoint, Plan, run
 from broker.hl7.mllp import MllpClient
-from tests.conftest import free_port, mappings_with_orc18_station
-from tests.integration.archive import OrthancArchive
-from tests.integration.ris import Ris, segment
+from tests.support.archive import OrthancArchive
+from tests.support.broker import free_port, mappings_with_orc18_station
+from tests.support.ris import Ris, segment
 from tests.support.samples import order
 
 STATION = "CT01"

@@ -11,7 +11,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import BrokerProcess, free_port  # one broker launcher for both
+from tests.support.broker import BrokerProcess, free_port  # one broker launcher for both
 
 __all__ = ["BrokerUnderTest", "free_port", "machine", "percentile", "write_results"]
 RESULTS = Path(__file__).resolve().parent / "results"

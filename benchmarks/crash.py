@@ -48,8 +48,8 @@ from benchmarks import dicom_wire
 from benchmarks.common import BrokerUnderTest, free_port, machine, write_results
 from benchmarks.mpps import in_progress
 from broker.hl7.mllp import MllpClient, MllpError
-from tests.conftest import Db
-from tests.integration.ris import Ris, segment
+from tests.support.db import Db
+from tests.support.ris import Ris, segment
 from tests.support.samples import order
 
 MPPS = ModalityPerformedProcedureStep

@@ -26,13 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import BrokerUnderTest, machine, write_results
 from broker.dicom.message_guard import DEFAULT_MAX_MESSAGE_BYTES
-from tests.integration.test_dicom_limits import (
-    associate,
-    find,
-    memory_kib,
-    read_pdu,
-    stream_fragments,
-)
+from tests.support.dicom_wire import associate, find, memory_kib, read_pdu, stream_fragments
 
 MIB = 1 << 20
 #: the bounded broker must stay within this many bounds of growth for N associations at once

@@ -147,7 +147,7 @@ def main(quick: bool) -> int:
 
 
 def _orc18_mappings(folder: Path) -> Path:
-    from tests.conftest import mappings_with_orc18_station
+    from tests.support.broker import mappings_with_orc18_station
 
     return mappings_with_orc18_station(folder)
 

@@ -30,7 +30,7 @@ from benchmarks import dicom_wire
 from benchmarks.common import BrokerUnderTest, free_port, machine, percentile, write_results
 from broker.dicom import fastpath
 from broker.hl7.mllp import MllpClient
-from tests.integration.ris import Ris, segment
+from tests.support.ris import Ris, segment
 from tests.support.samples import order
 
 TARGETS = {"pairs_per_s": 300, "completed_to_ris_p99_ms": 100.0}

@@ -23,9 +23,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.conftest import BrokerProcess, mappings_with_orc18_station, msa, send, wait_for_port
-from tests.integration.ris import Ris
-from tests.integration.test_mpps_scp import mpps
+from tests.support.broker import BrokerProcess, mappings_with_orc18_station, wait_for_port
+from tests.support.mllp import msa, send
+from tests.support.mpps import mpps
+from tests.support.ris import Ris
 from tests.support.samples import order
 
 CHROMIUM = Path("/usr/bin/chromium")

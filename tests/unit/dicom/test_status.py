@@ -15,7 +15,7 @@ def test_failure_dataset_cuts_the_comment_and_keeps_the_error_id() -> None:
     failure = DimseFailure(PROCESSING_FAILURE, "x" * 80, error_id=MPPS_MAY_NO_LONGER_BE_UPDATED)
     ds = failure.dataset()
     assert ds.Status == 0x0110 and ds.ErrorComment == "x" * 64 and ds.ErrorID == 0xA710
-    assert str(failure) == "x" * 80 and failure.comment == "x" * 64
+    assert str(failure) == "x" * 80 and failure.comment == "x" * 80
 
 
 def test_failure_without_error_id_has_none() -> None:
