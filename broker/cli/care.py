@@ -35,8 +35,8 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from broker.store.purger import Purger
-    from broker.store.writer import StoreError, Writer
+    from broker.store.errors import StoreError
+    from broker.store.factory import open_store
 
     settings = _settings(args)
     db = settings.database
@@ -44,8 +44,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print(f"mwl-broker purge: database {db.path} does not exist (check database.path)",
               file=sys.stderr)
         return 2
-    writer = Writer(db.path, synchronous=db.synchronous, busy_timeout_ms=db.busy_timeout_ms)
-    purger = Purger(db.path, writer, settings.retention, db.busy_timeout_ms)
+    store = open_store(db)
+    writer = store.writer
+    purger = store.purger(settings.retention)
     ages = {rule.name: getattr(settings.retention, f"{rule.name}_days")
             for rule, _ in purger.cutoffs()}
     if not ages:

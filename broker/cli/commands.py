@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import Iterator
 from functools import partial
@@ -212,7 +211,8 @@ def cmd_import_worklist(args: argparse.Namespace) -> int:
         worklist_files,
     )
     from broker.model.orders import DomainError
-    from broker.store.writer import StoreError, Writer
+    from broker.store.errors import StoreError
+    from broker.store.factory import open_store
 
     settings = _settings(args)
     db = settings.database
@@ -224,15 +224,14 @@ def cmd_import_worklist(args: argparse.Namespace) -> int:
         except (ImportError_, ValueError) as exc:
             failed += 1
             print(f"skipped {exc}", file=sys.stderr)
-    writer = Writer(db.path, synchronous=db.synchronous, busy_timeout_ms=db.busy_timeout_ms,
-                    max_batch=db.max_batch)
+    writer = open_store(db).writer
     writer.start()
     imported = 0
     try:
         for paths, order in group_by_study(items):
             try:
                 writer.run_sync(partial(_apply_in, order=order))
-            except (StoreError, DomainError, sqlite3.Error) as exc:
+            except (StoreError, DomainError) as exc:
                 failed += len(paths)
                 print(f"skipped {', '.join(map(str, paths))}: {exc}", file=sys.stderr)
                 continue
@@ -338,35 +337,29 @@ def _print_table(matches: list[Any]) -> None:
 def cmd_outbox(args: argparse.Namespace) -> int:
     import time as _time
 
-    from broker.store.db import connect
-    from broker.store.repo import OutboxRepo, outbox_entries
-    from broker.store.writer import Writer
+    from broker.store.factory import open_store
 
     settings = _settings(args)
-    db = settings.database
+    store = open_store(settings.database)
     if args.action == "list":
-        conn = connect(db.path, readonly=True)
-        try:
-            rows = outbox_entries(conn, args.state or "", args.limit)
-        finally:
-            conn.close()
+        rows = store.outbox_entries(args.state or "", args.limit)
         for r in rows:
             when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(r.next_attempt_at))
             print(f"{r.id:>6}  {r.state:<9} {r.destination:<8} {r.message_type:<8} "
                   f"{r.control_id:<26} attempts={r.attempts} next={when} order={r.order_key}"
                   + (f"\n        last error: {r.last_error}" if r.last_error else ""))
         return 0
-    writer = Writer(db.path, synchronous=db.synchronous)
+    writer = store.writer
     writer.start()
     try:
         if args.action == "retry":
-            count = writer.run_sync(lambda c: OutboxRepo(c).requeue(args.id))
+            count = writer.run_sync(lambda uow: uow.outbox.requeue(args.id))
             print(f"{count} message(s) queued again (a running broker sends them within "
                   f"{settings.outbound.poll} s)")
         else:
             cutoff = _time.time() - args.older_than_days * 86400
-            count = writer.run_sync(lambda c: OutboxRepo(c).purge(args.state or "delivered",
-                                                                  cutoff))
+            count = writer.run_sync(lambda uow: uow.outbox.purge(args.state or "delivered",
+                                                                 cutoff))
             print(f"{count} message(s) purged")
     finally:
         writer.stop()
@@ -401,11 +394,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply_in(conn: Any, order: Any) -> None:
-    from broker.store.repo import Repo
+def _apply_in(uow: Any, order: Any) -> None:
     from broker.workflow.orders import apply
 
-    apply(Repo(conn), order)
+    apply(uow.orders, order)
 
 
 def _patient_json(patient: Any) -> dict[str, Any]:

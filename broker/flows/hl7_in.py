@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +18,10 @@ from broker.mapping.engine import map_message
 from broker.mapping.schema import MappingSet
 from broker.model.orders import DomainError, Event, OrderChange, PatientIdChange, PatientMerge
 from broker.net.allow import SenderAllowList, host_of
-from broker.store.repo import MessageRecord, Repo
-from broker.store.writer import StoreError, Writer
+from broker.store.errors import Conflict, StoreError
+from broker.store.messages import MessageRecord
+from broker.store.unit_of_work import UnitOfWork
+from broker.store.writer import Writer
 from broker.workflow.orders import apply
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class Ingestor:
     """Answers each inbound message with the bytes of its acknowledgement."""
 
     def __init__(self, writer: Writer, mappings: Callable[[], MappingSet],
-                 hl7: Hl7Settings, mllp: MllpSettings) -> None:
+                 hl7: Hl7Settings, mllp: MllpSettings, metrics: Metrics | None = None) -> None:
         self.writer = writer
         self.mappings = mappings
         self.hl7 = hl7
@@ -55,7 +56,7 @@ class Ingestor:
             ((s.application, s.facility, s.addresses) for s in hl7.allowed_senders),
             "hl7.allowed_senders")
         self.counts: dict[str, int] = {}
-        self.metrics: Metrics | None = None
+        self.metrics = metrics
 
     def _override_for(self, application: str, facility: str) -> str | None:
         return self._overrides.get((application, facility)) or self._overrides.get(
@@ -108,12 +109,12 @@ class Ingestor:
         try:
             try:
                 code, ack_text, duplicate = await self.writer.run(
-                    lambda conn: self._store(conn, record, message, events, rejection,
+                    lambda uow: self._store(uow, record, message, events, rejection,
                                              tuple(warnings)))
             except Exception as exc:  # nothing was applied: log the message as rejected
                 rejection = self._rejection_for(exc, events, control_id, peer)
                 code, ack_text, duplicate = await self.writer.run(
-                    lambda conn: self._store(conn, record, message, [], rejection))
+                    lambda uow: self._store(uow, record, message, [], rejection))
         except StoreError as exc:
             code, duplicate = "AE", False
             ack_text = self._ack("AE", message, (Hl7Error(207, f"{exc}; resend later"),))
@@ -134,7 +135,7 @@ class Ingestor:
         if isinstance(exc, DomainError):
             return Hl7Reject("AE", Hl7Error(DOMAIN_CODES.get(exc.kind, 207), exc.reason,
                                             _origin_of(events, exc.keyword)))
-        if isinstance(exc, sqlite3.IntegrityError):
+        if isinstance(exc, Conflict):
             return Hl7Reject("AE", Hl7Error(205, f"the message contradicts stored data: {exc}"))
         if isinstance(exc, StoreError):
             raise exc
@@ -168,7 +169,7 @@ class Ingestor:
         return build_ack(code, message, errors=errors, application=self.mllp.application,
                          facility=self.mllp.facility)
 
-    def _store(self, conn: sqlite3.Connection, record: MessageRecord, message: Message | None,
+    def _store(self, uow: UnitOfWork, record: MessageRecord, message: Message | None,
                events: list[Event], rejection: Hl7Reject | None,
                warnings: tuple[Hl7Error, ...] = ()) -> tuple[str, str, bool]:
         """Runs in the writer thread: duplicate check, apply, log; returns (code, ACK, dup).
@@ -178,13 +179,14 @@ class Ingestor:
         A DomainError propagates: the writer rolls the job back and the caller logs the
         message as rejected in a job of its own.
         """
-        repo = Repo(conn, record.received_at)
+        uow = uow.at(record.received_at)
+        log_ = uow.messages
         if rejection is None and record.control_id:
-            accepted = repo.accepted_message(record.sender_application, record.sender_facility,
+            accepted = log_.accepted_message(record.sender_application, record.sender_facility,
                                              record.control_id)
             if accepted is not None and accepted[2] == record.content_hash:
                 record.outcome, record.ack, record.duplicate_of = "AA", accepted[1], accepted[0]
-                repo.log_message(record)
+                log_.log_message(record)
                 return "AA", accepted[1], True
             if accepted is not None:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(accepted[3]))
@@ -194,7 +196,7 @@ class Ingestor:
                     "MSH-10"))
         if rejection is None:
             for ev in events:
-                apply(repo, ev, cancel_started=self.hl7.cancel_started_steps)
+                apply(uow.orders, ev, cancel_started=self.hl7.cancel_started_steps)
         errors: tuple[Hl7Error, ...] = warnings
         code = "AA"
         if rejection is not None:
@@ -202,7 +204,7 @@ class Ingestor:
         record.outcome = code
         record.error = "; ".join(e.describe() for e in errors)
         record.ack = self._ack(code, message, errors)
-        repo.log_message(record)
+        log_.log_message(record)
         return code, record.ack, False
 
     def oversize_ack(self, head: bytes, size: int) -> bytes:

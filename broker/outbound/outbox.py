@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,15 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiosqlite
-
 from broker.hl7.ack import ack_code_of
 from broker.hl7.mllp import MllpClient, MllpError
 from broker.logs import event
+from broker.model.ports import Settled
 from broker.outbound.encoding import EncodingError, encode, with_charset
-from broker.store.outbox_reader import due, next_due_at, open_outbox_reader
-from broker.store.repo import OutboxRepo, OutboxRow
-from broker.store.writer import StoreError, Writer
+from broker.store.errors import StoreError
+from broker.store.outbox_reader import OutboxReader
+from broker.store.repo import OutboxRow
+from broker.store.unit_of_work import UnitOfWork
+from broker.store.writer import Writer
 
 if TYPE_CHECKING:
     from broker.metrics import Metrics
@@ -60,17 +60,14 @@ class RequestDestination:
     send: Callable[[OutboxRow], tuple[str, str, str]]
 
 
-#: told in the settling transaction how an entry ended: (connection, row, outcome, reason)
-Settled = Callable[[sqlite3.Connection, OutboxRow, str, str], object]
-
-
 class OutboxWorker:
     def __init__(self, db_path: str | Path, writer: Writer,
                  destinations: Sequence[Destination | RequestDestination], *,
                  backoff_base: float = 1.0, backoff_max: float = 60.0,
                  poll: float = 1.0, on_settled: Settled | None = None,
-                 batch_window: float = 0.005) -> None:
+                 batch_window: float = 0.005, metrics: Metrics | None = None) -> None:
         self.db_path = db_path
+        self.busy_timeout_ms = writer.busy_timeout_ms
         self.writer = writer
         self.destinations = {d.name: d for d in destinations}
         self.on_settled = on_settled
@@ -81,9 +78,9 @@ class OutboxWorker:
         #: one (None) for entries whose destination is not configured
         self._wakes: dict[str | None, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._reader: aiosqlite.Connection | None = None
+        self._reader: OutboxReader | None = None
         self.delivered = self.dead = self.retried = 0
-        self.metrics: Metrics | None = None
+        self.metrics = metrics
 
     @property
     def running(self) -> bool:
@@ -98,7 +95,7 @@ class OutboxWorker:
     async def start(self) -> None:
         if not self.destinations:
             return
-        self._reader = await open_outbox_reader(self.db_path)
+        self._reader = await OutboxReader.open(self.db_path, self.busy_timeout_ms)
         for lane in [*self.destinations, None]:
             self._wakes[lane] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._run(lane), name=f"outbox-{lane}"))
@@ -121,13 +118,13 @@ class OutboxWorker:
         while True:
             wake.clear()  # before reading: a wake-up during the read is not lost
             try:
-                rows = await due(self._reader, time.time(), destination=lane, others=others)
+                rows = await self._reader.due(time.time(), destination=lane, others=others)
                 settles = [await self._deliver(row) for row in rows]
                 if settles:  # recorded together: one commit for the batch
                     await asyncio.gather(*settles)
                     continue
-                upcoming = await next_due_at(self._reader, lane, others)
-            except (sqlite3.Error, StoreError) as exc:
+                upcoming = await self._reader.next_due_at(lane, others)
+            except StoreError as exc:
                 event(log, "outbox_store_error", logging.ERROR, error=str(exc))
                 upcoming = None
             wait = self.poll if upcoming is None else min(self.poll, upcoming - time.time())
@@ -196,9 +193,9 @@ class OutboxWorker:
         if client is not None:
             await client.close()
 
-    def _tell(self, conn: sqlite3.Connection, row: OutboxRow, outcome: str, reason: str) -> None:
+    def _tell(self, uow: UnitOfWork, row: OutboxRow, outcome: str, reason: str) -> None:
         if self.on_settled is not None:
-            self.on_settled(conn, row, outcome, reason)
+            self.on_settled(uow, row, outcome, reason)
 
     async def _settle(self, row: OutboxRow, outcome: str, reason: str, ack: str = "") -> None:
         if outcome == "retry":
@@ -206,21 +203,21 @@ class OutboxWorker:
             delay *= random.uniform(0.8, 1.2)
             when = time.time() + delay
 
-            def work(conn: sqlite3.Connection) -> None:
-                OutboxRepo(conn).retry_later(row.id, reason, when)
-                self._tell(conn, row, "retry", reason)
+            def work(uow: UnitOfWork) -> None:
+                uow.outbox.retry_later(row.id, reason, when)
+                self._tell(uow, row, "retry", reason)
             self.retried += 1
             level, name = logging.WARNING, "outbox_retry"
         elif outcome == "dead":
-            def work(conn: sqlite3.Connection) -> None:
-                OutboxRepo(conn).dead(row.id, reason, ack)
-                self._tell(conn, row, "dead", reason)
+            def work(uow: UnitOfWork) -> None:
+                uow.outbox.dead(row.id, reason, ack)
+                self._tell(uow, row, "dead", reason)
             self.dead += 1
             level, name = logging.ERROR, "outbox_dead_letter"
         else:
-            def work(conn: sqlite3.Connection) -> None:
-                OutboxRepo(conn).delivered(row.id, ack)
-                self._tell(conn, row, "delivered", "")
+            def work(uow: UnitOfWork) -> None:
+                uow.outbox.delivered(row.id, ack)
+                self._tell(uow, row, "delivered", "")
             self.delivered += 1
             level, name = logging.INFO, "outbox_delivered"
         await self.writer.run(work)

@@ -53,7 +53,7 @@ class CompletionRow:
 _COMMITMENT = "id, transaction_uid, mpps_fk, archive, state, reason"
 
 
-class ClosureRepo(Repo):
+class CompletionRepo(Repo):
     # -- MPPS ----------------------------------------------------------------------------------
     def mpps_by_pk(self, pk: int) -> MppsRow | None:
         row = self.conn.execute(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from broker.logs import event
+from broker.store.errors import StoreUnavailable
 from broker.store.schema import MIGRATIONS
 
 log = logging.getLogger("broker.store")
@@ -69,3 +72,12 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise
         event(log, "schema_migrated", version=number)
     return len(MIGRATIONS)
+
+
+@contextlib.contextmanager
+def read_errors() -> Iterator[None]:
+    """SQLite's errors on a read as the store's own (StoreUnavailable)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(str(exc)) from exc

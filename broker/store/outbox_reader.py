@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from broker.store.db import read_errors
 from broker.store.repo import OUTBOX_COLUMNS, OutboxRow
 
 DUE_SQL = (
@@ -25,28 +26,40 @@ def _lane(destination: str | None, others: tuple[str, ...]) -> tuple[str, list[s
     return f"AND o.destination NOT IN ({', '.join('?' * len(others))})", list(others)
 
 
-async def open_outbox_reader(path: str | Path) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
-    await conn.execute_fetchall("PRAGMA busy_timeout = 5000")
-    return conn
+class OutboxReader:
+    """A read-only connection for the outbox lanes; errors are the store's own."""
 
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
 
-async def due(conn: aiosqlite.Connection, now: float, limit: int = 100,
-              destination: str | None = None, others: tuple[str, ...] = ()
-              ) -> list[OutboxRow]:
-    """The next message of each order that is due (an order's earlier message goes first),
-    for one destination (or those not among ``others``)."""
-    lane, args = _lane(destination, others)
-    # one hop that runs the statement to its end: a statement left open between two hops
-    # would keep its read snapshot, and another lane's read on this connection would see
-    # that old snapshot (rows already delivered, still pending)
-    rows = await conn.execute_fetchall(DUE_SQL.format(lane=lane), (now, *args, limit))
-    return [OutboxRow(*row) for row in rows]
+    @classmethod
+    async def open(cls, path: str | Path, busy_timeout_ms: int = 5000) -> OutboxReader:
+        with read_errors():
+            conn = await aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+            await conn.execute_fetchall(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        return cls(conn)
 
+    async def close(self) -> None:
+        await self._conn.close()
 
-async def next_due_at(conn: aiosqlite.Connection, destination: str | None = None,
-                      others: tuple[str, ...] = ()) -> float | None:
-    lane, args = _lane(destination, others)
-    rows = list(await conn.execute_fetchall(
-        "SELECT MIN(next_attempt_at) FROM outbox o WHERE state = 'pending' " + lane, args))
-    return float(rows[0][0]) if rows and rows[0][0] is not None else None
+    async def due(self, now: float, limit: int = 100, destination: str | None = None,
+                  others: tuple[str, ...] = ()) -> list[OutboxRow]:
+        """The next message of each order that is due (an order's earlier message goes
+        first), for one destination (or those not among ``others``)."""
+        lane, args = _lane(destination, others)
+        # one hop that runs the statement to its end: a statement left open between two hops
+        # would keep its read snapshot, and another lane's read on this connection would see
+        # that old snapshot (rows already delivered, still pending)
+        with read_errors():
+            rows = await self._conn.execute_fetchall(DUE_SQL.format(lane=lane),
+                                                     (now, *args, limit))
+        return [OutboxRow(*row) for row in rows]
+
+    async def next_due_at(self, destination: str | None = None,
+                          others: tuple[str, ...] = ()) -> float | None:
+        lane, args = _lane(destination, others)
+        with read_errors():
+            rows = list(await self._conn.execute_fetchall(
+                "SELECT MIN(next_attempt_at) FROM outbox o WHERE state = 'pending' " + lane,
+                args))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None

@@ -17,6 +17,7 @@ from broker.config import RetentionSettings
 from broker.logs import event
 from broker.store.db import connect
 from broker.store.retention import RULES, Cutoffs, Removed, Rule, plan
+from broker.store.unit_of_work import UnitOfWork
 from broker.store.writer import Writer
 
 log = logging.getLogger("broker.retention")
@@ -85,7 +86,7 @@ class Purger:
             ids = rule.candidates(reader, limits, chunk)
             if not ids:
                 break
-            done = self.writer.run_sync(partial(rule.purge, ids=ids, cutoffs=limits))
+            done = self.writer.run_sync(partial(_purge_chunk, rule=rule, ids=ids, cutoffs=limits))
             for table, count in done.items():
                 removed[table] = removed.get(table, 0) + count
             if len(ids) < chunk or not done.get(rule.table):
@@ -120,3 +121,7 @@ class Purger:
                 event(log, "retention_failed", logging.ERROR, error=str(exc),
                       database=str(self.db_path))
             delay = self.settings.interval
+
+
+def _purge_chunk(uow: UnitOfWork, rule: Rule, ids: list[int], cutoffs: Cutoffs) -> Removed:
+    return uow.retention.purge(rule, ids, cutoffs)

@@ -47,27 +47,6 @@ class StepRow:
     attrs: Attrs
 
 
-@dataclass(slots=True)
-class MessageRecord:
-    """What the message log keeps of one received message."""
-
-    received_at: float
-    peer: str
-    sender_application: str
-    sender_facility: str
-    control_id: str
-    message_type: str
-    charset: str
-    outcome: str
-    error: str
-    ack: str
-    raw: bytes
-    patient_id: str = ""
-    accession: str = ""
-    duplicate_of: int | None = None
-    content_hash: str = ""
-
-
 class Repo:
     """SQL for the workflow; every method runs inside the caller's transaction."""
 
@@ -246,28 +225,6 @@ class Repo:
                 _text(attrs, "ScheduledPerformingPhysicianName"),
                 _text(attrs, "ScheduledStationName"),
                 _text(attrs, "ScheduledProcedureStepLocation"), _dump(attrs))
-
-    # -- message log ------------------------------------------------------------------------
-    def accepted_message(self, application: str, facility: str,
-                         control_id: str) -> tuple[int, str, str, float] | None:
-        """(log id, stored ACK, content hash, received at) of an accepted message with this
-        sender and control ID."""
-        row = self.conn.execute(
-            "SELECT id, ack, content_hash, received_at FROM message_log"
-            " WHERE control_id = ? AND sender_application = ? AND sender_facility = ?"
-            " AND outcome = 'AA' AND duplicate_of IS NULL",
-            (control_id, application, facility)).fetchone()
-        return (int(row[0]), str(row[1]), str(row[2]), float(row[3])) if row else None
-
-    def log_message(self, r: MessageRecord) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO message_log (received_at, peer, sender_application, sender_facility,"
-            " control_id, message_type, charset, outcome, duplicate_of, error, ack, patient_id,"
-            " accession, content_hash, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (r.received_at, r.peer, r.sender_application, r.sender_facility, r.control_id,
-             r.message_type, r.charset, r.outcome, r.duplicate_of, r.error, r.ack, r.patient_id,
-             r.accession, r.content_hash, r.raw))
-        return int(cur.lastrowid or 0)
 
 
 def _patient(row: Any) -> PatientRow:

@@ -175,3 +175,14 @@ OUTBOX_DELIVERED = Rule("outbox_delivered", "outbox",
 
 #: in the order they run
 RULES: tuple[Rule, ...] = (STEPS, MPPS, MESSAGE_LOG, OUTBOX_DELIVERED)
+
+
+class RetentionRepo:
+    """Deletions of expired rows, in the writer's transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def purge(self, rule: Rule, ids: list[int], cutoffs: Cutoffs) -> Removed:
+        """Delete the rows of ``ids`` that ``rule`` still finds expired, and what hangs on them."""
+        return rule.purge(self.conn, ids, cutoffs)

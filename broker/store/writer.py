@@ -23,23 +23,17 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.logs import event
 from broker.store.db import connect, migrate
+from broker.store.errors import Conflict, StoreError, StoreTimeout, StoreUnavailable
+from broker.store.unit_of_work import Job, UnitOfWork
 
 log = logging.getLogger("broker.store")
 T = TypeVar("T")
-Work = Callable[[sqlite3.Connection], Any]
-
-
-class StoreError(RuntimeError):
-    """The database could not commit; nothing of the job was stored."""
-
-
 class Handoff:
     """The outcome of one job for a caller in another thread: a bare lock that the writer
     releases (lighter than a concurrent Future's condition and callbacks)."""
@@ -66,7 +60,7 @@ class Handoff:
 
     def result(self, timeout: float | None = None) -> Any:
         if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise TimeoutError("the store writer did not answer in time")
+            raise StoreTimeout("the store writer did not answer in time")
         self._lock.release()
         if self._error is not None:
             raise self._error
@@ -78,7 +72,7 @@ class _Job:
     """Work and where its outcome goes: an asyncio future (settled on its loop, one wake-up
     per batch) or a concurrent future (for callers in other threads)."""
 
-    work: Work
+    work: Job[Any]
     future: asyncio.Future[Any] | concurrent.futures.Future[Any] | Handoff
 
 
@@ -208,15 +202,16 @@ class Writer:
                 os.close(fd)
             return
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` in the writer's transaction; returns after it is committed."""
+    async def run(self, work: Job[T]) -> T:
+        """Run ``work`` on the unit of work of the writer's transaction; returns after it
+        is committed."""
         if not self._alive:
             raise StoreError("the store writer is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put(_Job(work, future))
         return await future
 
-    def run_sync(self, work: Callable[[sqlite3.Connection], T], timeout: float | None = None) -> T:
+    def run_sync(self, work: Job[T], timeout: float | None = None) -> T:
         """The same from a thread that is not the event loop (e.g. a DICOM association)."""
         if not self._alive:
             raise StoreError("the store writer is not running")
@@ -231,6 +226,10 @@ class Writer:
                            busy_timeout_ms=self.busy_timeout_ms)
             migrate(conn)
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
+        except sqlite3.Error as exc:  # reported to start()
+            self._startup_error = StoreUnavailable(f"cannot open the database {self.path}: {exc}")
+            self._ready.set()
+            return
         except BaseException as exc:  # reported to start()
             self._startup_error = exc
             self._ready.set()
@@ -299,7 +298,7 @@ class Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
-                outcomes.append((job, job.work(conn), None))
+                outcomes.append((job, job.work(UnitOfWork(conn)), None))
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
@@ -322,13 +321,16 @@ class Writer:
 
     @staticmethod
     def _fail_or_deliver(batch: list[_Job], exc: Exception) -> None:
-        """A job's own error (including a constraint it broke) goes to its caller; a database
-        failure becomes a StoreError for every caller."""
-        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+        """A job's own error (including a constraint it broke, as a Conflict) goes to its
+        caller; a database failure becomes a StoreError for every caller."""
+        failure: Exception = exc
+        if isinstance(exc, sqlite3.IntegrityError):
+            failure = Conflict(str(exc))
+            failure.__cause__ = exc
+        elif isinstance(exc, sqlite3.Error):
             event(log, "commit_failed", logging.ERROR, error=str(exc), jobs=len(batch))
-            failure: Exception = StoreError(f"database commit failed: {exc}")
-        else:
-            failure = exc
+            failure = StoreError(f"database commit failed: {exc}")
+            failure.__cause__ = exc
         _deliver([(job, None, failure) for job in batch])
 
 
