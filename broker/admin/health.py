@@ -1,0 +1,39 @@
+"""The health row of each listener and worker: up or not, where, and its counters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from broker.admin.ports import DicomStatus, MllpStatus, OutboxStatus, Row, WriterStatus
+from broker.outbound.outbox import Destination
+
+
+def mllp(server: MllpStatus, acknowledged: Mapping[str, int]) -> Row:
+    return {"name": "mllp", "up": server.serving,
+            "address": f"{server.host}:{server.bound_port}" if server.serving else "",
+            "detail": {"connections": server.active_connections, "refused": server.refused,
+                       "acknowledged": dict(acknowledged)}}
+
+
+def dicom(server: DicomStatus) -> Row:
+    return {"name": "dicom", "up": server.serving,
+            "address": f"{server.ae_title}@{server.host}:{server.bound_port}"
+            if server.serving else "",
+            "detail": {"associations": server.active_associations,
+                       "worklist_queries": server.queries}}
+
+
+def outbox(worker: OutboxStatus) -> Row:
+    idle = not worker.destinations
+    return {"name": "outbox", "up": worker.running or idle,
+            "address": ", ".join(f"{d.name}={d.host}:{d.port}" if isinstance(d, Destination)
+                                 else d.name for d in worker.destinations.values()),
+            "detail": {"delivered": worker.delivered, "dead": worker.dead,
+                       "retried": worker.retried,
+                       **({"note": "no destinations configured"} if idle else {})}}
+
+
+def writer(store: WriterStatus) -> Row:
+    return {"name": "writer", "up": store.alive, "address": str(store.path),
+            "detail": {"commits": store.commits, "jobs": store.jobs, "syncs": store.syncs,
+                       "checkpoints": store.checkpoints}}
