@@ -13,58 +13,56 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from broker.admin import health
 from broker.admin.http import AdminServer
+from broker.admin.ports import HealthSource
+from broker.admin.service import AdminService
 from broker.config import Settings
 from broker.dicom import mpps as mpps_checks
-from broker.dicom.archive_reports import ClosureScp
+from broker.dicom.archive_reports import ArchiveReports
 from broker.dicom.forward import MppsForwarder
-from broker.dicom.forward import payload as forward_payload
 from broker.dicom.mwl import QueryLimits
 from broker.dicom.server import CallingAeOptions, DicomServer, WorklistOptions
 from broker.dicom.stgcmt import CommitmentRequester
+from broker.flows.completion import CompletionFlow
 from broker.flows.hl7_in import Ingestor
-from broker.hl7.ack import new_control_id
+from broker.flows.mpps_in import MppsIn
 from broker.hl7.server import MllpServer
 from broker.logs import event
 from broker.mapping.holder import MappingHolder
 from broker.mapping.watcher import MappingWatcher
 from broker.metrics import Metrics
+from broker.model.ports import Hl7Handler, OversizeHandler
 from broker.net.allow import AddressAllowList
 from broker.net.exposure import open_listeners
 from broker.net.tls import client_args, client_context, server_context
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
-from broker.store.completion import Instance
+from broker.store.factory import open_store
 from broker.store.purger import Purger
-from broker.store.repo import OutboxRepo, OutboxRow
-from broker.store.writer import Writer
-from broker.workflow.completion import ACTION_TYPE, Closure, ClosurePolicy
+from broker.store.repo import OutboxRow
+from broker.workflow.completion import Completion, CompletionPolicy
 from broker.workflow.notify import StatusNotifier
 
 log = logging.getLogger("broker.app")
 
 
 class Broker:
+    """Every component, built from the settings with its collaborators, started in order and
+    stopped in reverse (a start that fails stops what already started)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.metrics = Metrics()
         self.mappings = MappingHolder(settings.mappings.directory)
         db = settings.database
-        self.writer = Writer(db.path, synchronous=db.synchronous,
-                             busy_timeout_ms=db.busy_timeout_ms, max_batch=db.max_batch,
-                             poll_ms=db.writer_poll_ms)
-        self.ingestor = Ingestor(self.writer, self.mappings, settings.hl7, settings.mllp)
-        m = settings.mllp
-        self.mllp = MllpServer(self._handle_hl7, self.ingestor.oversize_ack, host=m.host,
-                               port=m.port, max_frame=m.max_frame_bytes,
-                               idle_timeout=m.idle_timeout, max_connections=m.max_connections,
-                               ssl_context=server_context(m.tls, "mllp.tls"),
-                               handshake_timeout=m.tls.handshake_timeout,
-                               allowed_addresses=AddressAllowList(
-                                   m.allowed_addresses, "mllp.allowed_addresses") or None,
-                               max_connections_per_address=m.max_connections_per_address,
-                               frame_timeout=m.frame_timeout)
+        self.store = open_store(db)
+        self.writer = self.store.writer
+        self.ingestor = Ingestor(self.writer, self.mappings, settings.hl7, settings.mllp,
+                                 metrics=self.metrics)
+        self.mllp = _mllp_server(settings, self._handle_hl7, self.ingestor.oversize_ack,
+                                 self.metrics)
         interval = settings.mappings.watch_interval
         self.watcher = MappingWatcher(self.mappings, interval) if interval > 0 else None
-        self.dicom = _dicom_server(settings, self.writer)
         o = settings.outbound
         destinations = [Destination(d.name, d.host, d.port, d.timeout,
                                     client_context(d.tls, f"outbound.destinations[{i}].tls"),
@@ -72,66 +70,69 @@ class Broker:
                         for i, d in enumerate(o.destinations)]
         notifier = StatusNotifier(self.mappings, [d.name for d in destinations],
                                   {d.name: d.charset for d in destinations if d.charset})
-        self.closure = _closure(settings, self.mappings, notifier)
-        self.closure_scp = ClosureScp(self.writer, self.closure)
-        requests = _commitment_destinations(settings, self.closure_scp) + _forward_destinations(
-            settings)
+        self.completion = CompletionFlow(self.writer,
+                                         _completion(settings, self.mappings, notifier),
+                                         on_queued=self._queued)
+        self.archive_reports = ArchiveReports(self.completion)
+        requests = _commitment_destinations(settings, self.archive_reports) + (
+            _forward_destinations(settings))
         self.outbox = OutboxWorker(db.path, self.writer, [*destinations, *requests],
                                    backoff_base=o.backoff_base, backoff_max=o.backoff_max,
-                                   poll=o.poll, on_settled=self._settled)
+                                   poll=o.poll, on_settled=self.completion.settled,
+                                   metrics=self.metrics)
         self.purger = Purger(db.path, self.writer, settings.retention, db.busy_timeout_ms)
-        self.dicom.notify = notifier
-        self.dicom.final = self._mpps_final
-        self.dicom.closure = self.closure_scp
-        if settings.dicom.mpps_forward:
-            self.dicom.forward = partial(_queue_forward, [f.name for f in
-                                                          settings.dicom.mpps_forward])
-        self._sweeper: asyncio.Task[None] | None = None
-        self._stopped = asyncio.Event()
-        self.metrics = Metrics()
-        self.ingestor.metrics = self.mllp.metrics = self.dicom.metrics = self.metrics
-        self.outbox.metrics = self.metrics
+        d = settings.dicom
+        mpps = MppsIn(self.writer, notify=notifier, final=self.completion.mpps_final,
+                      forward_to=[f.name for f in d.mpps_forward],
+                      match_accession=d.mpps_match_accession, store_timeout=d.mpps_store_timeout,
+                      on_queued=self._queued)
+        self.dicom = _dicom_server(settings, mpps, self.archive_reports, self.metrics)
         self.metrics.count_associations(lambda: self.dicom.active_associations)
-        self.admin = AdminServer(self) if settings.admin.enabled else None
+        self.admin = self._admin_server() if settings.admin.enabled else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = contextlib.AsyncExitStack()
 
-    def _mpps_final(self, conn: Any, mpps_pk: int, uid: str, status: str,
-                    summary: dict[str, Any], steps: list[int]) -> int:
-        instances = [Instance(*i) for i in summary.get("instances", [])]
-        return self.closure.mpps_final(conn, mpps_pk, uid, status, instances, steps)
+    def _admin_server(self) -> AdminServer:
+        sources: list[HealthSource] = [
+            partial(health.mllp, self.mllp, self.ingestor.counts),
+            partial(health.dicom, self.dicom), partial(health.outbox, self.outbox),
+            partial(health.writer, self.writer)]
+        service = AdminService(self.writer, self.outbox, self.mappings, self.metrics, sources)
+        return AdminServer(self.settings.admin, self.metrics, service)
 
-    def _settled(self, conn: Any, row: OutboxRow, outcome: str, reason: str) -> None:
-        if row.message_type == ACTION_TYPE:
-            self.closure.commitment_sent(conn, row.control_id, outcome, reason)
-
-    async def _sweep(self, interval: float = 1.0) -> None:
-        """Time out commitment reports and completion notices that waited too long."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                if await self.writer.run(self.closure.sweep):
-                    self.outbox.wake()
-            except Exception as exc:  # the store is down: try again next round
-                event(log, "closure_sweep_failed", logging.ERROR, error=str(exc))
+    def _queued(self) -> None:
+        """Called from an association thread after messages were queued: wake the outbox."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.outbox.wake)
 
     async def _handle_hl7(self, raw: bytes, peer: str) -> bytes:
         return (await self.ingestor.handle(raw, peer)).ack
 
     async def start(self) -> None:
+        """Start the store, the outbox, the listeners, the timers and the console, in order;
+        when one fails, stop those already started (in reverse) and raise."""
         started = time.perf_counter()
-        await asyncio.to_thread(self.writer.start)
-        await self.mllp.start()
-        loop = asyncio.get_running_loop()
-        self.dicom.on_queued = lambda: loop.call_soon_threadsafe(self.outbox.wake)
-        self.closure_scp.on_queued = self.dicom.on_queued
-        await self.writer.run(self.closure.recover)
-        self._sweeper = asyncio.create_task(self._sweep(), name="closure-sweep")
-        await self.outbox.start()
-        await self.purger.start()
-        if self.watcher is not None:
-            await self.watcher.start()
-        await asyncio.to_thread(self.dicom.start)
-        if self.admin is not None:
-            await self.admin.start()
+        self._loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            await asyncio.to_thread(self.writer.start)
+            stack.push_async_callback(asyncio.to_thread, self.writer.stop)
+            await self.completion.start()
+            stack.push_async_callback(self.completion.stop)
+            await self.outbox.start()
+            stack.push_async_callback(self.outbox.stop)
+            await self.mllp.start()
+            stack.push_async_callback(self.mllp.stop, self.settings.mllp.shutdown_grace)
+            await asyncio.to_thread(self.dicom.start)
+            stack.push_async_callback(asyncio.to_thread, self.dicom.stop)
+            if self.watcher is not None:
+                await self.watcher.start()
+                stack.push_async_callback(self.watcher.stop)
+            await self.purger.start()
+            stack.push_async_callback(self.purger.stop)
+            if self.admin is not None:
+                await self.admin.start()
+                stack.push_async_callback(self.admin.stop)
+            self._running = stack.pop_all()
         for exposed in open_listeners(self.settings):
             event(log, "listener_open_to_all", logging.WARNING, listener=exposed.listener,
                   host=exposed.host, port=exposed.port, restrict_with=exposed.restrict)
@@ -140,21 +141,9 @@ class Broker:
               seconds=round(time.perf_counter() - started, 3))
 
     async def stop(self) -> None:
+        """Stop what started, in reverse order: the console first, the store last."""
         event(log, "broker_stopping")
-        if self.admin is not None:
-            await self.admin.stop()
-        await self.purger.stop()
-        if self.watcher is not None:
-            await self.watcher.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        await asyncio.to_thread(self.dicom.stop)
-        await self.mllp.stop(self.settings.mllp.shutdown_grace)
-        await self.outbox.stop()
-        await asyncio.to_thread(self.writer.stop)
-        self._stopped.set()
+        await self._running.aclose()
         event(log, "broker_stopped")
 
     async def run(self) -> None:
@@ -176,7 +165,21 @@ class Broker:
             await self.stop()
 
 
-def _dicom_server(settings: Settings, writer: Writer) -> DicomServer:
+def _mllp_server(settings: Settings, handler: Hl7Handler, oversize: OversizeHandler,
+                 metrics: Metrics) -> MllpServer:
+    m = settings.mllp
+    return MllpServer(handler, oversize, host=m.host, port=m.port, max_frame=m.max_frame_bytes,
+                      idle_timeout=m.idle_timeout, max_connections=m.max_connections,
+                      ssl_context=server_context(m.tls, "mllp.tls"),
+                      handshake_timeout=m.tls.handshake_timeout,
+                      allowed_addresses=AddressAllowList(
+                          m.allowed_addresses, "mllp.allowed_addresses") or None,
+                      max_connections_per_address=m.max_connections_per_address,
+                      frame_timeout=m.frame_timeout, metrics=metrics)
+
+
+def _dicom_server(settings: Settings, mpps: MppsIn, archive_reports: ArchiveReports,
+                  metrics: Metrics) -> DicomServer:
     d = settings.dicom
     options = WorklistOptions(
         show_all_statuses=d.show_all_statuses,
@@ -185,31 +188,32 @@ def _dicom_server(settings: Settings, writer: Writer) -> DicomServer:
     return DicomServer(settings.database.path, ae_title=d.ae_title, host=d.host, port=d.port,
                        max_associations=d.max_associations,
                        calling_aes=d.allowed_calling_aes or None, options=options,
-                       fast_path=d.fast_path, writer=writer,
-                       mpps_match_accession=d.mpps_match_accession,
+                       fast_path=d.fast_path,
                        max_concurrent_queries=d.max_concurrent_queries,
                        max_message_bytes=d.max_message_bytes,
                        max_associations_per_address=d.max_associations_per_address,
                        negotiation_timeout=d.negotiation_timeout,
                        query_limits=QueryLimits(d.max_query_value_length,
                                                 d.max_query_wildcards),
-                       mpps_store_timeout=d.mpps_store_timeout,
                        ssl_context=server_context(d.tls, "dicom.tls"),
                        handshake_timeout=d.tls.handshake_timeout,
                        allowed_addresses=AddressAllowList(
-                           d.allowed_addresses, "dicom.allowed_addresses") or None)
+                           d.allowed_addresses, "dicom.allowed_addresses") or None,
+                       mpps=mpps, archive_reports=archive_reports, metrics=metrics)
 
 
-def _closure(settings: Settings, mappings: Callable[[], Any],
-             notifier: StatusNotifier) -> Closure:
+def _completion(settings: Settings, mappings: Callable[[], Any],
+                notifier: StatusNotifier) -> Completion:
     sc = settings.storage_commitment
-    policy = ClosurePolicy(archive=sc.name if sc.ae_title else "", delay=sc.delay,
-                           report_timeout=sc.report_timeout,
-                           available_statuses=tuple(a.upper() for a in sc.available_statuses))
-    return Closure(mappings, notifier, policy, mpps_checks.summary)
+    policy = CompletionPolicy(archive=sc.name if sc.ae_title else "", delay=sc.delay,
+                              report_timeout=sc.report_timeout,
+                              available_statuses=tuple(a.upper()
+                                                       for a in sc.available_statuses))
+    return Completion(mappings, notifier, policy, mpps_checks.summary)
 
 
-def _commitment_destinations(settings: Settings, scp: ClosureScp) -> list[RequestDestination]:
+def _commitment_destinations(settings: Settings,
+                             scp: ArchiveReports) -> list[RequestDestination]:
     """The archive asked for storage commitment, as an outbox destination (none when off)."""
     sc = settings.storage_commitment
     if not sc.ae_title:
@@ -235,13 +239,3 @@ def _forward_destinations(settings: Settings) -> list[RequestDestination]:
         settings.dicom.ae_title, f.ae_title, f.host, f.port, f.timeout,
         client_args(f.tls, f"dicom.mpps_forward[{i}].tls", f.host)).send_row)
         for i, f in enumerate(settings.dicom.mpps_forward)]
-
-
-def _queue_forward(names: list[str], conn: Any, operation: str, uid: str,
-                   dataset: dict[str, Any]) -> int:
-    """Queue a copy of an MPPS request for each downstream SCP (ordered per MPPS)."""
-    outbox = OutboxRepo(conn)
-    text = forward_payload(operation, uid, dataset)
-    for name in names:
-        outbox.enqueue(name, uid, new_control_id(), operation, text)
-    return len(names)

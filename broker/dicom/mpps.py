@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 
-from broker.dicom.dataset import status_dataset
 from broker.dicom.fastjson import to_json
-from broker.workflow.mpps import (
-    FINAL_PPS,
-    IN_PROGRESS,
-    PPS_STATUSES,
-    Merge,
-    MppsError,
-    StepReference,
-)
+from broker.model.errors import DomainError, ErrorKind
+from broker.model.uid import is_uid
+from broker.workflow.mpps import FINAL_PPS, IN_PROGRESS, PPS_STATUSES, Merge, StepReference
 
 #: Type 1 attributes of an N-CREATE (Table F.7.2-1): present and not empty
 REQUIRED_ON_CREATE = ("ScheduledStepAttributesSequence", "PerformedProcedureStepID",
                       "PerformedStationAETitle", "PerformedProcedureStepStartDate",
                       "PerformedProcedureStepStartTime", "PerformedProcedureStepStatus",
                       "Modality")
-_UID = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
+MISSING, EMPTY, INVALID = (ErrorKind.MISSING_ATTRIBUTE, ErrorKind.MISSING_VALUE,
+                           ErrorKind.INVALID_VALUE)
 
 
 def _tag(keyword: str) -> str:
@@ -35,9 +29,9 @@ def _require(stored: dict[str, Any], keywords: tuple[str, ...]) -> None:
     for keyword in keywords:
         element = stored.get(_tag(keyword))
         if element is None:
-            raise MppsError(0x0120, f"{keyword} {_where(keyword)} is missing")
+            raise DomainError(MISSING, f"{keyword} {_where(keyword)} is missing")
         if element.get("vr") != "SQ" and not _json_text(stored, keyword):
-            raise MppsError(0x0121, f"{keyword} {_where(keyword)} has no value")
+            raise DomainError(EMPTY, f"{keyword} {_where(keyword)} has no value")
 
 
 def _where(keyword: str) -> str:
@@ -49,19 +43,19 @@ def step_references(stored: dict[str, Any]) -> list[StepReference]:
     """The Scheduled Step Attributes Sequence (DICOM JSON), each Study Instance UID checked."""
     items = _json_items(stored, "ScheduledStepAttributesSequence")
     if not items:
-        raise MppsError(0x0121, "ScheduledStepAttributesSequence has no item")
+        raise DomainError(EMPTY, "ScheduledStepAttributesSequence has no item")
     refs = []
     for number, item in enumerate(items, start=1):
         if not isinstance(item, dict):
-            raise MppsError(0x0106, f"ScheduledStepAttributesSequence item {number} is "
-                            "not a dataset")
+            raise DomainError(INVALID, f"ScheduledStepAttributesSequence item {number} is "
+                              "not a dataset")
         uid = _json_text(item, "StudyInstanceUID")
         if not uid:
-            raise MppsError(0x0121, f"StudyInstanceUID has no value (Scheduled Step "
-                            f"Attributes item {number})")
-        if len(uid) > 64 or not _UID.match(uid):
-            raise MppsError(0x0106, f"StudyInstanceUID is not a UID (Scheduled Step "
-                            f"Attributes item {number}): {uid[:64]!r}")
+            raise DomainError(EMPTY, f"StudyInstanceUID has no value (Scheduled Step "
+                              f"Attributes item {number})")
+        if not is_uid(uid):
+            raise DomainError(INVALID, f"StudyInstanceUID is not a UID (Scheduled Step "
+                              f"Attributes item {number}): {uid[:64]!r}")
         refs.append(StepReference(uid, _json_text(item, "AccessionNumber"),
                                   _json_text(item, "RequestedProcedureID"),
                                   _json_text(item, "ScheduledProcedureStepID")))
@@ -70,12 +64,12 @@ def step_references(stored: dict[str, Any]) -> list[StepReference]:
 
 def check_create(stored: dict[str, Any]) -> tuple[str, list[StepReference]]:
     """The status and step references of an N-CREATE (its dataset as DICOM JSON), or
-    MppsError with the status."""
+    a DomainError."""
     _require(stored, REQUIRED_ON_CREATE)
     status = _json_text(stored, "PerformedProcedureStepStatus")
     if status != IN_PROGRESS:
-        raise MppsError(0x0106, f"PerformedProcedureStepStatus must be IN PROGRESS on "
-                        f"N-CREATE, not {status!r}")
+        raise DomainError(INVALID, f"PerformedProcedureStepStatus must be IN PROGRESS on "
+                          f"N-CREATE, not {status!r}")
     return status, step_references(stored)
 
 
@@ -114,12 +108,12 @@ def merger(modifications: dict[str, Any], sop_instance_uid: str) -> Merge:
         merged = {**stored, **changes}
         status = _json_text(merged, "PerformedProcedureStepStatus")
         if status not in PPS_STATUSES:
-            raise MppsError(0x0106, f"PerformedProcedureStepStatus {status!r} is not one of "
-                            + ", ".join(PPS_STATUSES))
+            raise DomainError(INVALID, f"PerformedProcedureStepStatus {status!r} is not one of "
+                              + ", ".join(PPS_STATUSES))
         if status in FINAL_PPS:
             for keyword in ("PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime"):
                 if not _json_text(merged, keyword):
-                    raise MppsError(0x0121, f"{keyword} is required to set the MPPS {status}")
+                    raise DomainError(EMPTY, f"{keyword} is required to set the MPPS {status}")
         return dict(sorted(merged.items())), status, summary(merged, sop_instance_uid)
     return merge
 
@@ -153,7 +147,3 @@ def instances(series: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
                 if uid:
                     found.append((uid, _json_text(ref, "ReferencedSOPClassUID"), series_uid))
     return found
-
-
-def failure(error: MppsError) -> Dataset:
-    return status_dataset(error.status, error.comment, error.error_id)

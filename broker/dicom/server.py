@@ -19,8 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -33,31 +32,37 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from broker.dicom import fastpath, message_guard, pdu_guard
-from broker.dicom import mpps as mpps_checks
 from broker.dicom.admission import Admission, cut, refuse_busy
-from broker.dicom.archive_reports import IAN_SOP_CLASS, ClosureScp
-from broker.dicom.dataset import status_dataset
+from broker.dicom.archive_reports import IAN_SOP_CLASS, ArchiveReports
 from broker.dicom.encoder import encode
-from broker.dicom.fastjson import to_json
+from broker.dicom.mpps_scp import MppsScp
 from broker.dicom.mwl import (
     ParsedQuery,
-    QueryError,
     QueryLimitError,
     QueryLimits,
     parse_identifier,
     response_nodes,
     to_pydicom,
 )
+from broker.dicom.status import (
+    CANCEL,
+    IDENTIFIER_DOES_NOT_MATCH,
+    PENDING,
+    PENDING_WARNING,
+    PROCESSING_FAILURE,
+    SUCCESS,
+    UNABLE_TO_PROCESS_STORE,
+    DimseFailure,
+    status_dataset,
+)
 from broker.logs import event, without_values
 from broker.net.allow import AddressAllowList
 from broker.net.peer_limits import PerAddressLimit
 from broker.net.tls import handshake_reason
-from broker.store.repo import MppsRepo
 from broker.store.worklist_query import open_reader, search
-from broker.store.writer import StoreError, Writer
-from broker.workflow import mpps as mpps_flow
 
 if TYPE_CHECKING:
+    from broker.flows.mpps_in import MppsIn
     from broker.metrics import Metrics
 
 log = logging.getLogger("broker.dicom")
@@ -226,7 +231,6 @@ class DicomServer:
     def __init__(self, db_path: str | Path, *, ae_title: str, host: str, port: int,
                  max_associations: int = 128, calling_aes: list[str] | None = None,
                  options: WorklistOptions | None = None, fast_path: bool = True,
-                 writer: Writer | None = None, mpps_match_accession: bool = True,
                  ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
                  allowed_addresses: AddressAllowList | None = None,
                  max_concurrent_queries: int = 4,
@@ -234,7 +238,10 @@ class DicomServer:
                  max_associations_per_address: int = 32,
                  negotiation_timeout: float = 10.0,
                  query_limits: QueryLimits | None = None,
-                 mpps_store_timeout: float = 30.0) -> None:
+                 mpps: MppsIn | None = None, archive_reports: ArchiveReports | None = None,
+                 metrics: Metrics | None = None) -> None:
+        """``mpps`` serves MPPS, ``archive_reports`` storage commitment reports and IAN
+        (each context is offered only when given)."""
         self.db_path = Path(db_path)
         self.ae_title, self.host, self.port = ae_title, host, port
         self.ssl_context = ssl_context
@@ -244,19 +251,8 @@ class DicomServer:
         self.per_address = PerAddressLimit(max_associations_per_address)
         self.negotiation_timeout = negotiation_timeout
         self.options = options or WorklistOptions()
-        self.writer = writer
-        self.mpps_match_accession = mpps_match_accession
-        #: queues the RIS messages of a status change; set by the application
-        self.notify: mpps_flow.Notify | None = None
-        #: told when an MPPS becomes final (storage commitment, completion); set by the app
-        self.final: mpps_flow.Final | None = None
-        #: queues copies of MPPS requests for downstream SCPs: (connection, operation, SOP
-        #: Instance UID, dataset as DICOM JSON) → queued count; set by the application
-        self.forward: Any = None
-        #: storage commitment reports and IAN; set by the application
-        self.closure: ClosureScp | None = None
-        #: called (from an association thread) after messages were queued
-        self.on_queued: Any = None
+        self.mpps = MppsScp(mpps, metrics) if mpps is not None else None
+        self.archive_reports = archive_reports
         self.fast = fastpath.apply() if fast_path else False
         pdu_guard.apply()
         message_guard.apply(max_message_bytes)
@@ -269,11 +265,13 @@ class DicomServer:
         self.ae.acse_timeout = negotiation_timeout  # the wait for the A-ASSOCIATE-RQ, ARTIM
         self.ae.dimse_timeout = 60
         served = [ModalityWorklistInformationFind, Verification]
-        if writer is not None:
-            served += [ModalityPerformedProcedureStep, InstanceAvailabilityNotification]
+        if mpps is not None:
+            served.append(ModalityPerformedProcedureStep)
+        if archive_reports is not None:
+            served.append(InstanceAvailabilityNotification)
         for sop_class in served:
             self.ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
-        if writer is not None:  # the archive's reports on an association it opens (SCP role)
+        if archive_reports is not None:  # the archive's reports on an association it opens
             self.ae.add_supported_context(StorageCommitmentPushModel, ALL_TRANSFER_SYNTAXES,
                                           scu_role=False, scp_role=True)
         self._server: ThreadedAssociationServer | None = None
@@ -282,9 +280,7 @@ class DicomServer:
         self.queries = 0
         self._query_slots = threading.BoundedSemaphore(max(1, max_concurrent_queries))
         self.query_limits = query_limits or QueryLimits()
-        #: how long an N-CREATE/N-SET waits for its store job before answering 0110
-        self.mpps_store_timeout = mpps_store_timeout
-        self.metrics: Metrics | None = None
+        self.metrics = metrics
 
     @property
     def bound_port(self) -> int:
@@ -341,7 +337,7 @@ class DicomServer:
         return conn
 
     def _on_echo(self, ev: Event) -> int:
-        return 0x0000
+        return SUCCESS
 
     def _on_rejected(self, ev: Event) -> None:
         calling = ev.assoc.requestor.ae_title
@@ -383,23 +379,24 @@ class DicomServer:
             if self.metrics is not None:
                 self.metrics.rejected("dicom", "query_limit")
             self._count_find("refused", started)
-            yield status_dataset(exc.status, exc.comment), None
+            yield exc.dataset(), None
             return
-        except QueryError as exc:
+        except DimseFailure as exc:
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
-                  status=f"0x{exc.status:04X}", error=without_values(exc.comment))
+                  status=f"0x{exc.status:04X}", error=without_values(exc.comment[:64]))
             self._count_find("refused", started)
-            yield status_dataset(exc.status, exc.comment), None
+            yield exc.dataset(), None
             return
         except Exception as exc:  # an identifier pydicom cannot decode
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
-                  status="0xA900", error=without_values(str(exc)))
+                  status=f"0x{IDENTIFIER_DOES_NOT_MATCH:04X}", error=without_values(str(exc)))
             self._count_find("refused", started)
-            yield status_dataset(0xA900, f"identifier cannot be read: {exc}"), None
+            yield status_dataset(IDENTIFIER_DOES_NOT_MATCH,
+                                 f"identifier cannot be read: {exc}"), None
             return
         if self.options.show_all_statuses:
             parsed.query.include_hidden = True
-        status = 0xFF01 if parsed.unsupported else 0xFF00
+        status = PENDING_WARNING if parsed.unsupported else PENDING
         encode_name = latin1_name if options.charset == "ISO_IR 100" else None
         syntax = ev.context.transfer_syntax
         implicit = syntax == ImplicitVRLittleEndian
@@ -424,110 +421,46 @@ class DicomServer:
                     if ev.is_cancelled:
                         self._log_query(calling, parsed, matches, started, "cancelled")
                         self._count_find("cancelled", started)
-                        yield 0xFE00, None
+                        yield CANCEL, None
                         return
                     matches += 1
                     yield status, answer
         except sqlite3.Error as exc:
             event(log, "mwl_query_failed", logging.ERROR, calling_ae=calling, error=str(exc))
             self._count_find("failed", started)
-            yield status_dataset(0xC001, f"worklist store unavailable: {exc}"), None
+            yield status_dataset(UNABLE_TO_PROCESS_STORE,
+                                 f"worklist store unavailable: {exc}"), None
             return
         self.queries += 1
         self._log_query(calling, parsed, matches, started, "done")
         self._count_find("done", started)
-        yield 0x0000, None
+        yield SUCCESS, None
 
     def _on_n_event_report(self, ev: Event) -> tuple[Any, Any]:
-        if self.closure is None:
-            return status_dataset(0x0110, "storage commitment reports are not taken here"), None
-        return self.closure.on_n_event_report(ev)
+        if self.archive_reports is None:
+            return status_dataset(PROCESSING_FAILURE,
+                                  "storage commitment reports are not taken here"), None
+        return self.archive_reports.on_n_event_report(ev)
 
     def _on_n_create(self, ev: Event) -> tuple[Any, Any]:
-        started = time.perf_counter()
-        calling = ev.assoc.requestor.ae_title.strip()
         request: Any = ev.request
         if request.AffectedSOPClassUID == IAN_SOP_CLASS:
-            if self.closure is None:
-                return status_dataset(0x0110, "instance availability is not taken here"), None
-            return self.closure.on_ian(ev)
-        requested = request.AffectedSOPInstanceUID
-        uid = str(requested) if requested else generate_uid()
-        try:
-            stored = _json_of(ev, request.AttributeList, "attribute_list")
-            status, refs = mpps_checks.check_create(stored)
-            outcome = self._write(uid, "N-CREATE", partial(
-                _create, uid=uid, status=status, dataset=stored,
-                summary=mpps_checks.summary(stored, uid), calling_ae=calling, refs=refs,
-                match_accession=self.mpps_match_accession, notify=self.notify,
-                forward=self.forward))
-        except mpps_flow.MppsError as exc:
-            event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
-                  operation="N-CREATE", status=f"0x{exc.status:04X}", error=exc.comment)
-            self._count_mpps("refused")
-            return mpps_checks.failure(exc), None
-        self._queued(outcome)
-        self._count_mpps("replayed" if outcome.replayed else status)
-        event(log, "mpps_created", logging.WARNING if outcome.unscheduled else logging.INFO,
-              sop_instance_uid=uid, calling_ae=calling, status=status, steps=len(outcome.steps),
-              unscheduled=outcome.unscheduled, queued=outcome.queued, replayed=outcome.replayed,
-              ms=round((time.perf_counter() - started) * 1000, 2))
-        if requested:
-            return 0x0000, None  # the attribute list is optional in the response (F.7.2.1)
-        assigned = Dataset()
-        assigned.AffectedSOPInstanceUID = uid  # pynetdicom moves it into the response
-        return 0x0000, assigned
+            if self.archive_reports is None:
+                return status_dataset(PROCESSING_FAILURE,
+                                      "instance availability is not taken here"), None
+            return self.archive_reports.on_ian(ev)
+        if self.mpps is None:
+            return status_dataset(PROCESSING_FAILURE, "MPPS is not taken here"), None
+        return self.mpps.on_n_create(ev)
 
     def _on_n_set(self, ev: Event) -> tuple[Any, Any]:
-        started = time.perf_counter()
-        calling = ev.assoc.requestor.ae_title.strip()
-        request: Any = ev.request
-        uid = str(request.RequestedSOPInstanceUID or "")
-        try:
-            modifications = _json_of(ev, request.ModificationList, "modification_list")
-            outcome = self._write(uid, "N-SET", partial(_update, uid=uid, final=self.final,
-                                          merge=mpps_checks.merger(modifications, uid),
-                                          notify=self.notify, forward=self.forward,
-                                          changes=modifications))
-        except mpps_flow.MppsError as exc:
-            event(log, "mpps_refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling,
-                  operation="N-SET", status=f"0x{exc.status:04X}", error=exc.comment)
-            self._count_mpps("refused")
-            return mpps_checks.failure(exc), None
-        self._queued(outcome)
-        self._count_mpps("replayed" if outcome.replayed else outcome.status)
-        event(log, "mpps_updated", sop_instance_uid=uid, calling_ae=calling,
-              status=outcome.status, steps=len(outcome.steps), queued=outcome.queued,
-              replayed=outcome.replayed, ms=round((time.perf_counter() - started) * 1000, 2))
-        return 0x0000, None
+        if self.mpps is None:
+            return status_dataset(PROCESSING_FAILURE, "MPPS is not taken here"), None
+        return self.mpps.on_n_set(ev)
 
     def _count_find(self, outcome: str, started: float) -> None:
         if self.metrics is not None:
             self.metrics.worklist_query(outcome, time.perf_counter() - started)
-
-    def _count_mpps(self, status: str) -> None:
-        if self.metrics is not None:
-            self.metrics.performed_step(status)
-
-    def _queued(self, outcome: mpps_flow.Outcome) -> None:
-        if outcome.queued and self.on_queued is not None:
-            self.on_queued()
-
-    def _write(self, uid: str, operation: str, work: Any) -> mpps_flow.Outcome:
-        """Run an MPPS job in the store; no answer within ``mpps_store_timeout`` is 0110 (the
-        job may still commit: the same request resent is then answered as done)."""
-        assert self.writer is not None
-        timeout = self.mpps_store_timeout
-        try:
-            outcome: mpps_flow.Outcome = self.writer.run_sync(work, timeout=timeout)
-        except StoreError as exc:
-            raise mpps_flow.MppsError(0x0110, f"store unavailable: {exc}") from exc
-        except TimeoutError:
-            event(log, "mpps_store_timeout", logging.WARNING, sop_instance_uid=uid,
-                  operation=operation, timeout=timeout)
-            raise mpps_flow.MppsError(0x0110, f"store busy, not done within {timeout:g} s: "
-                                      "send the same request again") from None
-        return outcome
 
     @staticmethod
     def _log_query(calling: str, parsed: ParsedQuery, matches: int, started: float,
@@ -536,35 +469,3 @@ class DicomServer:
               keys=",".join(sorted(parsed.query.keywords())) or "-",
               unsupported=",".join(parsed.unsupported) or "-",
               ms=round((time.perf_counter() - started) * 1000, 2))
-
-
-
-def _json_of(ev: Event, encoded: Any, attribute: str) -> dict[str, Any]:
-    """A request's dataset as DICOM JSON: straight from its encoding when it is little
-    endian, else (and for what the fast converter leaves to it) through pydicom."""
-    syntax = ev.context.transfer_syntax
-    if encoded is not None and syntax.is_little_endian:
-        fast = to_json(encoded.getvalue(), syntax.is_implicit_VR)
-        if fast is not None:
-            return fast
-    dataset: Dataset = getattr(ev, attribute)
-    return dataset.to_json_dict()
-
-
-def _create(conn: sqlite3.Connection, **kwargs: Any) -> mpps_flow.Outcome:
-    outcome = mpps_flow.create(MppsRepo(conn), kwargs["uid"], kwargs["status"],
-                               kwargs["dataset"], kwargs["summary"], kwargs["calling_ae"],
-                               kwargs["refs"], kwargs["match_accession"], kwargs["notify"])
-    if kwargs.get("forward") is not None and not outcome.replayed:
-        outcome.queued += kwargs["forward"](conn, "MPPS N-CREATE", kwargs["uid"],
-                                            kwargs["dataset"])
-    return outcome
-
-
-def _update(conn: sqlite3.Connection, uid: str, merge: mpps_flow.Merge,
-            notify: mpps_flow.Notify | None, final: mpps_flow.Final | None = None,
-            forward: Any = None, changes: dict[str, Any] | None = None) -> mpps_flow.Outcome:
-    outcome = mpps_flow.update(MppsRepo(conn), uid, merge, notify, final)
-    if forward is not None and not outcome.replayed:
-        outcome.queued += forward(conn, "MPPS N-SET", uid, changes or {})
-    return outcome

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
+from broker.model.errors import DomainError, ErrorKind
+
 # -- general (PS3.7 C.1 - C.4) ------------------------------------------------------------------
 SUCCESS = 0x0000
 PENDING = 0xFF00
@@ -63,17 +65,17 @@ def status_dataset(status: int, comment: str, error_id: int | None = None) -> Da
 
 
 class DimseFailure(Exception):
-    """A request the broker refuses: the status, the Error Comment (``comment``, cut to 64
-    characters; ``str()`` keeps the whole text for the log) and an optional Error ID."""
+    """A request the broker refuses: the status, what was wrong (``comment``, whole for the
+    log) and an optional Error ID."""
 
     def __init__(self, status: int, comment: str, error_id: int | None = None) -> None:
         super().__init__(comment)
         self.status = status
-        self.comment = comment[:MAX_COMMENT]
+        self.comment = comment
         self.error_id = error_id
 
     def dataset(self) -> Dataset:
-        """The status dataset that answers the request."""
+        """The status dataset that answers the request (the comment cut to 64 characters)."""
         return status_dataset(self.status, self.comment, self.error_id)
 
 
@@ -100,3 +102,22 @@ def attempt(status: int = PROCESSING_FAILURE, what: str = "") -> Iterator[Attemp
         outcome.failure = exc
     except Exception as exc:  # the peer gets a status, not a dropped association
         outcome.failure = DimseFailure(status, f"{what}: {exc}" if what else str(exc))
+
+
+#: the status (and Error ID) that answers a request refused with a domain error kind
+KIND_STATUS: dict[ErrorKind, tuple[int, int | None]] = {
+    ErrorKind.MISSING_ATTRIBUTE: (MISSING_ATTRIBUTE, None),
+    ErrorKind.MISSING_VALUE: (MISSING_ATTRIBUTE_VALUE, None),
+    ErrorKind.INVALID_VALUE: (INVALID_ATTRIBUTE_VALUE, None),
+    ErrorKind.DUPLICATE: (DUPLICATE_SOP_INSTANCE, None),
+    ErrorKind.NOT_FOUND: (NO_SUCH_OBJECT_INSTANCE, None),
+    ErrorKind.NO_LONGER_UPDATABLE: (PROCESSING_FAILURE, MPPS_MAY_NO_LONGER_BE_UPDATED),
+    ErrorKind.STORE_UNAVAILABLE: (PROCESSING_FAILURE, None),
+    ErrorKind.BUSY: (PROCESSING_FAILURE, None),
+}
+
+
+def failure_of(error: DomainError) -> DimseFailure:
+    """The DIMSE failure that answers a request the workflow refused with ``error``."""
+    status, error_id = KIND_STATUS[error.kind]
+    return DimseFailure(status, error.message, error_id)

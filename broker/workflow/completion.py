@@ -1,4 +1,4 @@
-"""Closing the loop after an MPPS is COMPLETED: ask the archive to commit its instances,
+"""Completion after an MPPS is COMPLETED: ask the archive to commit its instances,
 take the archive's commitment reports and availability notifications, and send the RIS one
 completion notice per procedure when the mapping's completion rule is met (or its timeout).
 
@@ -18,28 +18,31 @@ from pydicom.uid import generate_uid
 from broker.logs import event
 from broker.mapping.outbound import OutboundRule
 from broker.mapping.schema import MappingSet
-from broker.store.completion import ClosureRepo, Facts, Instance
-from broker.store.repo import MppsRepo, OutboxRepo
+from broker.store.completion import Facts, Instance
+from broker.store.unit_of_work import UnitOfWork
 from broker.workflow.mpps import COMPLETED
 from broker.workflow.notify import COMPLETION, StatusNotifier
 
-log = logging.getLogger("broker.closure")
+log = logging.getLogger("broker.completion")
 ACTION_TYPE = "N-ACTION"
 #: the stored MPPS (DICOM JSON) and its SOP Instance UID → what messages say of it
 Summarize = Callable[[dict[str, Any], str], dict[str, Any]]
 
 
 @dataclass
-class ClosurePolicy:
+class CompletionPolicy:
     archive: str = ""  # the outbox destination of commitment requests; '' = no commitment
     delay: float = 0.0
     report_timeout: float = 600.0
     available_statuses: tuple[str, ...] = ("ONLINE", "NEARLINE")
 
 
-class Closure:
+class Completion:
+    """Storage commitment requests and reports, instance availability and the completion
+    rule, on the unit of work of the job they run in."""
+
     def __init__(self, mappings: Callable[[], MappingSet], notifier: StatusNotifier,
-                 policy: ClosurePolicy, summarize: Summarize) -> None:
+                 policy: CompletionPolicy, summarize: Summarize) -> None:
         self.mappings = mappings
         self.notifier = notifier
         self.policy = policy
@@ -49,11 +52,11 @@ class Closure:
         return self.mappings().outbound.get(COMPLETION)
 
     # -- the MPPS is final ---------------------------------------------------------------------
-    def mpps_final(self, conn: Any, mpps_pk: int, mpps_uid: str, status: str,
+    def mpps_final(self, uow: UnitOfWork, mpps_pk: int, mpps_uid: str, status: str,
                    instances: list[Instance], steps: list[int]) -> int:
         """Record the instances; when COMPLETED, queue the commitment request and start
         waiting for the completion rule. Returns how many outbox rows were queued."""
-        repo = ClosureRepo(conn)
+        repo = uow.completion
         repo.set_mpps_instances(mpps_pk, instances)
         if status != COMPLETED:
             return 0
@@ -63,7 +66,7 @@ class Closure:
             due = repo.now + self.policy.delay
             repo.new_commitment(transaction, mpps_pk, self.policy.archive,
                                 due + self.policy.report_timeout, instances)
-            self._queue_request(conn, transaction, mpps_uid, instances, due)
+            self._queue_request(uow, transaction, mpps_uid, instances, due)
             queued += 1
         rule = self._rule()
         # completion notices close the loop with an archive; without one, only a rule that
@@ -71,41 +74,41 @@ class Closure:
         applies = bool(self.policy.archive) or (rule is not None and not rule.require)
         if rule is not None and applies and self.notifier.destinations and steps:
             repo.start_completion(mpps_pk, repo.now + rule.timeout)
-            queued += self.evaluate(conn, mpps_pk)
+            queued += self.evaluate(uow, mpps_pk)
         return queued
 
     # -- storage commitment --------------------------------------------------------------------
-    def _queue_request(self, conn: Any, transaction: str, mpps_uid: str,
+    def _queue_request(self, uow: UnitOfWork, transaction: str, mpps_uid: str,
                        instances: list[Instance], due: float) -> None:
         payload = json.dumps({"transaction_uid": transaction, "mpps": mpps_uid,
                               "instances": [[i.sop_class_uid, i.sop_instance_uid]
                                             for i in instances]})
-        OutboxRepo(conn).enqueue(self.policy.archive, mpps_uid, transaction, ACTION_TYPE,
+        uow.outbox.enqueue(self.policy.archive, mpps_uid, transaction, ACTION_TYPE,
                                  payload, due_at=due)
 
-    def recover(self, conn: Any) -> int:
+    def recover(self, uow: UnitOfWork) -> int:
         """At start-up: ask again (same Transaction UID) for every commitment the archive
         accepted but did not report on — its report may have come while the broker was down.
         Reports are idempotent, and a decided completion is never sent again."""
-        repo = ClosureRepo(conn)
+        repo = uow.completion
         queued = 0
         for row in repo.unreported_commitments():
             if not self.policy.archive:
                 continue
             mpps = repo.mpps_by_pk(row.mpps_fk)
             repo.commitment_asked_again(row.id)
-            self._queue_request(conn, row.transaction_uid, mpps.sop_instance_uid if mpps else "",
+            self._queue_request(uow, row.transaction_uid, mpps.sop_instance_uid if mpps else "",
                                 repo.commitment_instances(row.id), repo.now)
             event(log, "stgcmt_requested_again", transaction_uid=row.transaction_uid,
                   archive=row.archive)
             queued += 1
         return queued
 
-    def commitment_sent(self, conn: Any, transaction_uid: str, outcome: str,
+    def commitment_sent(self, uow: UnitOfWork, transaction_uid: str, outcome: str,
                         reason: str) -> int:
         """The outbox settled a commitment request: accepted (wait for the report) or
         refused for good (a commitment failure)."""
-        repo = ClosureRepo(conn)
+        repo = uow.completion
         if outcome == "delivered":
             repo.commitment_requested(transaction_uid, self.policy.report_timeout)
             return 0
@@ -113,49 +116,46 @@ class Closure:
             return 0
         repo.commitment_refused(transaction_uid, reason)
         row = repo.commitment(transaction_uid)
-        return self.evaluate(conn, row.mpps_fk) if row else 0
+        return self.evaluate(uow, row.mpps_fk) if row else 0
 
-    def record_report(self, conn: Any, transaction_uid: str, committed: list[str],
+    def record_report(self, uow: UnitOfWork, transaction_uid: str, committed: list[str],
                       failed: dict[str, int]) -> tuple[bool, int]:
         """An N-EVENT-REPORT: (whether the transaction is known, messages queued)."""
-        repo = ClosureRepo(conn)
+        repo = uow.completion
         row = repo.commitment(transaction_uid)
         if row is None:
             return False, 0
         n_committed, n_failed = repo.commitment_reported(row.id, committed, failed)
         event(log, "stgcmt_reported", transaction_uid=transaction_uid, committed=n_committed,
               failed=n_failed, late=row.state == "timed_out")
-        return True, self.evaluate(conn, row.mpps_fk)
+        return True, self.evaluate(uow, row.mpps_fk)
 
     # -- instance availability -----------------------------------------------------------------
-    def record_availability(self, conn: Any, mpps_pks: list[int], instance_uids: list[str]
+    def record_availability(self, uow: UnitOfWork, mpps_pks: list[int], instance_uids: list[str]
                             ) -> int:
-        repo = ClosureRepo(conn)
+        repo = uow.completion
         affected = sorted(set(mpps_pks) | set(repo.mpps_of_instances(instance_uids)))
-        return sum(self.evaluate(conn, pk) for pk in affected)
+        return sum(self.evaluate(uow, pk) for pk in affected)
 
     # -- timeouts ------------------------------------------------------------------------------
-    def sweep(self, conn: Any, now: float | None = None) -> int:
+    def sweep(self, uow: UnitOfWork, now: float | None = None) -> int:
         """Time out commitment transactions with no report and completions past their
         deadline; returns the messages queued."""
-        repo = ClosureRepo(conn, now)
+        repo = uow.at(now).completion
         queued = 0
         for row in repo.overdue_commitments(repo.now):
             repo.commitment_timed_out(row.id)
             event(log, "stgcmt_timed_out", logging.WARNING, transaction_uid=row.transaction_uid,
                   archive=row.archive)
-            queued += self.evaluate(conn, row.mpps_fk, repo.now)
+            queued += self.evaluate(uow, row.mpps_fk, repo.now)
         for pk in repo.overdue_completions(repo.now):
-            queued += self.evaluate(conn, pk, repo.now)
+            queued += self.evaluate(uow, pk, repo.now)
         return queued
 
-    def next_deadline(self, conn: Any) -> float | None:
-        return ClosureRepo(conn).next_deadline()
-
     # -- the completion rule -------------------------------------------------------------------
-    def evaluate(self, conn: Any, mpps_pk: int, now: float | None = None) -> int:
+    def evaluate(self, uow: UnitOfWork, mpps_pk: int, now: float | None = None) -> int:
         """Send the completion notice if the rule is met, failed, or out of time."""
-        repo = ClosureRepo(conn, now)
+        repo = uow.at(now).completion
         waiting = repo.completion(mpps_pk)
         rule = self._rule()
         if waiting is None or waiting.state != "waiting" or rule is None:
@@ -178,7 +178,7 @@ class Closure:
             return 0
         else:
             return 0
-        queued = self._send(conn, mpps_pk, uid, mpps.dataset if mpps else {}, facts, state,
+        queued = self._send(uow, mpps_pk, uid, mpps.dataset if mpps else {}, facts, state,
                             reason)
         repo.decide_completion(mpps_pk, "sent" if state == "complete" else state, reason)
         event(log, "completion_notice", logging.INFO if state == "complete" else logging.WARNING,
@@ -201,8 +201,8 @@ class Closure:
                            "instance(s) not reported available")
         return missing
 
-    def _send(self, conn: Any, mpps_pk: int, uid: str, dataset: dict[str, Any],
+    def _send(self, uow: UnitOfWork, mpps_pk: int, uid: str, dataset: dict[str, Any],
               facts: Facts, state: str, reason: str) -> int:
-        steps = MppsRepo(conn).linked_steps(mpps_pk)
-        return self.notifier.completion(conn, steps, self.summarize(dataset, uid), facts, state,
+        steps = uow.mpps.linked_steps(mpps_pk)
+        return self.notifier.completion(uow, steps, self.summarize(dataset, uid), facts, state,
                                         reason)

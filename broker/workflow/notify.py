@@ -4,7 +4,6 @@ same transaction as the change that causes it."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +13,7 @@ from broker.mapping.outbound import OutboundRule, hl7_timestamp, render
 from broker.mapping.schema import MappingSet
 from broker.outbound.encoding import with_charset
 from broker.store.completion import Facts
-from broker.store.repo import MppsRepo, OutboxRepo
+from broker.store.unit_of_work import UnitOfWork
 
 EVENT = "procedure_status"
 COMPLETION = "completion"
@@ -27,28 +26,28 @@ class StatusNotifier:
     #: MSH-18 per destination, in place of the template's own (the sender encodes in it)
     charsets: dict[str, str] = field(default_factory=dict)
 
-    def __call__(self, conn: sqlite3.Connection, steps: list[int], mpps_status: str,
+    def __call__(self, uow: UnitOfWork, steps: list[int], mpps_status: str,
                  mpps: dict[str, Any]) -> int:
         """Queue the status messages; returns how many. An MPPS status that the rule's
         order_status does not list is not reported."""
         rule = self.mappings().outbound.get(EVENT)
         if rule is None or mpps_status not in rule.order_status:
             return 0
-        return self.queue(conn, EVENT, steps, {
+        return self.queue(uow, EVENT, steps, {
             "order_status": rule.order_status[mpps_status], "mpps": mpps})
 
-    def completion(self, conn: sqlite3.Connection, steps: list[int], mpps: dict[str, Any],
+    def completion(self, uow: UnitOfWork, steps: list[int], mpps: dict[str, Any],
                    facts: Facts, state: str, reason: str) -> int:
         """Queue the completion notices of a procedure in ``state`` (complete, partial,
         commitment_failed); returns how many."""
         rule = self.mappings().outbound.get(COMPLETION)
         if rule is None:
             return 0
-        return self.queue(conn, COMPLETION, steps, {
+        return self.queue(uow, COMPLETION, steps, {
             "mpps": mpps, "completion": completion_context(rule, facts, state, reason),
             "order_status": "CM"})
 
-    def queue(self, conn: sqlite3.Connection, event_name: str, steps: list[int],
+    def queue(self, uow: UnitOfWork, event_name: str, steps: list[int],
               extra: dict[str, Any]) -> int:
         """Render ``event_name``'s template once per requested procedure of ``steps`` and
         destination, and queue the messages; returns how many."""
@@ -57,7 +56,7 @@ class StatusNotifier:
         if rule is None or not self.destinations or not steps:
             return 0
         template = mapping.templates[rule.template]
-        repo, outbox = MppsRepo(conn), OutboxRepo(conn)
+        repo, outbox = uow.mpps, uow.outbox
         seen: set[str] = set()
         queued = 0
         for step in steps:

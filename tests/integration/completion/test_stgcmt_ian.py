@@ -434,7 +434,7 @@ async def test_bad_report_on_a_new_association(broker: Broker, event_type: int,
                                      event_type, info)
     assert answer.Status == status
     assert text in answer.ErrorComment
-    assert broker.closure_scp.reports == 0
+    assert broker.archive_reports.reports == 0
 
 
 async def test_report_without_role_selection_reaches_the_handler(broker: Broker) -> None:
