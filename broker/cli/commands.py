@@ -14,7 +14,8 @@ from typing import Any
 
 from broker import __version__
 from broker.cli import care as care_commands
-from broker.config import ConfigError, Settings, apply_overrides, load_settings
+from broker.config import ConfigError, Settings
+from broker.config.loading import apply_overrides, load_settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -137,14 +138,18 @@ def cmd_check_mappings(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the address a ``map`` dry run's messages come from (what hl7.allowed_senders is checked
+#: against)
+MAP_PEER = "127.0.0.1:0"
+
+
 def cmd_map(args: argparse.Namespace) -> int:
+    """Each message through the ingest path ``serve`` runs, on a store that rolls back."""
     from broker.dicom.dataset import to_json
-    from broker.hl7 import charset
-    from broker.hl7.ack import Hl7Error, Hl7Reject
-    from broker.hl7.message import ParseError, parse
-    from broker.mapping.engine import map_message
+    from broker.flows.hl7_in import Ingestor
     from broker.mapping.schema import MappingLoadError, load_mappings
     from broker.model.orders import OrderChange, PatientIdChange, PatientMerge, PatientUpdate
+    from broker.store.dry_run import DryRunWriter
 
     settings = _settings(args)
     try:
@@ -153,27 +158,18 @@ def cmd_map(args: argparse.Namespace) -> int:
         print("\n".join(exc.errors), file=sys.stderr)
         return 2
     raw = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+    db = settings.database
+    ingestor = Ingestor(DryRunWriter(db.path, db.busy_timeout_ms), lambda: mappings,
+                        settings.hl7, settings.mllp)
     results: list[dict[str, Any]] = []
     status = 0
     for message_bytes in split_messages(raw):
-        try:
-            decoded = charset.decode(message_bytes, aliases=settings.hl7.charset_aliases,
-                                     sniff_utf8=settings.hl7.sniff_utf8,
-                                     fallbacks=tuple(settings.hl7.fallback_charsets))
-            message = parse(decoded.text, decoded.codec)
-            warnings: list[Hl7Error] = []
-            events = map_message(message, mappings, warnings)
-        except (charset.CharsetError, ParseError) as exc:
-            results.append({"error": str(exc)})
+        outcome = asyncio.run(ingestor.handle(message_bytes, MAP_PEER))
+        ack = outcome.ack.decode(outcome.charset or "ascii", errors="replace")
+        if outcome.code != "AA":
             status = 1
-            continue
-        except Hl7Reject as exc:
-            results.append({"control_id": "", "outcome": exc.ack_code,
-                            "errors": [e.describe() for e in exc.errors]})
-            status = 1
-            continue
         out: list[dict[str, Any]] = []
-        for ev in events:
+        for ev in outcome.events:
             if isinstance(ev, OrderChange):
                 patient = ev.patient
                 out.append({
@@ -193,9 +189,12 @@ def cmd_map(args: argparse.Namespace) -> int:
                 out.append({"event": "patient_id_change", "patient": _patient_json(ev.patient),
                             "old": {"PatientID": ev.old.patient_id,
                                     "IssuerOfPatientID": ev.old.issuer}})
-        results.append({"control_id": message.control_id, "type": message.message_type,
-                        "charset": decoded.codec, "events": out,
-                        **({"warnings": [w.describe() for w in warnings]} if warnings else {})})
+        results.append({"control_id": outcome.control_id, "type": outcome.message_type,
+                        "charset": outcome.charset, "outcome": outcome.code,
+                        "duplicate": outcome.duplicate, "events": out,
+                        **({"warnings": [w.describe() for w in outcome.warnings]}
+                           if outcome.warnings else {}),
+                        "ack": ack.split("\r")})
     json.dump(results if len(results) != 1 else results[0], sys.stdout, indent=2,
               ensure_ascii=False)
     print()

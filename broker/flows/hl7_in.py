@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from broker.config import Hl7Settings, MllpSettings
@@ -20,8 +20,7 @@ from broker.model.orders import DomainError, Event, OrderChange, PatientIdChange
 from broker.net.allow import SenderAllowList, host_of
 from broker.store.errors import Conflict, StoreError
 from broker.store.messages import MessageRecord
-from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
+from broker.store.unit_of_work import JobRunner, UnitOfWork
 from broker.workflow.orders import apply
 
 if TYPE_CHECKING:
@@ -39,12 +38,16 @@ class Outcome:
     ack: bytes
     control_id: str
     duplicate: bool = False
+    message_type: str = ""
+    charset: str = ""
+    events: list[Event] = field(default_factory=list)
+    warnings: tuple[Hl7Error, ...] = ()
 
 
 class Ingestor:
     """Answers each inbound message with the bytes of its acknowledgement."""
 
-    def __init__(self, writer: Writer, mappings: Callable[[], MappingSet],
+    def __init__(self, writer: JobRunner, mappings: Callable[[], MappingSet],
                  hl7: Hl7Settings, mllp: MllpSettings, metrics: Metrics | None = None) -> None:
         self.writer = writer
         self.mappings = mappings
@@ -126,7 +129,8 @@ class Ingestor:
         event(log, "hl7_received", logging.INFO if code == "AA" else logging.WARNING,
               control_id=control_id, type=record.message_type, sender=app, facility=fac,
               peer=peer, outcome=code, duplicate=duplicate, ms=ms, **error_fields(ack_text))
-        return Outcome(code, ack, control_id, duplicate)
+        return Outcome(code, ack, control_id, duplicate, record.message_type, codec, events,
+                       tuple(warnings))
 
     @staticmethod
     def _rejection_for(exc: Exception, events: list[Event], control_id: str,
