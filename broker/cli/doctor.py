@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.cli.port_owner import port_owner
-from broker.config import ConfigError, Settings, check
+from broker.config import ConfigError, Settings
+from broker.config.checks import check
 from broker.net.exposure import open_listeners
 from broker.store.db import SYNCHRONOUS, connect, schema_version
 from broker.store.health import integrity_problems, journal_mode

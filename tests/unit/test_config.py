@@ -1,4 +1,4 @@
-"""Settings: broker.config.load_settings and apply_overrides."""
+"""Settings: broker.config.loading (load_settings, apply_overrides)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import (
-    PACKAGE_ROOT,
-    ConfigError,
-    SenderSettings,
-    Settings,
-    apply_overrides,
-    load_settings,
-)
+from broker.config import PACKAGE_ROOT, ConfigError, SenderSettings, Settings
+from broker.config.loading import apply_overrides, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -213,7 +207,7 @@ def test_empty_text_setting_in_file_is_not_none(tmp_path: Path) -> None:
 
 def test_yaml_words_like_off_stay_text(tmp_path: Path) -> None:
     """YAML 1.1 reads OFF/on/yes as booleans; settings keep them as the words written."""
-    from broker.config import apply_overrides, load_settings
+    from broker.config.loading import apply_overrides, load_settings
 
     conf = tmp_path / "broker.yaml"
     conf.write_text("database:\n  synchronous: OFF\nhl7:\n  sniff_utf8: false\n")
@@ -230,7 +224,8 @@ def test_yaml_words_like_off_stay_text(tmp_path: Path) -> None:
     ("hl7.fallback_charsets=[klingon]", "not a known character set"),
 ])
 def test_unusable_character_sets_are_refused_at_start(override: str, text: str) -> None:
-    from broker.config import ConfigError, Settings, apply_overrides
+    from broker.config import ConfigError, Settings
+    from broker.config.loading import apply_overrides
 
     with pytest.raises(ConfigError, match=text):
         apply_overrides(Settings(), [override])

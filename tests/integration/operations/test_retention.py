@@ -15,7 +15,9 @@ import pytest
 
 from broker import cli
 from broker.app import Broker
-from broker.config import ConfigError, apply_overrides, check
+from broker.config import ConfigError
+from broker.config.checks import check
+from broker.config.loading import apply_overrides
 from broker.store.unit_of_work import UnitOfWork
 from tests.support.broker import make_settings, mappings_with_orc18_station
 from tests.support.db import Db

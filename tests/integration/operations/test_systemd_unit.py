@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import ConfigError, Settings, apply_overrides
+from broker.config import ConfigError, Settings
+from broker.config.loading import apply_overrides
 from tests.support.broker import ROOT, BrokerProcess
 
 UNIT = ROOT / "systemd" / "mwl-broker.service"

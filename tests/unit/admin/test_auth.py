@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from broker.admin.auth import resolve_token
-from broker.config import AdminSettings, ConfigError, Settings, apply_overrides, is_loopback
+from broker.config import AdminSettings, ConfigError, Settings, is_loopback
+from broker.config.loading import apply_overrides
 from broker.metrics import MAX_LABEL_VALUES, Metrics
 
 

@@ -12,7 +12,8 @@ import yaml
 
 from broker.cli.commands import main
 from broker.cli.site_init import InitError, SiteExists, init_site, site_settings
-from broker.config import PACKAGE_ROOT, Settings, load_settings, shipped_defaults
+from broker.config import PACKAGE_ROOT, Settings, shipped_defaults
+from broker.config.loading import load_settings
 from broker.mapping.schema import load_mappings
 
 

@@ -19,7 +19,7 @@ from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 
-from broker.config import DICOM_CHARSETS
+from broker.config.checks import DICOM_CHARSETS
 from broker.dicom.encoder import encode
 from broker.dicom.mwl import SPS_SEQUENCE, parse_identifier, response_nodes, to_pydicom
 from broker.dicom.server import latin1_name

@@ -16,14 +16,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from broker.config import (
-    ConfigError,
-    DestinationSettings,
-    Hl7Settings,
-    MllpSettings,
-    Settings,
-    check,
-)
+from broker.config import ConfigError, DestinationSettings, Hl7Settings, MllpSettings, Settings
+from broker.config.checks import check
 from broker.dicom.mpps import summary
 from broker.flows.hl7_in import Ingestor
 from broker.mapping.outbound import Template

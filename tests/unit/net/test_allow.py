@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.config import ConfigError, Settings, apply_overrides
+from broker.config import ConfigError, Settings
+from broker.config.loading import apply_overrides
 from broker.net.allow import AddressAllowList, SenderAllowList, host_of
 
 

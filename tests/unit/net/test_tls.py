@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import ConfigError, Settings, TlsSettings, apply_overrides
+from broker.config import ConfigError, Settings, TlsSettings
+from broker.config.loading import apply_overrides
 from broker.net.tls import client_args, client_context, handshake_reason, server_context
 
 
@@ -63,7 +64,8 @@ def test_override_errors_never_echo_the_value() -> None:
 
 
 def test_documented_settings_are_the_defaults() -> None:
-    from broker.config import PACKAGE_ROOT, load_settings
+    from broker.config import PACKAGE_ROOT
+    from broker.config.loading import load_settings
 
     shown, default = load_settings(PACKAGE_ROOT / "conf" / "broker.yaml"), Settings()
     assert shown.mllp.tls == default.mllp.tls and shown.dicom.tls == default.dicom.tls

@@ -1,0 +1,280 @@
+"""Settings with embedded defaults; an optional YAML file (conf/broker.yaml) overrides them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def shipped_defaults() -> Path:
+    """Folder of the default mappings, example settings and samples installed with the package.
+
+    In a source checkout its mappings/ and broker.yaml are symlinks to the repository's
+    mappings/ and conf/broker.yaml; a wheel holds copies.
+    """
+    return Path(str(resources.files("broker") / "defaults"))
+
+
+def _default_mappings_dir() -> str:
+    shipped = shipped_defaults() / "mappings"
+    return str(shipped.resolve()) if shipped.is_dir() else "mappings"
+
+
+@dataclass
+class DatabaseSettings:
+    path: str = "var/broker.sqlite"
+    synchronous: str = "FULL"
+    busy_timeout_ms: int = 5000
+    max_batch: int = 64
+    writer_poll_ms: float = 0.5
+
+
+@dataclass
+class TlsSettings:
+    """TLS of one listener or one outbound connection (off unless ``enabled``).
+
+    Listener: ``cert_file``/``key_file`` are its certificate chain and key; ``ca_file`` the CAs
+    whose client certificates are accepted (needed by ``require_client_cert``).
+    Client: ``ca_file`` the CAs trusted to sign the server's certificate (empty: the system's
+    CAs); ``cert_file``/``key_file`` the client certificate, when the server asks for one;
+    ``server_hostname`` the name checked in the server's certificate (empty: the host
+    connected to), unless ``check_hostname`` is false.
+    """
+
+    enabled: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    require_client_cert: bool = False
+    minimum_version: str = "TLSv1.2"
+    ciphers: str = ""
+    server_hostname: str = ""
+    check_hostname: bool = True
+    handshake_timeout: float = 10.0
+
+
+@dataclass
+class AllowedSenderSettings:
+    """An HL7 sender allowed to send: MSH-3, MSH-4 (empty: any) and source addresses (IP or
+    CIDR network; empty: any)."""
+
+    application: str = ""
+    facility: str = ""
+    addresses: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SenderSettings:
+    """Per-sender overrides, matched on MSH-3 (and MSH-4 when given)."""
+
+    application: str = ""
+    facility: str = ""
+    charset: str = ""
+
+
+@dataclass
+class MllpSettings:
+    host: str = "0.0.0.0"
+    port: int = 2575
+    max_frame_bytes: int = 1 << 20
+    idle_timeout: float = 300.0
+    max_connections: int = 200
+    #: open connections one source address may hold (0: no cap)
+    max_connections_per_address: int = 20
+    #: seconds from a frame's start block to its end block before the connection is closed
+    frame_timeout: float = 30.0
+    shutdown_grace: float = 10.0
+    application: str = "MWLBROKER"
+    facility: str = ""
+    allowed_addresses: list[str] = field(default_factory=list)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+@dataclass
+class Hl7Settings:
+    accepted_versions: list[str] = field(default_factory=lambda: [
+        "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8"])
+    accepted_processing_ids: list[str] = field(default_factory=lambda: ["P"])
+    charset_aliases: dict[str, str] = field(default_factory=dict)
+    sniff_utf8: bool = True
+    fallback_charsets: list[str] = field(default_factory=list)
+    senders: list[SenderSettings] = field(default_factory=list)
+    cancel_started_steps: bool = False
+    allowed_senders: list[AllowedSenderSettings] = field(default_factory=list)
+
+
+@dataclass
+class CallingAeSettings:
+    """Options for one calling AE title (a modality)."""
+
+    ae_title: str = ""
+    station_key: bool = False
+    charset: str = "ISO_IR 192"
+
+
+@dataclass
+class ForwardSettings:
+    """A downstream MPPS SCP that gets a copy of every N-CREATE and N-SET (through the outbox)."""
+
+    name: str = "mpps-archive"
+    ae_title: str = ""
+    host: str = "127.0.0.1"
+    port: int = 104
+    timeout: float = 30.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+@dataclass
+class DicomSettings:
+    ae_title: str = "MWLBROKER"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    max_associations: int = 128
+    fast_path: bool = True
+    mpps_match_accession: bool = True
+    allowed_calling_aes: list[str] = field(default_factory=list)
+    show_all_statuses: bool = False
+    charset: str = "ISO_IR 192"
+    calling_aes: list[CallingAeSettings] = field(default_factory=list)
+    allowed_addresses: list[str] = field(default_factory=list)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    mpps_forward: list[ForwardSettings] = field(default_factory=list)
+    max_concurrent_queries: int = 4
+    #: bytes of one DIMSE message (command + data set, over all its P-DATA fragments)
+    max_message_bytes: int = 4 << 20
+    #: open connections from one source address (0: no cap)
+    max_associations_per_address: int = 32
+    #: seconds from the TCP connect to a whole A-ASSOCIATE-RQ (TLS handshake included)
+    negotiation_timeout: float = 10.0
+    #: a C-FIND matching value longer than this (each UID of a list on its own) is C000
+    max_query_value_length: int = 256
+    #: a C-FIND matching value with more wildcards ('*' and '?') than this is C000
+    max_query_wildcards: int = 16
+    #: seconds an N-CREATE/N-SET waits for the store before answering 0110
+    mpps_store_timeout: float = 30.0
+
+
+@dataclass
+class DestinationSettings:
+    """A system that receives the broker's HL7 (the RIS)."""
+
+    name: str = "ris"
+    host: str = "127.0.0.1"
+    port: int = 2576
+    timeout: float = 10.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    #: MSH-18 of the messages sent here (HL7 table 0211, e.g. 8859/1), in place of the
+    #: template's own; the bytes are encoded in it
+    charset: str = ""
+
+
+@dataclass
+class StorageCommitmentSettings:
+    """The archive asked to commit the instances of each completed MPPS (Push Model SCU).
+
+    Off while ``ae_title`` is empty. The request goes through the outbox (destination
+    ``name``); the archive's N-EVENT-REPORT may come on the same association or on a new one
+    it opens to the broker's AE."""
+
+    name: str = "archive"
+    ae_title: str = ""
+    host: str = "127.0.0.1"
+    port: int = 104
+    delay: float = 0.0
+    report_timeout: float = 600.0
+    same_association_wait: float = 2.0
+    timeout: float = 30.0
+    available_statuses: list[str] = field(default_factory=lambda: ["ONLINE", "NEARLINE"])
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+@dataclass
+class OutboundSettings:
+    destinations: list[DestinationSettings] = field(default_factory=list)
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    poll: float = 1.0
+
+
+@dataclass
+class AdminSettings:
+    """The admin HTTP server: web console, JSON REST API, /metrics, /healthz, /readyz."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
+    token_file: str = ""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    #: a console session ends after this many seconds without a request, or this long after
+    #: its sign-in, whichever comes first
+    session_idle_timeout: float = 1800.0
+    session_max_age: float = 28800.0
+    #: failed sign-ins and bearer tokens from one address before it is refused (429) for
+    #: the rest of the window
+    max_auth_failures: int = 10
+    auth_failure_window: float = 300.0
+    #: seconds a client has to send a whole request head (from connecting or from its
+    #: previous response), and to send a request body
+    request_read_timeout: float = 15.0
+    max_connections: int = 128
+    max_connections_per_address: int = 16
+
+
+@dataclass
+class RetentionSettings:
+    """How long finished work is kept (days; 0 keeps it for ever) and how often to purge."""
+
+    interval: float = 3600.0
+    steps_days: float = 30.0
+    mpps_days: float = 30.0
+    message_log_days: float = 90.0
+    outbox_delivered_days: float = 30.0
+    chunk: int = 500
+
+
+@dataclass
+class MappingSettings:
+    directory: str = field(default_factory=_default_mappings_dir)
+    #: seconds between looks at the folder for changed files (0: reload on SIGHUP only)
+    watch_interval: float = 2.0
+
+
+@dataclass
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "keyvalue"
+
+
+@dataclass
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    mllp: MllpSettings = field(default_factory=MllpSettings)
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    dicom: DicomSettings = field(default_factory=DicomSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    storage_commitment: StorageCommitmentSettings = field(
+        default_factory=StorageCommitmentSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    mappings: MappingSettings = field(default_factory=MappingSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or of the wrong type."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
