@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from benchmarks.worklist_data import (
 )
 from broker.dicom.client import WorklistClient, build_query, query_keys
 from broker.model.orders import OrderChange
-from broker.store.repo import Repo
+from broker.store.unit_of_work import UnitOfWork
 from broker.store.writer import Writer
 from broker.workflow.orders import apply
 
@@ -54,10 +53,9 @@ QUERIES: dict[str, tuple[dict[str, Any], int]] = {
 }
 
 
-def _apply_all(conn: sqlite3.Connection, orders: list[OrderChange]) -> None:
-    repo = Repo(conn)
+def _apply_all(uow: UnitOfWork, orders: list[OrderChange]) -> None:
     for order in orders:
-        apply(repo, order)
+        apply(uow.orders, order)
 
 
 def populate(db: Path, orders: list[OrderChange]) -> float:

@@ -28,7 +28,7 @@ from broker.model.worklist import (
     pn_matches,
     time_of_day_range,
 )
-from broker.store.db import connect
+from broker.store.db import connect, read_errors
 
 #: matching keyword → column (the steps s / procedures p / patients pt join)
 COLUMNS = {
@@ -182,6 +182,23 @@ def _rows(cursor: sqlite3.Cursor) -> Iterator[WorklistRow]:
             step_attrs = json.loads(step)
             step_attrs["ScheduledProcedureStepStatus"] = status
             yield WorklistRow(patient_attrs, procedure_attrs, step_attrs)
+
+
+class WorklistReader:
+    """A read-only connection for worklist queries, used by one thread; errors are the
+    store's own (StoreUnavailable)."""
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 5000) -> None:
+        with read_errors():
+            self._conn = open_reader(path, busy_timeout_ms)
+
+    def search(self, query: WorklistQuery) -> Iterator[WorklistRow]:
+        """Matching steps, earliest start first, read lazily."""
+        with read_errors():
+            yield from search(self._conn, query)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def explain(conn: sqlite3.Connection, query: WorklistQuery) -> list[str]:
