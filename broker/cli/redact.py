@@ -6,17 +6,22 @@ import re
 
 #: a setting whose value is secret: admin.token, *password*, *secret*, *key* (key_file too)
 SECRET_NAME = re.compile(r"token|password|passwd|secret|key", re.IGNORECASE)
-_ASSIGNMENT = re.compile(r"^(?P<prefix>-o|--override=|--set=)?(?P<name>[\w.\[\]-]+)=(?P<value>.*)$",
-                         re.DOTALL)
 HIDDEN = "***"
 
 
 def redact_argument(argument: str) -> str:
-    """``-o admin.token=s3cret`` → ``-o admin.token=***`` (other arguments unchanged)."""
-    found = _ASSIGNMENT.match(argument)
-    if found is None or not SECRET_NAME.search(found["name"]):
-        return argument
-    return f"{found['prefix'] or ''}{found['name']}={HIDDEN}"
+    """``-o admin.token=s3cret`` → ``-o admin.token=***`` (other arguments unchanged).
+
+    Whatever spelling argparse accepted (``--option=admin.token=…``, ``--opt=…``,
+    ``-oadmin.token=…``, ``-o=…``, spaces around the name): everything after the first ``=``
+    whose left side, back to the previous ``=`` or the start, names a secret is hidden.
+    """
+    start = 0
+    while (equals := argument.find("=", start)) >= 0:
+        if SECRET_NAME.search(argument, start, equals):
+            return f"{argument[:equals]}={HIDDEN}"
+        start = equals + 1
+    return argument
 
 
 def redact_command(arguments: list[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from broker.cli.commands import build_parser
 from broker.cli.redact import redact_argument, redact_command
 
 
@@ -26,3 +27,24 @@ def test_other_arguments_are_kept(argument: str) -> None:
 def test_a_command_line() -> None:
     assert redact_command(["mwl-broker", "serve", "-o", "admin.token=s3cret", "-o",
                            "mllp.port=1"]) == "mwl-broker serve -o admin.token=*** -o mllp.port=1"
+
+
+@pytest.mark.parametrize("arguments", [
+    ["-o", "admin.token=TOPSECRET"], ["-oadmin.token=TOPSECRET"], ["-o=admin.token=TOPSECRET"],
+    ["--option=admin.token=TOPSECRET"], ["--option", "admin.token=TOPSECRET"],
+    ["--opt=admin.token=TOPSECRET"], ["--o=admin.token=TOPSECRET"],
+    ["--opti", "admin.token=TOPSECRET"],
+    ["-o", " admin.token =TOPSECRET"], ["--option=database.password=TOPSECRET"]])
+def test_every_spelling_argparse_accepts_for_the_option_is_redacted(arguments: list[str]) -> None:
+    command = ["mwl-broker", "serve", "-o", "mllp.port=2575", *arguments]
+    parsed = build_parser().parse_args(command[1:])
+    assert any("TOPSECRET" in option for option in parsed.option)  # the broker would use it
+    shown = redact_command(command)
+    assert "TOPSECRET" not in shown
+    assert shown.startswith("mwl-broker serve -o mllp.port=2575 ")
+
+
+def test_a_value_with_an_equals_sign_is_hidden_whole() -> None:
+    assert redact_argument("--option=admin.token=a=b") == "--option=admin.token=***"
+    config = "--config=/etc/mwl-broker/broker.yaml"
+    assert redact_argument(config) == config
