@@ -1,4 +1,6 @@
-"""The broker's DICOM AE: Verification and Modality Worklist FIND (later MPPS, IAN …).
+"""The broker's DICOM AE: Verification and Modality Worklist FIND served here; MPPS
+(broker.dicom.mpps_scp), storage commitment reports and IAN (broker.dicom.archive_reports)
+handed to their handlers.
 
 pynetdicom runs each association in its own thread; handlers read through a connection of
 their own thread (never the writer's) and never touch the asyncio loop.
@@ -8,11 +10,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,10 +29,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
     Verification,
 )
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import ThreadedAssociationServer
 
 from broker.dicom import fastpath, message_guard, pdu_guard
-from broker.dicom.admission import Admission, cut, refuse_busy
+from broker.dicom.acceptor import AdmittedRequestHandler, NoDelayServer
+from broker.dicom.admission import Admission
 from broker.dicom.archive_reports import IAN_SOP_CLASS, ArchiveReports
 from broker.dicom.encoder import encode
 from broker.dicom.mpps_scp import MppsScp
@@ -57,7 +59,6 @@ from broker.dicom.status import (
 from broker.logs import event, without_values
 from broker.net.allow import AddressAllowList
 from broker.net.peer_limits import PerAddressLimit
-from broker.net.tls import handshake_reason
 from broker.store.errors import StoreError
 from broker.store.worklist_query import WorklistReader
 

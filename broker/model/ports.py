@@ -42,14 +42,6 @@ class Final(Protocol):
                  summary: dict[str, Any], steps: list[int], /) -> int: ...
 
 
-class Forward(Protocol):
-    """Queues copies of an MPPS request for downstream SCPs: (unit of work, operation,
-    SOP Instance UID, dataset as DICOM JSON) → queued count."""
-
-    def __call__(self, uow: UnitOfWork, operation: str, uid: str,
-                 dataset: dict[str, Any], /) -> int: ...
-
-
 class Queued(Protocol):
     """Called, from any thread, after a committed job queued outbox messages."""
 

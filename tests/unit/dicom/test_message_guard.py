@@ -21,7 +21,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from pynetdicom.transport import AddressInformation, RequestHandler
 
 from broker.dicom import message_guard
-from broker.dicom.server import NoDelayServer
+from broker.dicom.acceptor import NoDelayServer
 
 LIMIT = 2000
 
