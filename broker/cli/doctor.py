@@ -8,7 +8,6 @@ import errno
 import os
 import shutil
 import socket
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,8 @@ from broker.cli.port_owner import port_owner
 from broker.config import ConfigError, Settings
 from broker.config.checks import check
 from broker.net.exposure import open_listeners
-from broker.store.db import SYNCHRONOUS, connect, schema_version
-from broker.store.health import integrity_problems, journal_mode
+from broker.store.db import SYNCHRONOUS
+from broker.store.health import UnreadableDatabase, inspect
 from broker.store.schema import MIGRATIONS
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -79,29 +78,21 @@ def check_database(path: Path, busy_timeout_ms: int) -> Iterator[Finding]:
     if not path.exists():
         yield _missing_database(path)
         return
-    conn: sqlite3.Connection | None = None
     try:
-        conn = connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
-        version = schema_version(conn)
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    except sqlite3.Error as exc:
-        if conn is not None:
-            conn.close()
+        found = inspect(path, busy_timeout_ms)
+    except UnreadableDatabase as exc:
         yield Finding(FAIL, "database", f"{path} cannot be read: {exc}; " + (
-            "check its owner and permissions" if isinstance(exc, sqlite3.OperationalError)
-            else "restore a backup (made with `mwl-broker backup`) or move the file away "
-            "to start empty"))
+            "restore a backup (made with `mwl-broker backup`) or move the file away "
+            "to start empty" if exc.damaged else "check its owner and permissions"))
         return
-    try:
-        yield Finding(OK, "database", f"{path} opens ({path.stat().st_size} bytes)")
-        yield _schema(version)
-        for quick, name in ((True, "quick_check"), (False, "integrity")):
-            yield _integrity(conn, path, quick, name)
-        mode = journal_mode(conn)
-        yield (Finding(OK, "wal", "journal mode WAL") if mode == "wal" else Finding(
-            WARN, "wal", f"journal mode {mode.upper()}; `mwl-broker serve` switches it to WAL"))
-    finally:
-        conn.close()
+    yield Finding(OK, "database", f"{path} opens ({path.stat().st_size} bytes)")
+    yield _schema(found.schema_version)
+    for problems, pragma, name in ((found.quick_problems, "quick_check", "quick_check"),
+                                   (found.problems, "integrity_check", "integrity")):
+        yield _integrity(problems, path, pragma, name)
+    mode = found.journal_mode
+    yield (Finding(OK, "wal", "journal mode WAL") if mode == "wal" else Finding(
+        WARN, "wal", f"journal mode {mode.upper()}; `mwl-broker serve` switches it to WAL"))
 
 
 def _missing_database(path: Path) -> Finding:
@@ -125,12 +116,7 @@ def _schema(version: int) -> Finding:
                    "install the broker version that wrote it")
 
 
-def _integrity(conn: sqlite3.Connection, path: Path, quick: bool, name: str) -> Finding:
-    pragma = "quick_check" if quick else "integrity_check"
-    try:
-        problems = integrity_problems(conn, quick=quick)
-    except sqlite3.Error as exc:
-        problems = [str(exc)]
+def _integrity(problems: list[str], path: Path, pragma: str, name: str) -> Finding:
     if not problems:
         return Finding(OK, name, f"PRAGMA {pragma}: ok")
     return Finding(FAIL, name, f"PRAGMA {pragma} on {path} found damage; stop the broker "
