@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -16,13 +15,10 @@ from broker.admin.listen import ConnectionGate, GatedSite
 from broker.admin.service import AdminService, BadRequest
 from broker.admin.sessions import SessionStore
 from broker.admin.throttle import FailureLimit
-from broker.config import is_loopback
+from broker.config import AdminSettings, is_loopback
 from broker.logs import event
 from broker.metrics import CONTENT_TYPE, Metrics
 from broker.net.tls import server_context
-
-if TYPE_CHECKING:
-    from broker.app import Broker
 
 log = logging.getLogger("broker.admin")
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
@@ -30,10 +26,9 @@ MAX_BODY = 64 * 1024
 
 
 class AdminServer:
-    def __init__(self, broker: Broker) -> None:
-        settings = self.settings = broker.settings.admin
+    def __init__(self, settings: AdminSettings, metrics: Metrics, service: AdminService) -> None:
+        self.settings = settings
         self.host, self.port = settings.host, settings.port
-        metrics: Metrics = broker.metrics
         self.ssl_context = server_context(settings.tls, "admin.tls")
         self.guard = Guard(resolve_token(settings), metrics,
                            SessionStore(settings.session_idle_timeout, settings.session_max_age),
@@ -41,7 +36,7 @@ class AdminServer:
         self.gate = ConnectionGate(settings.max_connections,
                                    settings.max_connections_per_address,
                                    settings.request_read_timeout, metrics)
-        self.service = AdminService(broker)
+        self.service = service
         self._runner: web.AppRunner | None = None
 
     @property

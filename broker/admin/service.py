@@ -10,24 +10,19 @@ import asyncio
 import datetime
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
+from broker.admin.ports import HealthSource, MappingSource, OutboxControl, Row, Writes
 from broker.logs import event
 from broker.mapping.schema import MappingLoadError, describe, load_mappings
+from broker.metrics import Metrics
 from broker.model.orders import StepStatus
-from broker.outbound.outbox import Destination
 from broker.store import admin_queries as q
-from broker.store.repo import OutboxRepo
-
-if TYPE_CHECKING:
-    from broker.app import Broker
-    from broker.metrics import Metrics
 
 log = logging.getLogger("broker.admin")
-Row = dict[str, Any]
 PURGEABLE = ("delivered", "dead")
 OUTBOX_STATES = ("pending", "delivered", "dead")
 
@@ -72,12 +67,17 @@ STEP_STATUSES = tuple(s.value for s in StepStatus)
 
 
 class AdminService:
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
+    def __init__(self, writer: Writes, outbox: OutboxControl, mappings: MappingSource,
+                 metrics: Metrics, health: Sequence[HealthSource]) -> None:
+        self.writer = writer
+        self.outbox_control = outbox
+        self.mapping_source = mappings
+        self.metrics = metrics
+        self.health_sources = list(health)
         self._reader: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        self._reader = await q.open_admin_reader(self.broker.writer.path)
+        self._reader = await q.open_admin_reader(self.writer.path)
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -122,13 +122,13 @@ class AdminService:
         stats = await q.outbox_stats(self.reader)
         items = await q.outbox(self.reader, state, count)
         return {"filter": {"state": state, "limit": count}, "stats": asdict(stats),
-                "destinations": sorted(self.broker.outbox.destinations), "items": items}
+                "destinations": sorted(self.outbox_control.destinations), "items": items}
 
     async def outbox_entry(self, pk: int) -> Row | None:
         return await q.outbox_entry(self.reader, pk)
 
     def mappings(self) -> Row:
-        holder = self.broker.mappings
+        holder = self.mapping_source
         current = holder()
         return {"directory": str(holder.directory), "loaded_at": current.loaded_at,
                 "summary": describe(current),
@@ -138,7 +138,7 @@ class AdminService:
     async def check_mappings(self) -> list[str]:
         """Validate the folder as it is on disk now, without putting it into force."""
         try:
-            await asyncio.to_thread(load_mappings, self.broker.mappings.directory)
+            await asyncio.to_thread(load_mappings, self.mapping_source.directory)
         except MappingLoadError as exc:
             return list(exc.errors)
         return []
@@ -146,9 +146,9 @@ class AdminService:
     # -- writes (through the single writer) ------------------------------------------------
     async def retry(self, pk: int | None, peer: str) -> int:
         """Dead letters (or the one given, unless delivered) back to pending, due now."""
-        count: int = await self.broker.writer.run(lambda c: OutboxRepo(c).requeue(pk))
+        count: int = await self.writer.run(lambda uow: uow.outbox.requeue(pk))
         if count:
-            self.broker.outbox.wake()
+            self.outbox_control.wake()
         event(log, "admin_outbox_retry", entry=pk if pk is not None else "all-dead",
               requeued=count, peer=peer)
         return count
@@ -157,43 +157,21 @@ class AdminService:
         state = parse_choice("state", state, PURGEABLE) or "delivered"
         days = parse_number("older_than_days", older_than_days, 30.0, 0.0, 36500.0)
         cutoff = time.time() - days * 86400
-        count: int = await self.broker.writer.run(lambda c: OutboxRepo(c).purge(state, cutoff))
+        count: int = await self.writer.run(lambda uow: uow.outbox.purge(state, cutoff))
         event(log, "admin_outbox_purge", state=state, older_than_days=days, purged=count,
               peer=peer)
         return count
 
     async def reload_mappings(self, peer: str) -> bool:
         """As SIGHUP: validate the folder and put it into force only when valid."""
-        ok = await asyncio.to_thread(self.broker.mappings.reload)
+        ok = await asyncio.to_thread(self.mapping_source.reload)
         event(log, "admin_mappings_reload", ok=ok, peer=peer)
         return ok
 
     # -- health and metrics ----------------------------------------------------------------
     def health(self) -> list[Row]:
         """Each listener and worker: up or not, where, and its counters."""
-        b = self.broker
-        mllp, dicom, outbox, writer = b.mllp, b.dicom, b.outbox, b.writer
-        idle_outbox = not outbox.destinations
-        return [
-            {"name": "mllp", "up": mllp.serving,
-             "address": f"{mllp.host}:{mllp.bound_port}" if mllp.serving else "",
-             "detail": {"connections": mllp.active_connections, "refused": mllp.refused,
-                        "acknowledged": dict(b.ingestor.counts)}},
-            {"name": "dicom", "up": dicom.serving,
-             "address": f"{dicom.ae_title}@{dicom.host}:{dicom.bound_port}"
-             if dicom.serving else "",
-             "detail": {"associations": dicom.active_associations,
-                        "worklist_queries": dicom.queries}},
-            {"name": "outbox", "up": outbox.running or idle_outbox,
-             "address": ", ".join(f"{d.name}={d.host}:{d.port}" if isinstance(d, Destination)
-                                  else d.name for d in outbox.destinations.values()),
-             "detail": {"delivered": outbox.delivered, "dead": outbox.dead,
-                        "retried": outbox.retried,
-                        **({"note": "no destinations configured"} if idle_outbox else {})}},
-            {"name": "writer", "up": writer.alive, "address": str(writer.path),
-             "detail": {"commits": writer.commits, "jobs": writer.jobs, "syncs": writer.syncs,
-                        "checkpoints": writer.checkpoints}},
-        ]
+        return [source() for source in self.health_sources]
 
     def ready(self) -> tuple[bool, dict[str, bool]]:
         checks = {h["name"]: bool(h["up"]) for h in self.health()}
@@ -201,7 +179,7 @@ class AdminService:
 
     async def scrape(self) -> bytes:
         """The metrics text, with the outbox gauges read from the store now."""
-        metrics: Metrics = self.broker.metrics
+        metrics = self.metrics
         stats = await q.outbox_stats(self.reader)
         age = time.time() - stats.oldest_pending_at if stats.oldest_pending_at else 0.0
         metrics.set_outbox(stats.depth, max(age, 0.0), stats.dead)

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from broker.hl7.mllp import FILLER, Frame, Framer, Garbage, Oversize, frame
 from broker.logs import event
+from broker.model.ports import Hl7Handler, OversizeHandler
 from broker.net.allow import AddressAllowList
 from broker.net.peer_limits import PerAddressLimit
 from broker.net.tls import handshake_reason, peer_subject
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
     from broker.metrics import Metrics
 
 log = logging.getLogger("broker.mllp")
-
-#: message bytes, peer → acknowledgement bytes
-Handler = Callable[[bytes, str], Awaitable[bytes]]
-OversizeHandler = Callable[[bytes, int], bytes]
 
 
 @dataclass(eq=False)
@@ -37,12 +33,13 @@ class _Connection:
 
 
 class MllpServer:
-    def __init__(self, handler: Handler, oversize: OversizeHandler, *, host: str, port: int,
+    def __init__(self, handler: Hl7Handler, oversize: OversizeHandler, *, host: str, port: int,
                  max_frame: int = 1 << 20, idle_timeout: float = 300.0,
                  max_connections: int = 200, ssl_context: ssl.SSLContext | None = None,
                  handshake_timeout: float = 10.0,
                  allowed_addresses: AddressAllowList | None = None,
-                 max_connections_per_address: int = 20, frame_timeout: float = 30.0) -> None:
+                 max_connections_per_address: int = 20, frame_timeout: float = 30.0,
+                 metrics: Metrics | None = None) -> None:
         self.handler = handler
         self.oversize = oversize
         self.host, self.port = host, port
@@ -60,7 +57,7 @@ class MllpServer:
         self._connections: set[_Connection] = set()
         self._stopping = False
         self.refused = 0
-        self.metrics: Metrics | None = None
+        self.metrics = metrics
 
     @property
     def bound_port(self) -> int:
