@@ -20,8 +20,9 @@ from typing import Any
 from broker.dicom.ian import Notification
 from broker.logs import event
 from broker.model.errors import DomainError, ErrorKind
+from broker.model.instances import Instance
 from broker.model.ports import Queued
-from broker.store.completion import CompletionRepo, Instance
+from broker.store.completion import CompletionRepo
 from broker.store.errors import StoreError
 from broker.store.repo import OutboxRow
 from broker.store.unit_of_work import UnitOfWork

@@ -1,4 +1,4 @@
-"""SQL for closing the loop: the instances an MPPS lists, storage commitment transactions,
+"""SQL for completion: the instances an MPPS lists, storage commitment transactions,
 instance availability notifications and the completion notice's state per MPPS."""
 
 from __future__ import annotations
@@ -7,14 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.model.instances import Facts, Instance
 from broker.store.repo import MppsRow, Repo
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    sop_instance_uid: str
-    sop_class_uid: str = ""
-    series_uid: str = ""
 
 
 @dataclass(slots=True)
@@ -25,21 +19,6 @@ class CommitmentRow:
     archive: str
     state: str
     reason: str
-
-
-@dataclass(slots=True)
-class Facts:
-    """What is known of an MPPS's instances, for the completion rule and its notice."""
-
-    instances: int = 0
-    series: int = 0
-    committed: int = 0
-    failed: int = 0
-    available: int = 0
-    commitment_state: str = ""  # '' (none), queued, requested, committed, failed, timed_out
-    commitment_reason: str = ""
-    transaction_uid: str = ""
-    retrieve_aes: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

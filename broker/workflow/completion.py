@@ -18,7 +18,7 @@ from pydicom.uid import generate_uid
 from broker.logs import event
 from broker.mapping.outbound import OutboundRule
 from broker.mapping.schema import MappingSet
-from broker.store.completion import Facts, Instance
+from broker.model.instances import Facts, Instance
 from broker.store.unit_of_work import UnitOfWork
 from broker.workflow.mpps import COMPLETED
 from broker.workflow.notify import COMPLETION, StatusNotifier

@@ -6,6 +6,7 @@ carries each status in the field whose HL7 table it belongs to."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 from collections.abc import Iterator
@@ -22,8 +23,8 @@ from broker.dicom.mpps import summary
 from broker.flows.hl7_in import Ingestor
 from broker.mapping.outbound import Template
 from broker.mapping.schema import MappingLoadError, MappingSet, load_mappings
+from broker.model.instances import Facts
 from broker.outbound.encoding import EncodingError, declared, encode, with_charset
-from broker.store.completion import Facts
 from broker.store.writer import Writer
 from broker.workflow.notify import COMPLETION, EVENT, StatusNotifier
 from tests.support.db import Db
@@ -62,19 +63,27 @@ def test_every_shipped_template_is_covered() -> None:
     assert {s for _, s in COMPLETION_CASES} == {"complete", "partial", "commitment_failed"}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Writer]:
-    """A real store holding one order for a patient whose name is not ASCII."""
-    writer = Writer(tmp_path / "broker.sqlite", synchronous="NORMAL")
+@contextlib.contextmanager
+def store_holding(folder: Path, modality: str = "CT") -> Iterator[Writer]:
+    """A real store holding one ``modality`` order for a patient whose name is not ASCII."""
+    writer = Writer(folder / "broker.sqlite", synchronous="NORMAL")
     writer.start()
     ingestor = Ingestor(writer, lambda: SHIPPED, Hl7Settings(), MllpSettings())
-    raw = order(1, patient_name=NAME, charset="UNICODE UTF-8").text().encode("utf-8")
+    raw = order(1, patient_name=NAME, charset="UNICODE UTF-8",
+                modality=modality).text().encode("utf-8")
     try:
         outcome = asyncio.run(ingestor.handle(raw, "127.0.0.1"))
         assert outcome.code == "AA", outcome.ack
         yield writer
     finally:
         writer.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Writer]:
+    """A real store holding one CT order for a patient whose name is not ASCII."""
+    with store_holding(tmp_path) as writer:
+        yield writer
 
 
 def performed(status: str) -> dict[str, Any]:
@@ -168,6 +177,23 @@ def test_status_message_is_strictly_valid(store: Writer, template: str,
     check_charset(message)
 
 
+#: DICOM modalities of the CID 29 list a worklist schedules; only CT is also an HL7 table 0074 code
+MODALITIES = ["CT", "MR", "US", "CR", "DX", "MG", "NM", "PT", "XA", "RF", "OT"]
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+@pytest.mark.parametrize("template", sorted(SHIPPED.templates))
+def test_every_template_is_strictly_valid_for_every_modality(tmp_path: Path, template: str,
+                                                             modality: str) -> None:
+    with store_holding(tmp_path, modality) as writer:
+        if completion_template(SHIPPED.templates[template]):
+            [(_, message)] = send_completion(writer, using(COMPLETION, template), "complete")
+        else:
+            [(_, message)] = send_status(writer, using(EVENT, template), "COMPLETED")
+    assert problems(message) == []
+    assert fields(message, "OBR")[24] in ("", "RAD")  # table 0074, never the DICOM Modality
+
+
 @pytest.mark.parametrize(("template", "state"), COMPLETION_CASES)
 def test_completion_notice_is_strictly_valid(store: Writer, template: str, state: str) -> None:
     [(_, message)] = send_completion(store, using(COMPLETION, template), state)
@@ -187,8 +213,8 @@ def test_the_old_status_template_fails_the_checks(store: Writer, tmp_path: Path)
     path = folder / "outbound.yaml"
     text = path.read_text(encoding="utf-8")
     text = text.replace('12: "2.3.1", 18: UNICODE}]', '12: "2.3.1"}]')
-    text = text.replace('24: "{step.Modality}"}]\n    - [OBX, {1: "1", 2: ST, 3: "Perf',
-                        '24: "{step.Modality}", 25: "{order_status}"}]\n'
+    text = text.replace('24: RAD}]\n    - [OBX, {1: "1", 2: ST, 3: "Perf',
+                        '24: RAD, 25: "{order_status}"}]\n'
                         '    - [OBX, {1: "1", 2: ST, 3: "Perf', 1)
     path.write_text(text, encoding="utf-8")
     [(_, message)] = send_status(store, load_mappings(folder), "IN PROGRESS")
