@@ -1,6 +1,6 @@
 """What the console and the REST API show and do, in one place: both render the same data.
 
-Reads go through the admin's own read-only connection (aiosqlite); writes (outbox retry and
+Reads go through the admin's own read-only store reader; writes (outbox retry and
 purge) go through the single writer with the same repository calls as ``mwl-broker outbox``.
 """
 
@@ -12,8 +12,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-
-import aiosqlite
 
 from broker.admin.ports import HealthSource, MappingSource, OutboxControl, Row, Writes
 from broker.logs import event
@@ -74,10 +72,10 @@ class AdminService:
         self.mapping_source = mappings
         self.metrics = metrics
         self.health_sources = list(health)
-        self._reader: aiosqlite.Connection | None = None
+        self._reader: q.AdminReader | None = None
 
     async def open(self) -> None:
-        self._reader = await q.open_admin_reader(self.writer.path)
+        self._reader = await q.AdminReader.open(self.writer.path)
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -85,7 +83,7 @@ class AdminService:
             self._reader = None
 
     @property
-    def reader(self) -> aiosqlite.Connection:
+    def reader(self) -> q.AdminReader:
         assert self._reader is not None, "the admin service is not open"
         return self._reader
 
@@ -95,7 +93,7 @@ class AdminService:
         f = q.WorklistFilter(date=parse_date(date), station=station.strip(), text=text.strip(),
                              status=parse_choice("status", status, STEP_STATUSES),
                              limit=int(parse_number("limit", limit, 500, 1, 5000)))
-        items = await q.worklist(self.reader, f)
+        items = await self.reader.worklist(f)
         by_station: dict[str, int] = {}
         for item in items:
             for aet in item["stations"] or [""]:
@@ -104,28 +102,28 @@ class AdminService:
                 "items": items}
 
     async def history(self, key: str) -> list[Row]:
-        return await q.procedure_history(self.reader, key.strip())
+        return await self.reader.procedure_history(key.strip())
 
     async def messages(self, text: str = "", outcome: str = "", limit: str = "") -> Row:
         outcome = parse_choice("outcome", outcome, ("AA", "AE", "AR"))
         count = int(parse_number("limit", limit, 100, 1, 1000))
-        items = await q.messages(self.reader, text.strip(), outcome, count)
+        items = await self.reader.messages(text.strip(), outcome, count)
         return {"filter": {"q": text.strip(), "outcome": outcome, "limit": count},
                 "items": items}
 
     async def message(self, pk: int) -> Row | None:
-        return await q.message(self.reader, pk)
+        return await self.reader.message(pk)
 
     async def outbox(self, state: str = "", limit: str = "") -> Row:
         state = parse_choice("state", state, OUTBOX_STATES)
         count = int(parse_number("limit", limit, 200, 1, 5000))
-        stats = await q.outbox_stats(self.reader)
-        items = await q.outbox(self.reader, state, count)
+        stats = await self.reader.outbox_stats()
+        items = await self.reader.outbox(state, count)
         return {"filter": {"state": state, "limit": count}, "stats": asdict(stats),
                 "destinations": sorted(self.outbox_control.destinations), "items": items}
 
     async def outbox_entry(self, pk: int) -> Row | None:
-        return await q.outbox_entry(self.reader, pk)
+        return await self.reader.outbox_entry(pk)
 
     def mappings(self) -> Row:
         holder = self.mapping_source
@@ -180,7 +178,7 @@ class AdminService:
     async def scrape(self) -> bytes:
         """The metrics text, with the outbox gauges read from the store now."""
         metrics = self.metrics
-        stats = await q.outbox_stats(self.reader)
+        stats = await self.reader.outbox_stats()
         age = time.time() - stats.oldest_pending_at if stats.oldest_pending_at else 0.0
         metrics.set_outbox(stats.depth, max(age, 0.0), stats.dead)
         return metrics.render()

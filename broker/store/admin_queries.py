@@ -12,6 +12,8 @@ from typing import Any
 
 import aiosqlite
 
+from broker.store.db import read_errors
+
 Row = dict[str, Any]
 
 #: tables of later migrations (storage commitment, IAN) that the history shows when present
@@ -19,10 +21,11 @@ OPTIONAL_TABLES = ("commitments", "commitment_instances", "ian", "instance_avail
                    "completions")
 
 
-async def open_admin_reader(path: str | Path) -> aiosqlite.Connection:
+async def open_admin_reader(path: str | Path, busy_timeout_ms: int = 5000
+                            ) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
-    await conn.execute_fetchall("PRAGMA busy_timeout = 5000")
+    await conn.execute_fetchall(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     return conn
 
 
@@ -239,3 +242,46 @@ async def outbox_stats(conn: aiosqlite.Connection) -> OutboxStats:
                (SELECT COUNT(*) FROM outbox WHERE state = 'dead') AS dead,
                (SELECT MIN(created_at) FROM outbox WHERE state = 'pending') AS oldest""")
     return OutboxStats(rows[0]["depth"], rows[0]["dead"], rows[0]["oldest"])
+
+
+class AdminReader:
+    """The admin side's read-only connection and its reads; errors are the store's own."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: str | Path, busy_timeout_ms: int = 5000) -> AdminReader:
+        with read_errors():
+            return cls(await open_admin_reader(path, busy_timeout_ms))
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def worklist(self, f: WorklistFilter) -> list[Row]:
+        with read_errors():
+            return await worklist(self._conn, f)
+
+    async def procedure_history(self, key: str) -> list[Row]:
+        with read_errors():
+            return await procedure_history(self._conn, key)
+
+    async def messages(self, text: str = "", outcome: str = "", limit: int = 100) -> list[Row]:
+        with read_errors():
+            return await messages(self._conn, text, outcome, limit)
+
+    async def message(self, pk: int) -> Row | None:
+        with read_errors():
+            return await message(self._conn, pk)
+
+    async def outbox(self, state: str = "", limit: int = 200) -> list[Row]:
+        with read_errors():
+            return await outbox(self._conn, state, limit)
+
+    async def outbox_entry(self, pk: int) -> Row | None:
+        with read_errors():
+            return await outbox_entry(self._conn, pk)
+
+    async def outbox_stats(self) -> OutboxStats:
+        with read_errors():
+            return await outbox_stats(self._conn)
