@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from broker.cli.settings import settings_of
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the commands to the ``mwl-broker`` sub-command parser."""
@@ -28,17 +30,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_doctor)
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from broker.cli.commands import _settings as settings_of
-
-    return settings_of(args)
-
-
 def cmd_purge(args: argparse.Namespace) -> int:
     from broker.store.errors import StoreError
     from broker.store.factory import open_store
 
-    settings = _settings(args)
+    settings = settings_of(args)
     db = settings.database
     if not Path(db.path).exists():
         print(f"mwl-broker purge: database {db.path} does not exist (check database.path)",
@@ -76,7 +72,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     from broker.store.backup import BackupError, backup
 
-    db = _settings(args).database
+    db = settings_of(args).database
     try:
         result = backup(db.path, args.file, force=args.force,
                         busy_timeout_ms=db.busy_timeout_ms)
@@ -93,4 +89,4 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from broker.cli.doctor import diagnose, report
 
-    return report(diagnose(lambda: _settings(args)))
+    return report(diagnose(lambda: settings_of(args)))
