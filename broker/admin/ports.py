@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from broker.mapping.schema import MappingSet
+    from broker.mapping.specs import MappingSet
     from broker.outbound.outbox import Destination, RequestDestination
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from broker.hl7.ack import Hl7Error, Hl7Reject, build_ack
 from broker.hl7.message import Message, ParseError, parse
 from broker.logs import event, exception_site
 from broker.mapping.engine import map_message
-from broker.mapping.schema import MappingSet
+from broker.mapping.specs import MappingSet
 from broker.model.orders import DomainError, Event, OrderChange, PatientIdChange, PatientMerge
 from broker.net.allow import SenderAllowList, host_of
 from broker.store.errors import Conflict, StoreError

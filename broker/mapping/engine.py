@@ -12,7 +12,7 @@ from broker.hl7.ack import Hl7Error, Hl7Reject
 from broker.hl7.message import Message, Segment
 from broker.hl7.path import Scope, first_value, values
 from broker.mapping.dicom_safe import replacement, safe_items
-from broker.mapping.schema import FieldSpec, MappingSet, MessageMapping, StationRule
+from broker.mapping.specs import FieldSpec, MappingSet, MessageMapping, StationRule
 from broker.mapping.transforms import TransformContext, TransformError, decimal_string
 from broker.model.orders import (
     Attrs,

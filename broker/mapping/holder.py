@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from broker.logs import event
-from broker.mapping.schema import MappingLoadError, MappingSet, describe, load_mappings
+from broker.mapping.schema import MappingLoadError, describe, load_mappings
+from broker.mapping.specs import MappingSet
 
 log = logging.getLogger("broker.mapping")
 

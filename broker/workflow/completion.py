@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 
 from broker.logs import event
 from broker.mapping.outbound import OutboundRule
-from broker.mapping.schema import MappingSet
+from broker.mapping.specs import MappingSet
 from broker.model.instances import Facts, Instance
 from broker.store.unit_of_work import UnitOfWork
 from broker.workflow.mpps import COMPLETED

@@ -10,7 +10,7 @@ from typing import Any
 
 from broker.hl7.ack import new_control_id
 from broker.mapping.outbound import OutboundRule, hl7_timestamp, render
-from broker.mapping.schema import MappingSet
+from broker.mapping.specs import MappingSet
 from broker.model.instances import Facts
 from broker.outbound.encoding import with_charset
 from broker.store.unit_of_work import UnitOfWork

@@ -10,7 +10,8 @@ import pytest
 
 from broker.config import Hl7Settings, MllpSettings
 from broker.flows.hl7_in import Ingestor
-from broker.mapping.schema import MappingSet, load_mappings
+from broker.mapping.schema import load_mappings
+from broker.mapping.specs import MappingSet
 from broker.store.writer import Writer
 from tests.support.samples import order
 

@@ -13,7 +13,8 @@ from broker.hl7 import charset
 from broker.hl7.ack import Hl7Reject
 from broker.hl7.message import Message, parse
 from broker.mapping.engine import generate_study_uid, map_message
-from broker.mapping.schema import MappingSet, load_mappings
+from broker.mapping.schema import load_mappings
+from broker.mapping.specs import MappingSet
 from broker.model.orders import (
     OrderAction,
     OrderChange,

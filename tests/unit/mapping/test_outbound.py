@@ -22,7 +22,8 @@ from broker.config.checks import check
 from broker.dicom.mpps import summary
 from broker.flows.hl7_in import Ingestor
 from broker.mapping.outbound import Template
-from broker.mapping.schema import MappingLoadError, MappingSet, load_mappings
+from broker.mapping.schema import MappingLoadError, load_mappings
+from broker.mapping.specs import MappingSet
 from broker.model.instances import Facts
 from broker.outbound.encoding import EncodingError, declared, encode, with_charset
 from broker.store.writer import Writer

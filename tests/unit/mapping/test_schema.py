@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.mapping.schema import MappingLoadError, MappingSet, describe, load_mappings
+from broker.mapping.schema import MappingLoadError, describe, load_mappings
+from broker.mapping.specs import MappingSet
 from broker.model.orders import OrderAction, StepStatus
 
 MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
