@@ -22,7 +22,8 @@ from broker.hl7.message import parse
 from broker.hl7.path import Path as Hl7Path
 from broker.mapping.dicom_safe import BACKSLASH_ALLOWED, keyword_vr, safe_items, safe_value
 from broker.mapping.engine import map_message
-from broker.mapping.schema import FieldSpec, MappingLoadError, MessageMapping, load_mappings
+from broker.mapping.schema import MappingLoadError, load_mappings
+from broker.mapping.specs import FieldSpec, MessageMapping
 from broker.model.orders import Event, OrderChange, PatientIdChange, PatientMerge, PatientUpdate
 
 ROOT = Path(__file__).resolve().parents[3]
