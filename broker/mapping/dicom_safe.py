@@ -11,6 +11,11 @@ worklist, MPPS and every outbound message see the same text:
 - ``/`` everywhere else: the nearest look-alike, in the default repertoire of every text VR,
   and with no meaning of its own in PN (``^`` ``=``), in query matching (``*`` ``?``) or in
   HL7 (``|^~\\&``).
+
+PN has two delimiters of its own: ``^`` between components and ``=`` between component
+groups (PS3.5 6.2.1). A ``^`` from an HL7 ``\\S\\`` or a literal ``=`` inside one HL7 name
+component would move the rest of the name into another component or group, so the name
+transforms replace each by ``/`` too (``pn_component``) and note it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,19 @@ from pydicom.datadict import dictionary_VR, keyword_dict
 BACKSLASH_ALLOWED = frozenset({"LT", "ST", "UT"})
 REPLACEMENT = {"CS": "_"}
 DEFAULT_REPLACEMENT = "/"
+
+
+#: the PN component and component group delimiters
+PN_DELIMITERS = ("^", "=")
+PN_REPLACEMENT = "/"
+
+
+def pn_component(text: str) -> tuple[str, list[str]]:
+    """One name component's text with each PN delimiter replaced, and the delimiters found."""
+    found = [d for d in PN_DELIMITERS if d in text]
+    for delimiter in found:
+        text = text.replace(delimiter, PN_REPLACEMENT)
+    return text, found
 
 
 def replacement(vr: str) -> str:

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from broker.hl7.message import Message
-from broker.mapping import names
+from broker.mapping import dicom_safe, names
 
 
 class TransformError(ValueError):
@@ -83,6 +83,21 @@ def _components(ctx: TransformContext, raw: str) -> list[str]:
             for c in raw.split(msg.delimiters.component)]
 
 
+def _name_components(ctx: TransformContext, texts: list[str]) -> list[str]:
+    """Name components with no PN delimiter inside one of them (noted when one was replaced)."""
+    out: list[str] = []
+    found: list[str] = []
+    for text in texts:
+        fixed, hit = dicom_safe.pn_component(text)
+        out.append(fixed)
+        found += [d for d in hit if d not in found]
+    if found:
+        which = " and ".join(repr(d) for d in found)
+        ctx.notes.append(f"{which} inside a name component would be a DICOM PN delimiter; "
+                         f"replaced by {dicom_safe.PN_REPLACEMENT!r}")
+    return out
+
+
 def _pn(family: str, given: str, middle: str, prefix: str, suffix: str) -> str:
     return "^".join([family, given, middle, prefix, suffix]).rstrip("^")
 
@@ -94,7 +109,8 @@ def person_name(items: list[Any], ctx: TransformContext, param: Any) -> list[Any
     policy = names.policy_of(param)
     reps = []
     for index, raw in enumerate(items, start=1):
-        c = _components(ctx, raw) + [""] * 9
+        c = _components(ctx, raw)
+        c = _name_components(ctx, c[:6]) + c[6:] + [""] * 9  # XPN-1 … XPN-6 are the name
         name = _pn(c[0], c[1], c[2], c[4], " ".join(x for x in (c[3], c[5]) if x))
         if name:
             reps.append(names.Repetition(index, name, c[6].strip().upper(),
@@ -110,7 +126,8 @@ def physician_name(items: list[Any], ctx: TransformContext, param: Any) -> list[
     """XCN (ID^family^given^middle^suffix^prefix^degree) → PN, one per repetition."""
     out = []
     for raw in items:
-        c = _components(ctx, raw) + [""] * 8
+        c = _components(ctx, raw)
+        c = c[:1] + _name_components(ctx, c[1:7]) + [""] * 8  # XCN-2 … XCN-7 are the name
         out.append(_pn(c[1], c[2], c[3], c[5], " ".join(x for x in (c[4], c[6]) if x)))
     return out
 
@@ -123,11 +140,12 @@ def staff_name(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]
     for raw in items:
         comps = raw.split(msg.delimiters.component)
         if msg.delimiters.subcomponent in comps[0]:
-            c = [msg.text(x) for x in comps[0].split(msg.delimiters.subcomponent)] + [""] * 8
+            c = [msg.text(x) for x in comps[0].split(msg.delimiters.subcomponent)]
         else:
-            c = _components(ctx, raw) + [""] * 8
+            c = _components(ctx, raw)
             if c[0] and not any(ch.isdigit() for ch in c[0]):
                 c = ["", *c]
+        c = c[:1] + _name_components(ctx, c[1:7]) + [""] * 8
         out.append(_pn(c[1], c[2], c[3], c[5], " ".join(x for x in (c[4], c[6]) if x)))
     return out
 

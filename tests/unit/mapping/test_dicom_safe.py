@@ -24,6 +24,7 @@ from broker.mapping.dicom_safe import BACKSLASH_ALLOWED, keyword_vr, safe_items,
 from broker.mapping.engine import map_message
 from broker.mapping.schema import MappingLoadError, load_mappings
 from broker.mapping.specs import FieldSpec, MessageMapping
+from broker.mapping.transforms import TRANSFORMS, TransformContext
 from broker.model.orders import Event, OrderChange, PatientIdChange, PatientMerge, PatientUpdate
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -210,3 +211,53 @@ def test_a_station_rule_setting_a_backslash_is_a_load_error(tmp_path: Path) -> N
     assert exc.value.errors == [
         f"{folder / 'stations.yaml'}:2: station rule: ScheduledStationAETitle: a backslash "
         "separates values of a DICOM AE; write several values as a YAML list"]
+
+
+# -- PN delimiters ('^' components, '=' groups) inside one HL7 name component ----------------
+
+
+@pytest.mark.parametrize(("pid5", "stored", "found"), [
+    ("SMITH\\S\\JONES^ANNA", "SMITH/JONES^ANNA", "'^'"),  # family name "SMITH^JONES"
+    ("SMITH=JONES^ANNA", "SMITH/JONES^ANNA", "'='"),  # '=' is plain text in HL7
+    ("SMITH=JO\\S\\NES^ANNA", "SMITH/JO/NES^ANNA", "'^' and '='"),
+    ("SMITH^ANNA^M=R", "SMITH^ANNA^M/R", "'='"),
+])
+def test_a_pn_delimiter_inside_a_name_component_is_replaced_and_warned(
+        pid5: str, stored: str, found: str) -> None:
+    message = parse("MSH|^~\\&|RIS|HOSP|PACS|RAD|20240101||ADT^A08|1|P|2.5.1\r"
+                    f"PID|||P1^^^HOSP||{pid5}")
+    warnings: list[Hl7Error] = []
+    (event,) = map_message(message, MAPPINGS, warnings)
+    assert isinstance(event, PatientUpdate)
+    assert event.patient.attrs["PatientName"] == stored
+    assert warnings == [Hl7Error(102, f"PatientName: {found} inside a name component would be "
+                                 "a DICOM PN delimiter; replaced by '/'", "PID-5[*]", "W")]
+
+
+def test_name_groups_from_repetitions_are_kept() -> None:
+    """Only a delimiter inside a component is replaced: repetitions still make the groups."""
+    message = parse("MSH|^~\\&|RIS|HOSP|PACS|RAD|20240101||ADT^A08|1|P|2.5.1\r"
+                    "PID|||P1^^^HOSP||YAMADA^TARO^^^^^L^A~山田^太郎^^^^^L^I")
+    warnings: list[Hl7Error] = []
+    (event,) = map_message(message, MAPPINGS, warnings)
+    assert isinstance(event, PatientUpdate)
+    assert event.patient.attrs["PatientName"] == "YAMADA^TARO=山田^太郎"
+    assert warnings == []
+
+
+@pytest.mark.parametrize(("transform", "raw", "expected"), [
+    ("physician_name", "5101^NELL\\S\\NOLL^FRED=DY", "NELL/NOLL^FRED/DY"),
+    ("staff_name", "5101^NELL=NOLL^FRED", "NELL/NOLL^FRED"),
+    ("staff_name", "NELL\\S\\NOLL^FRED", "NELL/NOLL^FRED"),
+    ("staff_name", "5101&NELL=NOLL&FRED", "NELL/NOLL^FRED"),
+])
+def test_staff_names_replace_pn_delimiters_too(transform: str, raw: str, expected: str) -> None:
+    ctx = TransformContext(parse("MSH|^~\\&|RIS|HOSP|PACS|RAD|20240101||ORM^O01|1|P|2.3.1"), {})
+    assert TRANSFORMS[transform][0]([raw], ctx, None) == [expected]
+    assert ctx.notes and ctx.notes[0].endswith("would be a DICOM PN delimiter; replaced by '/'")
+
+
+def test_an_id_component_is_not_a_name() -> None:
+    ctx = TransformContext(parse("MSH|^~\\&|RIS|HOSP|PACS|RAD|20240101||ORM^O01|1|P|2.3.1"), {})
+    assert TRANSFORMS["physician_name"][0](["51=01^NELL^FRED"], ctx, None) == ["NELL^FRED"]
+    assert ctx.notes == []
