@@ -4,10 +4,8 @@ the archive's N-EVENT-REPORT, which may come on the same association or on a new
 from __future__ import annotations
 
 import logging
-import re
 import ssl
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,24 +13,23 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from broker.dicom.dataset import status_dataset
+from broker.dicom.status import (
+    INVALID_ARGUMENT_VALUE,
+    NO_SUCH_EVENT_TYPE,
+    PROCESSING_FAILURE,
+    SUCCESS,
+    DimseFailure,
+    status_dataset,
+)
 from broker.logs import event
+from broker.model.ports import CommitmentReport
+from broker.model.uid import is_uid
 
 log = logging.getLogger("broker.stgcmt")
 #: the well-known SOP Instance of the Storage Commitment Push Model
 PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"
 REQUEST_COMMIT = 1
 ALL_COMMITTED, SOME_FAILED = 1, 2
-_UID = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
-
-
-class ReportError(Exception):
-    """An N-EVENT-REPORT the broker refuses: the status to answer and why."""
-
-    def __init__(self, status: int, comment: str) -> None:
-        super().__init__(comment)
-        self.status = status
-        self.comment = comment
 
 
 @dataclass(slots=True)
@@ -58,40 +55,37 @@ def action_request(transaction_uid: str, instances: list[tuple[str, str]]) -> Da
 
 def _uid_of(item: Any, where: str) -> str:
     if not isinstance(item, Dataset):
-        raise ReportError(0x0115, f"{where} is not a dataset")
+        raise DimseFailure(INVALID_ARGUMENT_VALUE, f"{where} is not a dataset")
     uid = str(item.get("ReferencedSOPInstanceUID", "") or "").strip()
-    if not uid or len(uid) > 64 or not _UID.match(uid):
-        raise ReportError(0x0115, f"{where}: ReferencedSOPInstanceUID (0008,1155) is "
-                          f"{'missing' if not uid else 'not a UID'}")
+    if not is_uid(uid):
+        raise DimseFailure(INVALID_ARGUMENT_VALUE, f"{where}: ReferencedSOPInstanceUID "
+                           f"(0008,1155) is {'missing' if not uid else 'not a UID'}")
     return uid
 
 
 def parse_report(event_type: int, info: Dataset | None) -> Report:
     """The archive's verdict per instance (Event Type 1: all committed; 2: some failed)."""
     if event_type not in (ALL_COMMITTED, SOME_FAILED):
-        raise ReportError(0x0113, f"Event Type ID {event_type} is not 1 or 2")
+        raise DimseFailure(NO_SUCH_EVENT_TYPE, f"Event Type ID {event_type} is not 1 or 2")
     if info is None:
-        raise ReportError(0x0115, "the Event Information is missing")
+        raise DimseFailure(INVALID_ARGUMENT_VALUE, "the Event Information is missing")
     transaction = str(info.get("TransactionUID", "") or "").strip()
     if not transaction:
-        raise ReportError(0x0115, "TransactionUID (0008,1195) is missing")
+        raise DimseFailure(INVALID_ARGUMENT_VALUE, "TransactionUID (0008,1195) is missing")
     report = Report(transaction)
     for n, item in enumerate(info.get("ReferencedSOPSequence") or [], start=1):
         report.committed.append(_uid_of(item, f"ReferencedSOPSequence item {n}"))
     for n, item in enumerate(info.get("FailedSOPSequence") or [], start=1):
         uid = _uid_of(item, f"FailedSOPSequence item {n}")
         reason = item.get("FailureReason")
-        report.failed[uid] = int(reason) if reason is not None else 0x0110
+        report.failed[uid] = int(reason) if reason is not None else PROCESSING_FAILURE
     if event_type == SOME_FAILED and not report.failed:
-        raise ReportError(0x0115, "Event Type 2 (failures) without a FailedSOPSequence (0008,1198)")
+        raise DimseFailure(INVALID_ARGUMENT_VALUE,
+                           "Event Type 2 (failures) without a FailedSOPSequence (0008,1198)")
     if event_type == ALL_COMMITTED and report.failed:
-        raise ReportError(0x0115, "Event Type 1 (all committed) with a FailedSOPSequence")
+        raise DimseFailure(INVALID_ARGUMENT_VALUE,
+                           "Event Type 1 (all committed) with a FailedSOPSequence")
     return report
-
-
-#: handles a report (from any association): (event type, event information, calling AE) →
-#: (status, error comment)
-ReportHandler = Callable[[int, "Dataset | None", str], tuple[int, str]]
 
 
 @dataclass(slots=True)
@@ -109,7 +103,7 @@ class CommitmentRequester:
 
     def __init__(self, calling_ae: str, archive_ae: str, host: str, port: int, *,
                  timeout: float = 30.0, same_association_wait: float = 2.0,
-                 on_report: ReportHandler | None = None,
+                 on_report: CommitmentReport | None = None,
                  tls_args: tuple[ssl.SSLContext, str] | None = None) -> None:
         self.calling_ae, self.archive_ae = calling_ae, archive_ae
         #: (context, server name) to reach the archive over TLS; None: plain TCP
@@ -151,7 +145,7 @@ class CommitmentRequester:
             code = int(status.get("Status", -1)) if status else -1
             if code < 0:
                 return Outcome("retry", f"no N-ACTION response from {self.archive_ae}")
-            if code != 0x0000:
+            if code != SUCCESS:
                 comment = str(status.get("ErrorComment", "") or "")
                 return Outcome("dead", f"{self.archive_ae} refused the commitment request: "
                                f"status 0x{code:04X}" + (f" ({comment})" if comment else ""))
@@ -164,15 +158,15 @@ class CommitmentRequester:
 
     def _report(self, ev: Any) -> tuple[int, str]:
         if self.on_report is None:
-            return 0x0110, "this AE does not take storage commitment reports"
+            return PROCESSING_FAILURE, "this AE does not take storage commitment reports"
         calling = ev.assoc.acceptor.ae_title.strip()
         return self.on_report(int(ev.event_type), ev.event_information, calling)
 
 
 def _status(status: int, comment: str) -> tuple[int | Dataset, None]:
     """A handler's answer: the status, with its Error Comment when it is not success."""
-    if status == 0x0000:
-        return 0x0000, None
+    if status == SUCCESS:
+        return SUCCESS, None
     return status_dataset(status, comment), None
 
 

@@ -10,6 +10,8 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
     from broker.store.repo import OutboxRow
     from broker.store.unit_of_work import UnitOfWork
 
@@ -52,3 +54,17 @@ class Settled(Protocol):
     """Told, inside the settling job, of an outbox entry's outcome and reason."""
 
     def __call__(self, uow: UnitOfWork, row: OutboxRow, outcome: str, reason: str, /) -> object: ...
+
+
+class CommitmentReport(Protocol):
+    """Handles a storage commitment report (from any association): (event type, event
+    information, calling AE) → (status, error comment)."""
+
+    def __call__(self, event_type: int, info: Dataset | None, calling_ae: str,
+                 /) -> tuple[int, str]: ...
+
+
+class Summarize(Protocol):
+    """The stored MPPS (DICOM JSON) and its SOP Instance UID → what messages say of it."""
+
+    def __call__(self, dataset: dict[str, Any], uid: str, /) -> dict[str, Any]: ...

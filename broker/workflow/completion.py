@@ -19,14 +19,13 @@ from broker.logs import event
 from broker.mapping.outbound import OutboundRule
 from broker.mapping.specs import MappingSet
 from broker.model.instances import Facts, Instance
+from broker.model.ports import Summarize
 from broker.store.unit_of_work import UnitOfWork
 from broker.workflow.mpps import COMPLETED
 from broker.workflow.notify import COMPLETION, StatusNotifier
 
 log = logging.getLogger("broker.completion")
 ACTION_TYPE = "N-ACTION"
-#: the stored MPPS (DICOM JSON) and its SOP Instance UID → what messages say of it
-Summarize = Callable[[dict[str, Any], str], dict[str, Any]]
 
 
 @dataclass
