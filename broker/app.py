@@ -194,7 +194,7 @@ def _dicom_server(settings: Settings, mpps: MppsIn, archive_reports: ArchiveRepo
                        max_associations_per_address=d.max_associations_per_address,
                        negotiation_timeout=d.negotiation_timeout,
                        query_limits=QueryLimits(d.max_query_value_length,
-                                                d.max_query_wildcards),
+                                                d.max_query_wildcards, d.max_query_uids),
                        ssl_context=server_context(d.tls, "dicom.tls"),
                        handshake_timeout=d.tls.handshake_timeout,
                        allowed_addresses=AddressAllowList(

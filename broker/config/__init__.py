@@ -153,6 +153,9 @@ class DicomSettings:
     max_query_value_length: int = 256
     #: a C-FIND matching value with more wildcards ('*' and '?') than this is C000
     max_query_wildcards: int = 16
+    #: a C-FIND UID list with more UIDs than this is C000 (a real SCU sends a few; 240,000
+    #: held a query for 2.3 s and the HL7 ACKs past 100 ms)
+    max_query_uids: int = 1000
     #: seconds an N-CREATE/N-SET waits for the store before answering 0110
     mpps_store_timeout: float = 30.0
 

@@ -42,12 +42,13 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class QueryLimits:
-    """Caps on each matching value: its length (each UID of a UID list on its own) and its
-    number of wildcards (``*`` and ``?``); ``dicom.max_query_value_length`` and
-    ``dicom.max_query_wildcards``."""
+    """Caps on each matching value: its length (each UID of a UID list on its own), its
+    number of wildcards (``*`` and ``?``) and the number of UIDs of a list;
+    ``dicom.max_query_value_length``, ``dicom.max_query_wildcards``, ``dicom.max_query_uids``."""
 
     max_value_length: int = 256
     max_wildcards: int = 16
+    max_uids: int = 1000
 
 
 class QueryLimitError(QueryError):
@@ -155,6 +156,8 @@ def _add_match(elem: DataElement, parsed: ParsedQuery) -> None:
 
 
 def _check_limits(keyword: str, vr: str, value: str, limits: QueryLimits) -> None:
+    if vr == "UI" and (uids := value.count("\\") + 1) > limits.max_uids:
+        raise QueryLimitError(keyword, "UIDs", uids, limits.max_uids, "dicom.max_query_uids")
     longest = max(map(len, value.split("\\"))) if vr == "UI" else len(value)
     if longest > limits.max_value_length:
         raise QueryLimitError(keyword, "characters", longest, limits.max_value_length,

@@ -147,9 +147,9 @@ def _condition(match: Match, column: str, where: list[str], params: list[Any]) -
     elif match.kind == "wildcard":
         where.append(f"{column} GLOB ?")
         params.append(glob_pattern(match.value))
-    elif match.kind == "list":
-        where.append(f"{column} IN ({', '.join('?' * len(match.values))})")
-        params += list(match.values)
+    elif match.kind == "list":  # one bound JSON array, whatever its length: never more
+        where.append(f"{column} IN (SELECT value FROM json_each(?))")  # SQL variables than keys
+        params.append(json.dumps(list(match.values)))
     elif match.kind == "range":
         if match.low:
             where.append(f"{column} >= ?")

@@ -65,6 +65,9 @@ async def test_worst_accepted_query_is_answered_while_hl7_is_acknowledged(
     (name_query("*", AccessionNumber="?" * 17), "AccessionNumber: 17 wildcards (limit 16)"),
     (name_query("*", ScheduledStationName="S" * 300),
      "ScheduledStationName: 300 characters (limit 256)"),
+    (name_query("*", StudyInstanceUID="\\".join(f"1.2.826.0.1.3680043.8.498.{n}"
+                                                  for n in range(1001))),
+     "StudyInstanceUID: 1001 UIDs (limit 1000)"),
 ])
 def test_values_over_the_caps_are_c000_with_a_comment(
         broker_process: BrokerProcess, identifier: Dataset, comment: str) -> None:
@@ -84,7 +87,8 @@ def test_a_long_uid_list_is_within_the_caps(broker_process: BrokerProcess) -> No
 
 def test_caps_are_settings(tmp_path: Path) -> None:
     broker = BrokerProcess(tmp_path, ("dicom.max_query_wildcards=2",
-                                      "dicom.max_query_value_length=8"))
+                                      "dicom.max_query_value_length=8",
+                                      "dicom.max_query_uids=2"))
     broker.start()
     try:
         assert find(broker.dicom_port, name_query("*A*")).status == 0x0000
@@ -92,5 +96,8 @@ def test_caps_are_settings(tmp_path: Path) -> None:
             "PatientName: 3 wildcards (limit 2)"
         assert find(broker.dicom_port, name_query("ABCDEFGHI")).comment == \
             "PatientName: 9 characters (limit 8)"
+        assert find(broker.dicom_port, name_query("*", StudyInstanceUID="1.2\\1.3")).status == 0
+        assert find(broker.dicom_port, name_query("*", StudyInstanceUID="1.2\\1.3\\1.4")
+                    ).comment == "StudyInstanceUID: 3 UIDs (limit 2)"
     finally:
         broker.stop()

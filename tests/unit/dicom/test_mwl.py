@@ -14,6 +14,8 @@ from pydicom.tag import Tag
 from broker.dicom.mwl import (
     SPS_SEQUENCE,
     ParsedQuery,
+    QueryLimitError,
+    QueryLimits,
     ReturnKey,
     build_response,
     parse_identifier,
@@ -475,3 +477,21 @@ def test_latin1_names_in_an_all_attributes_sps_item() -> None:
     response = build_response(row(), parse_identifier(ds).keys, "ISO_IR 100", latin1_name)
     item = response.ScheduledProcedureStepSequence[0]
     assert str(item.ScheduledPerformingPhysicianName) == "Wong^Li"
+
+
+def test_a_uid_list_over_the_cap_is_c000_naming_count_and_limit() -> None:
+    uids = "\\".join(f"1.2.3.{n}" for n in range(4))
+    with pytest.raises(QueryLimitError) as exc:
+        parse_identifier(identifier({"StudyInstanceUID": uids}), limits=QueryLimits(max_uids=3))
+    assert (exc.value.status, exc.value.comment) == (0xC000, "StudyInstanceUID: 4 UIDs (limit 3)")
+    assert exc.value.setting == "dicom.max_query_uids"
+    parsed = parse_identifier(identifier({"StudyInstanceUID": uids}),
+                              limits=QueryLimits(max_uids=4))
+    assert matches(parsed)["StudyInstanceUID"].values == tuple(uids.split("\\"))
+
+
+def test_the_default_uid_cap_is_1000() -> None:
+    uids = "\\".join(f"1.2.3.{n}" for n in range(1001))
+    parse_identifier(identifier({"StudyInstanceUID": uids.rsplit("\\", 1)[0]}))
+    with pytest.raises(QueryLimitError, match="1001 UIDs"):
+        parse_identifier(identifier({"StudyInstanceUID": uids}))
