@@ -9,7 +9,8 @@ from typing import Protocol, TypeVar
 
 from broker.store.completion import CompletionRepo
 from broker.store.messages import MessageLog
-from broker.store.repo import MppsRepo, OutboxRepo, Repo
+from broker.store.orders import OrderRepo
+from broker.store.repo import MppsRepo, OutboxRepo
 from broker.store.retention import RetentionRepo
 
 T = TypeVar("T")
@@ -29,7 +30,7 @@ class UnitOfWork:
         self._conn = conn
         self.now = time.time() if now is None else now
         self.messages = MessageLog(conn, self.now)
-        self.orders = Repo(conn, self.now)
+        self.orders = OrderRepo(conn, self.now)
         self.mpps = MppsRepo(conn, self.now)
         self.outbox = OutboxRepo(conn, self.now)
         self.completion = CompletionRepo(conn, self.now)

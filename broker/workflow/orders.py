@@ -1,4 +1,5 @@
-"""Applying patient and order events to the store (runs inside the writer's transaction)."""
+"""Applying patient and order events to the store (runs inside the writer's transaction):
+the decisions here, a few set-based statements per event in broker.store.orders."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from broker.model.orders import (
     PatientUpdate,
     StepStatus,
 )
-from broker.store.repo import ProcedureRow, Repo
+from broker.store.orders import OrderRepo, ProcedureRow, StepChange, StepRow
 
 #: steps in these states have been performed: an order update leaves them as they are
 PERFORMED = frozenset({StepStatus.STARTED, StepStatus.DEPARTED, StepStatus.COMPLETED})
@@ -32,7 +33,7 @@ def merge_attrs(old: Attrs, new: Attrs) -> Attrs:
     return merged
 
 
-def apply(repo: Repo, event: Event, *, cancel_started: bool = False) -> None:
+def apply(repo: OrderRepo, event: Event, *, cancel_started: bool = False) -> None:
     """Apply one event; ``cancel_started`` lets CA/DC stop steps a modality has started."""
     if isinstance(event, PatientUpdate):
         upsert_patient(repo, event.patient)
@@ -44,21 +45,19 @@ def apply(repo: Repo, event: Event, *, cancel_started: bool = False) -> None:
         apply_order(repo, event, cancel_started)
 
 
-def upsert_patient(repo: Repo, patient: Patient) -> int:
+def upsert_patient(repo: OrderRepo, patient: Patient) -> int:
     """The patient's row id (following merges), created or updated with the new values."""
     new_id = repo.insert_patient(patient.key, merge_attrs({}, patient.attrs))
     if new_id is not None:
         return new_id
-    row = repo.patient(patient.key)
+    row = repo.resolve_patient(patient.key)
     assert row is not None
-    while row.merged_into is not None:
-        row = repo.patient_by_id(row.merged_into)
     if patient.attrs:
-        repo.update_patient(row.id, merge_attrs(row.attrs, patient.attrs))
+        repo.update_patient(row.id, merge_attrs(row.attrs, patient.attrs), previous=row.attrs)
     return row.id
 
 
-def merge_patients(repo: Repo, event: PatientMerge) -> None:
+def merge_patients(repo: OrderRepo, event: PatientMerge) -> None:
     surviving = upsert_patient(repo, event.surviving)
     prior = repo.patient(event.prior)
     if prior is None or prior.id == surviving:
@@ -67,7 +66,7 @@ def merge_patients(repo: Repo, event: PatientMerge) -> None:
     repo.mark_merged(prior.id, surviving)
 
 
-def change_patient_id(repo: Repo, event: PatientIdChange) -> None:
+def change_patient_id(repo: OrderRepo, event: PatientIdChange) -> None:
     old = repo.patient(event.old)
     new = repo.patient(event.patient.key)
     if old is None or (new is not None and old.merged_into == new.id):
@@ -77,10 +76,11 @@ def change_patient_id(repo: Repo, event: PatientIdChange) -> None:
         raise DomainError(
             f"cannot change patient ID {event.old} to {event.patient.key}: a patient with the "
             "new ID already exists (send A40 to merge them)", "PatientID", "conflict")
-    repo.update_patient(old.id, merge_attrs(old.attrs, event.patient.attrs), event.patient.key)
+    repo.update_patient(old.id, merge_attrs(old.attrs, event.patient.attrs), event.patient.key,
+                        previous=old.attrs)
 
 
-def _find_procedure(repo: Repo, event: OrderChange) -> ProcedureRow | None:
+def _find_procedure(repo: OrderRepo, event: OrderChange) -> ProcedureRow | None:
     attrs = event.procedure.attrs
     row = repo.procedure_by_uid(event.procedure.study_uid)
     if row is None and (event.procedure.generated_uid or event.action is OrderAction.STATUS):
@@ -90,7 +90,7 @@ def _find_procedure(repo: Repo, event: OrderChange) -> ProcedureRow | None:
     return row
 
 
-def apply_order(repo: Repo, event: OrderChange, cancel_started: bool = False) -> None:
+def apply_order(repo: OrderRepo, event: OrderChange, cancel_started: bool = False) -> None:
     if event.action is OrderAction.UPSERT and not event.procedure.generated_uid:
         _upsert_order(repo, event)
         return
@@ -116,42 +116,46 @@ def apply_order(repo: Repo, event: OrderChange, cancel_started: bool = False) ->
                 "conflict")
         if event.patient is not None:
             upsert_patient(repo, event.patient)
-        for step in steps:
-            if step.status not in FINAL:
-                repo.set_step_status(step.id, event.status)
+        repo.set_steps_status([s.id for s in steps if s.status not in FINAL], event.status)
         repo.touch_procedure(row.id, event.control)
         return
     _upsert_order(repo, event, row)
 
 
-def _upsert_order(repo: Repo, event: OrderChange, row: ProcedureRow | None = None) -> None:
+def _upsert_order(repo: OrderRepo, event: OrderChange, row: ProcedureRow | None = None) -> None:
     """Create the requested procedure with its steps, or replace the step set of one."""
     assert event.patient is not None
     patient_fk = upsert_patient(repo, event.patient)
+    new_steps = event.procedure.steps
     if row is None:
         proc_fk = repo.insert_procedure(patient_fk, event.procedure.attrs, event.control)
         if proc_fk is not None:
-            for new_step in event.procedure.steps:
-                repo.insert_step(proc_fk, new_step.attrs, event.status)
+            repo.insert_steps(proc_fk, [s.attrs for s in new_steps], event.status)
             return
-        row = repo.procedure_by_uid(event.procedure.study_uid)
-        assert row is not None
+        found = repo.procedure_with_steps(event.procedure.study_uid)
+        assert found is not None
+        row, current = found
+    else:
+        current = repo.steps(row.id)
     attrs = merge_attrs(row.attrs, event.procedure.attrs)
     attrs["StudyInstanceUID"] = row.study_uid
     repo.update_procedure(row.id, patient_fk, attrs, event.control)
-    existing = {s.sps_id: s for s in repo.steps(row.id)}
-    for new_step in event.procedure.steps:
-        current = existing.pop(new_step.sps_id, None)
-        if current is None:
-            repo.insert_step(row.id, new_step.attrs, event.status)
+    existing: dict[str, StepRow] = {s.sps_id: s for s in current}
+    changes: list[StepChange] = []
+    added: list[Attrs] = []
+    for new_step in new_steps:
+        step = existing.pop(new_step.sps_id, None)
+        if step is None:
+            added.append(new_step.attrs)
         else:
-            keep = current.status in PERFORMED or current.status in FINAL
-            status = current.status if keep else event.status
-            repo.update_step(current.id, new_step.attrs, status)
-    for left_out in existing.values():
-        if left_out.status in PERFORMED or left_out.status in FINAL:
-            continue
-        if event.absent_steps == "delete":
-            repo.delete_step(left_out.id)
-        else:
-            repo.set_step_status(left_out.id, StepStatus.CANCELED)
+            keep = step.status in PERFORMED or step.status in FINAL
+            changes.append(StepChange(step, new_step.attrs,
+                                      step.status if keep else event.status))
+    repo.update_steps(changes)
+    repo.insert_steps(row.id, added, event.status)
+    left_out = [s.id for s in existing.values()
+                if s.status not in PERFORMED and s.status not in FINAL]
+    if event.absent_steps == "delete":
+        repo.delete_steps(left_out)
+    else:
+        repo.set_steps_status(left_out, StepStatus.CANCELED)

@@ -28,7 +28,7 @@ from broker.hl7.message import parse
 from broker.mapping.engine import map_message
 from broker.mapping.schema import load_mappings
 from broker.store.db import connect, migrate
-from broker.store.repo import Repo
+from broker.store.orders import OrderRepo
 from broker.store.worklist_query import COLUMNS, open_reader, search
 from broker.workflow.orders import apply
 from tests.support.samples import order
@@ -122,7 +122,7 @@ def reader() -> Iterator[sqlite3.Connection]:
         path = Path(tmp) / "broker.sqlite"
         writer = connect(path, synchronous="OFF")
         migrate(writer)
-        repo = Repo(writer, 0.0)
+        repo = OrderRepo(writer, 0.0)
         for sample in samples:
             for ev in map_message(parse(sample.text(), "utf_8"), mappings):
                 apply(repo, ev)

@@ -23,7 +23,7 @@ from broker.mapping.schema import load_mappings
 from broker.mapping.specs import MappingSet
 from broker.model.orders import DomainError
 from broker.store.db import connect, migrate
-from broker.store.repo import Repo
+from broker.store.orders import OrderRepo
 from broker.workflow.orders import apply
 from tests.support.samples import order
 
@@ -162,7 +162,7 @@ def store(mappings: MappingSet) -> Iterator[sqlite3.Connection]:
             conn.execute("BEGIN")
             try:
                 for ev in map_message(parse(text, "utf_8"), mappings):
-                    apply(Repo(conn, 0.0), ev)
+                    apply(OrderRepo(conn, 0.0), ev)
                 conn.execute("COMMIT")
             except (Hl7Reject, DomainError):
                 conn.execute("ROLLBACK")
@@ -234,7 +234,7 @@ def test_mapping_and_workflow_raise_only_documented_errors(
     store.execute("BEGIN")
     try:
         for ev in events:
-            apply(Repo(store, 0.0), ev)
+            apply(OrderRepo(store, 0.0), ev)
     except (DomainError, sqlite3.IntegrityError):
         pass  # answered AE by the ingest path
     finally:

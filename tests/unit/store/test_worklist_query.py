@@ -31,7 +31,7 @@ from broker.dicom.status import DimseFailure
 from broker.model.orders import PatientKey, StepStatus
 from broker.model.worklist import Match, WorklistQuery, pn_matches
 from broker.store.db import connect, migrate
-from broker.store.repo import Repo
+from broker.store.orders import OrderRepo
 from broker.store.worklist_query import (
     COLUMNS,
     MATCHABLE,
@@ -158,10 +158,11 @@ def rows_of(patients: Iterable[PatientItem]) -> list[Row]:
 
 
 def store(path: Path, patients: Iterable[PatientItem]) -> sqlite3.Connection:
-    """Write the items with the broker's own Repo, in one transaction; the writer stays open."""
+    """Write the items with the broker's own OrderRepo, in one transaction; the writer stays
+    open."""
     conn = connect(path, synchronous="OFF")
     migrate(conn)
-    repo = Repo(conn, now=0.0)
+    repo = OrderRepo(conn, now=0.0)
     conn.execute("BEGIN")
     for pt in patients:
         patient_fk = repo.insert_patient(PatientKey(pt.patient_id, pt.issuer), pt.attrs())
@@ -170,7 +171,7 @@ def store(path: Path, patients: Iterable[PatientItem]) -> sqlite3.Connection:
             procedure_fk = repo.insert_procedure(patient_fk, proc.attrs(), "NW")
             assert procedure_fk is not None
             for step in proc.steps:
-                repo.insert_step(procedure_fk, step.attrs(), step.status)
+                repo.insert_steps(procedure_fk, [step.attrs()], step.status)
     conn.execute("COMMIT")
     return conn
 
