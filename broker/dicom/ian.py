@@ -3,22 +3,19 @@ reading what it says of each instance."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
+from broker.dicom.status import (
+    INVALID_ATTRIBUTE_VALUE,
+    MISSING_ATTRIBUTE,
+    MISSING_ATTRIBUTE_VALUE,
+    DimseFailure,
+)
+from broker.model.uid import is_uid
+
 AVAILABILITY = ("ONLINE", "NEARLINE", "OFFLINE", "UNAVAILABLE")
-_UID = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
-
-
-class IanError(Exception):
-    """An IAN the broker refuses: the N-CREATE status and what was wrong, where."""
-
-    def __init__(self, status: int, comment: str) -> None:
-        super().__init__(comment)
-        self.status = status
-        self.comment = comment
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,34 +42,36 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 def _required(ds: Dataset, keyword: str, where: str, uid: bool = False) -> str:
     if keyword not in ds:
-        raise IanError(0x0120, f"{keyword} is missing{where}")
+        raise DimseFailure(MISSING_ATTRIBUTE, f"{keyword} is missing{where}")
     value = _text(ds, keyword)
     if not value:
-        raise IanError(0x0121, f"{keyword} has no value{where}")
-    if uid and (len(value) > 64 or not _UID.match(value)):
-        raise IanError(0x0106, f"{keyword} is not a UID{where}: {value[:64]!r}")
+        raise DimseFailure(MISSING_ATTRIBUTE_VALUE, f"{keyword} has no value{where}")
+    if uid and not is_uid(value):
+        raise DimseFailure(INVALID_ATTRIBUTE_VALUE,
+                           f"{keyword} is not a UID{where}: {value[:64]!r}")
     return value
 
 
 def _items(ds: Dataset, keyword: str, where: str, required: bool) -> list[Dataset]:
     if keyword not in ds:
         if required:
-            raise IanError(0x0120, f"{keyword} is missing{where}")
+            raise DimseFailure(MISSING_ATTRIBUTE, f"{keyword} is missing{where}")
         return []
     items = list(ds.get(keyword) or [])
     if required and not items:
-        raise IanError(0x0121, f"{keyword} has no item{where}")
+        raise DimseFailure(MISSING_ATTRIBUTE_VALUE, f"{keyword} has no item{where}")
     for n, item in enumerate(items, start=1):
         if not isinstance(item, Dataset):
-            raise IanError(0x0106, f"{keyword} item {n} is not a dataset{where}")
+            raise DimseFailure(INVALID_ATTRIBUTE_VALUE,
+                               f"{keyword} item {n} is not a dataset{where}")
     return items
 
 
 def parse(ds: Dataset) -> Notification:
-    """The notification, or IanError with the status to answer."""
+    """The notification, or DimseFailure with the status to answer."""
     study = _required(ds, "StudyInstanceUID", "", uid=True)
     if "ReferencedPerformedProcedureStepSequence" not in ds:  # Type 2: present, may be empty
-        raise IanError(0x0120, "ReferencedPerformedProcedureStepSequence is missing")
+        raise DimseFailure(MISSING_ATTRIBUTE, "ReferencedPerformedProcedureStepSequence is missing")
     notification = Notification(study, accession=_text(ds, "AccessionNumber"))
     for n, item in enumerate(_items(ds, "ReferencedPerformedProcedureStepSequence", "",
                                     False), start=1):
@@ -87,8 +86,9 @@ def parse(ds: Dataset) -> Notification:
             where = f" (Referenced Series item {s}, Referenced SOP item {i})"
             availability = _required(item, "InstanceAvailability", where).upper()
             if availability not in AVAILABILITY:
-                raise IanError(0x0106, f"InstanceAvailability {availability!r} is not one of "
-                               f"{', '.join(AVAILABILITY)}{where}")
+                raise DimseFailure(INVALID_ATTRIBUTE_VALUE,
+                                   f"InstanceAvailability {availability!r} is not one of "
+                                   f"{', '.join(AVAILABILITY)}{where}")
             notification.instances.append(AvailableInstance(
                 _required(item, "ReferencedSOPInstanceUID", where, uid=True),
                 _required(item, "ReferencedSOPClassUID", where, uid=True),

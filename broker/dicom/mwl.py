@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
+from broker.dicom.status import IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, DimseFailure
 from broker.model.orders import Attrs
 from broker.model.worklist import Match, WorklistQuery
 from broker.store.worklist_query import MATCHABLE, STATION, WorklistRow
@@ -31,15 +32,6 @@ _DT = re.compile(r"^\d{4,14}(\.\d{1,6})?([+-]\d{4})?$")
 SPECIFIC_CHARACTER_SET = Tag(0x0008, 0x0005)
 
 
-class QueryError(ValueError):
-    """The identifier is not a worklist query (A900) or a value cannot be matched (C000)."""
-
-    def __init__(self, status: int, comment: str) -> None:
-        super().__init__(comment)
-        self.status = status
-        self.comment = comment[:64]
-
-
 @dataclass(frozen=True, slots=True)
 class QueryLimits:
     """Caps on each matching value: its length (each UID of a UID list on its own), its
@@ -51,11 +43,11 @@ class QueryLimits:
     max_uids: int = 1000
 
 
-class QueryLimitError(QueryError):
+class QueryLimitError(DimseFailure):
     """A matching value over a cap (C000): logged with its length, never with its value."""
 
     def __init__(self, keyword: str, what: str, count: int, limit: int, setting: str) -> None:
-        super().__init__(0xC000, f"{keyword}: {count} {what} (limit {limit})")
+        super().__init__(UNABLE_TO_PROCESS, f"{keyword}: {count} {what} (limit {limit})")
         self.keyword, self.count, self.limit, self.setting = keyword, count, limit, setting
 
 
@@ -103,7 +95,8 @@ def _return_key(elem: DataElement) -> ReturnKey:
     if vr == "SQ":
         items = elem.value
         if len(items) > 1:
-            raise QueryError(0xA900, f"{elem.keyword or elem.tag} has more than one item")
+            raise DimseFailure(IDENTIFIER_DOES_NOT_MATCH,
+                               f"{elem.keyword or elem.tag} has more than one item")
         sub = [_return_key(e) for e in items[0]] if items else []
         return ReturnKey(elem.tag, elem.keyword, vr, sub)
     return ReturnKey(elem.tag, elem.keyword, vr)
@@ -111,10 +104,12 @@ def _return_key(elem: DataElement) -> ReturnKey:
 
 def _sps_key(elem: DataElement, parsed: ParsedQuery) -> ReturnKey:
     if elem.VR != "SQ":
-        raise QueryError(0xA900, "Scheduled Procedure Step Sequence is not a sequence")
+        raise DimseFailure(IDENTIFIER_DOES_NOT_MATCH,
+                           "Scheduled Procedure Step Sequence is not a sequence")
     items = elem.value
     if len(items) > 1:
-        raise QueryError(0xA900, "Scheduled Procedure Step Sequence has more than one item")
+        raise DimseFailure(IDENTIFIER_DOES_NOT_MATCH,
+                           "Scheduled Procedure Step Sequence has more than one item")
     sub: list[ReturnKey] = []
     for inner in items[0] if items else []:
         if inner.tag == SPECIFIC_CHARACTER_SET or inner.tag.element == 0:
@@ -188,12 +183,12 @@ def _range(keyword: str, vr: str, value: str) -> Match:
         low, high = low.strip(), high.strip()
         for part in (low, high):
             if part and not pattern.match(part):
-                raise QueryError(0xC000, f"{keyword}: {value!r} is not a {vr} range")
+                raise DimseFailure(UNABLE_TO_PROCESS, f"{keyword}: {value!r} is not a {vr} range")
         if not low and not high:
-            raise QueryError(0xC000, f"{keyword}: {value!r} is an empty range")
+            raise DimseFailure(UNABLE_TO_PROCESS, f"{keyword}: {value!r} is an empty range")
         return Match(keyword, "range", low=low, high=high)
     if not pattern.match(value):
-        raise QueryError(0xC000, f"{keyword}: {value!r} is not a valid {vr} value")
+        raise DimseFailure(UNABLE_TO_PROCESS, f"{keyword}: {value!r} is not a valid {vr} value")
     return Match(keyword, "single", value)
 
 
