@@ -40,7 +40,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     from broker.flows.hl7_in import Ingestor
     from broker.mapping.schema import MappingLoadError, load_mappings
     from broker.model.orders import OrderChange, PatientIdChange, PatientMerge, PatientUpdate
-    from broker.store.dry_run import DryRunWriter
+    from broker.store.factory import open_store
 
     settings = settings_of(args)
     try:
@@ -49,8 +49,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         print("\n".join(exc.errors), file=sys.stderr)
         return 2
     raw = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
-    db = settings.database
-    ingestor = Ingestor(DryRunWriter(db.path, db.busy_timeout_ms), lambda: mappings,
+    ingestor = Ingestor(open_store(settings.database).dry_run(), lambda: mappings,
                         settings.hl7, settings.mllp)
     results: list[dict[str, Any]] = []
     status = 0

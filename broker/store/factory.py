@@ -6,6 +6,7 @@ from pathlib import Path
 
 from broker.config import DatabaseSettings, RetentionSettings
 from broker.store.db import connect, read_errors
+from broker.store.dry_run import DryRunWriter
 from broker.store.outbox_reader import OutboxReader
 from broker.store.purger import Purger
 from broker.store.repo import OutboxRow, outbox_entries
@@ -26,6 +27,10 @@ class Store:
     def purger(self, retention: RetentionSettings) -> Purger:
         """Retention: expired rows found on a reader, deleted through the writer."""
         return Purger(self.path, self.writer, retention, self.settings.busy_timeout_ms)
+
+    def dry_run(self) -> DryRunWriter:
+        """A job runner on this database that rolls every job back (``mwl-broker map``)."""
+        return DryRunWriter(self.path, self.settings.busy_timeout_ms)
 
     async def outbox_reader(self) -> OutboxReader:
         return await OutboxReader.open(self.path, self.settings.busy_timeout_ms)
