@@ -20,8 +20,17 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from broker.dicom.client import QueryFailed, WorklistClient, build_query, query_keys
+from broker.dicom.status import (
+    COERCION_OF_DATA_ELEMENTS,
+    DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+    ELEMENTS_DISCARDED,
+    SUCCESS,
+)
 
 log = logging.getLogger("broker.simulator")
+#: C-STORE statuses after which the archive holds the image (success and its warnings)
+STORED = frozenset({SUCCESS, COERCION_OF_DATA_ELEMENTS, ELEMENTS_DISCARDED,
+                    DATA_SET_DOES_NOT_MATCH_SOP_CLASS})
 
 
 class SimulationError(RuntimeError):
@@ -181,7 +190,7 @@ def store(plan: Plan, images: list[Dataset]) -> None:
         for image in images:
             status = assoc.send_c_store(image)
             code = int(status.Status) if status else -1
-            if code not in (0x0000, 0xB000, 0xB007, 0xB006):
+            if code not in STORED:
                 raise SimulationError(f"C-STORE of {image.SOPInstanceUID} failed: "
                                       f"status {code:#06x}")
     finally:

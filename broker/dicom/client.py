@@ -18,6 +18,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from broker.dicom import fastpath
+from broker.dicom.status import PENDING, PENDING_WARNING
 
 SPS_KEYWORDS = frozenset({
     "Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
@@ -149,9 +150,9 @@ class WorklistClient:
             if not status:
                 raise QueryFailed("no answer (timeout or aborted association)")
             code = int(status.Status)
-            if code in (0xFF00, 0xFF01) and ds is not None:
+            if code in (PENDING, PENDING_WARNING) and ds is not None:
                 result.matches.append(ds)
-                result.warnings += code == 0xFF01
+                result.warnings += code == PENDING_WARNING
                 if cancel_after is not None and len(result.matches) == cancel_after:
                     self.assoc.send_c_cancel(1, query_model=ModalityWorklistInformationFind)
                 continue

@@ -12,10 +12,20 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
+from broker.dicom.status import (
+    ATTRIBUTE_LIST_ERROR,
+    ATTRIBUTE_VALUE_OUT_OF_RANGE,
+    DUPLICATE_SOP_INSTANCE,
+    OPTIONAL_ATTRIBUTES_NOT_SUPPORTED,
+    SUCCESS,
+)
+
 CREATE, SET = "MPPS N-CREATE", "MPPS N-SET"
 #: statuses after which the downstream SCP holds the change (warnings included); 0111 means
 #: an N-CREATE it already has (a resend after a lost response)
-HELD = {CREATE: {0x0000, 0x0001, 0x0107, 0x0116, 0x0111}, SET: {0x0000, 0x0001, 0x0107, 0x0116}}
+_KEPT = {SUCCESS, OPTIONAL_ATTRIBUTES_NOT_SUPPORTED, ATTRIBUTE_LIST_ERROR,
+         ATTRIBUTE_VALUE_OUT_OF_RANGE}
+HELD = {CREATE: _KEPT | {DUPLICATE_SOP_INSTANCE}, SET: _KEPT}
 
 
 def payload(operation: str, sop_instance_uid: str, dataset: dict[str, Any]) -> str:

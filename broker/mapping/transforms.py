@@ -16,6 +16,7 @@ from typing import Any
 
 from broker.hl7.message import Message
 from broker.mapping import dicom_safe, names
+from broker.model.uid import is_uid
 
 
 class TransformError(ValueError):
@@ -34,7 +35,6 @@ class TransformContext:
 Fn = Callable[[list[Any], TransformContext, Any], list[Any]]
 
 _DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2}(?:\.\d{1,4})?)?([+-]\d{4})?$")
-_UID = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
 
 
 def _parse_dtm(text: str) -> re.Match[str]:
@@ -191,7 +191,7 @@ def lookup(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
 
 def uid(items: list[Any], ctx: TransformContext, param: Any) -> list[Any]:
     for text in items:
-        if text and (len(text) > 64 or not _UID.match(text)):
+        if text and not is_uid(text):
             raise TransformError(f"{text!r} is not a valid UID (digits and dots, at most 64)")
     return items
 
