@@ -22,6 +22,7 @@ from broker.admin.auth import Handler
 from broker.logs import event
 from broker.metrics import Metrics
 from broker.net.peer_limits import PerAddressLimit
+from broker.net.tls_listener import TlsListener
 
 log = logging.getLogger("broker.admin")
 #: seconds a refused client has to read its 503 before the connection is aborted
@@ -47,6 +48,8 @@ class ConnectionGate:
         self.read_timeout = read_timeout
         self.metrics = metrics
         self._open: dict[asyncio.BaseTransport, _GatedConnection] = {}
+        #: connections holding a slot: open ones and, under TLS, those still in the handshake
+        self._held = 0
 
     @property
     def open_connections(self) -> int:
@@ -54,13 +57,26 @@ class ConnectionGate:
 
     def admit(self, address: str) -> str:
         """'' when a connection from ``address`` may go on, else why it may not."""
-        if len(self._open) >= self.max_connections:
+        if self._held >= self.max_connections:
             return (f"the admin server holds its {self.max_connections} connections "
                     "(admin.max_connections); try again shortly")
         if not self.per_address.acquire(address):
             return (f"{address} holds {self.per_address.per_address} connections already "
                     "(admin.max_connections_per_address)")
+        self._held += 1
         return ""
+
+    def admit_tls(self, address: str, port: int) -> bool:
+        """At TCP accept, before the handshake: a refused connection is closed unanswered."""
+        refusal = self.admit(address)
+        if refusal:
+            self.refused(address, _reason(refusal), refusal)
+        return not refusal
+
+    def abandon(self, address: str, port: int = 0) -> None:
+        """An admitted connection ended before it opened (its TLS handshake failed)."""
+        self.per_address.release(address)
+        self._held -= 1
 
     def track(self, transport: asyncio.BaseTransport, connection: _GatedConnection) -> None:
         self._open[transport] = connection
@@ -68,7 +84,7 @@ class ConnectionGate:
     def untrack(self, transport: asyncio.BaseTransport, address: str) -> None:
         """A connection the gate admitted has ended: its slots are free again."""
         self._open.pop(transport, None)
-        self.per_address.release(address)
+        self.abandon(address)
 
     def refused(self, address: str, reason: str, text: str) -> None:
         self.metrics.rejected("admin", reason)
@@ -88,12 +104,18 @@ class ConnectionGate:
                 connection.busy(False)
 
 
-class _GatedConnection(asyncio.Protocol):
-    """Forwards to aiohttp's RequestHandler once the gate admitted the connection."""
+def _reason(refusal: str) -> str:
+    return "connection_cap" if refusal.startswith("the admin server") else "address_cap"
 
-    def __init__(self, gate: ConnectionGate, make_handler: Callable[[], asyncio.Protocol]
-                 ) -> None:
+
+class _GatedConnection(asyncio.Protocol):
+    """Forwards to aiohttp's RequestHandler once the gate admitted the connection (under TLS
+    the gate admitted it at TCP accept: ``admitted``)."""
+
+    def __init__(self, gate: ConnectionGate, make_handler: Callable[[], asyncio.Protocol],
+                 admitted: bool = False) -> None:
         self.gate = gate
+        self.admitted = admitted
         self.make_handler = make_handler
         self.inner: asyncio.Protocol | None = None
         self.transport: asyncio.Transport | None = None
@@ -105,11 +127,9 @@ class _GatedConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio subclass
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else "?"
-        refusal = self.gate.admit(self.address)
+        refusal = "" if self.admitted else self.gate.admit(self.address)
         if refusal:
-            reason = ("connection_cap" if refusal.startswith("the admin server")
-                      else "address_cap")
-            self.gate.refused(self.address, reason, refusal)
+            self.gate.refused(self.address, _reason(refusal), refusal)
             self._answer_and_close(transport, _refusal(refusal))
             return
         self.transport = transport
@@ -194,8 +214,16 @@ class GatedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
+        if self._ssl_context is not None:  # the gate counts each connection from TCP accept
+            listener = TlsListener(None, self._ssl_context,
+                                   handshake_timeout=self.handshake_timeout,
+                                   admit=self.gate.admit_tls, release=self.gate.abandon,
+                                   protocol_factory=lambda: _GatedConnection(self.gate, server,
+                                                                             admitted=True),
+                                   backlog=128)
+            await listener.start(self.host, self.port)
+            self._server = cast(asyncio.Server, listener)
+            return
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _GatedConnection(self.gate, server), self.host, self.port,
-            ssl=self._ssl_context, backlog=128,
-            ssl_handshake_timeout=self.handshake_timeout if self._ssl_context else None)
+            lambda: _GatedConnection(self.gate, server), self.host, self.port, backlog=128)

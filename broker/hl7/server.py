@@ -55,6 +55,8 @@ class MllpServer:
         self.frame_timeout = frame_timeout
         self._server: asyncio.Server | TlsListener | None = None
         self._connections: set[_Connection] = set()
+        #: connections counted against max_connections (TLS ones from TCP accept)
+        self._held = 0
         self._stopping = False
         self.refused = 0
         self.metrics = metrics
@@ -86,6 +88,31 @@ class MllpServer:
               reason=f"address not in {self.allowed_addresses.setting}")
         return False
 
+    def _admitted_tls(self, host: str, port: int) -> bool:
+        """At TCP accept, before the handshake: allowed, and counted against the caps."""
+        if not self._admitted(host, port):
+            return False
+        refusal = self._take_slot(host)
+        if refusal is not None:
+            self._count_refusal(f"{host}:{port}", *refusal)
+            return False
+        return True
+
+    def _take_slot(self, address: str) -> tuple[str, str] | None:
+        """Count a connection against the per-address and total caps; else (reason, text)."""
+        if not self.per_address.acquire(address):
+            return ("per_address_cap", f"mllp.max_connections_per_address "
+                    f"{self.per_address.per_address} reached by {address}")
+        if self._held >= self.max_connections:
+            self.per_address.release(address)
+            return "max_connections", f"max_connections {self.max_connections} reached"
+        self._held += 1
+        return None
+
+    def _give_slot(self, address: str) -> None:
+        self.per_address.release(address)
+        self._held -= 1
+
     def _handshake_failed(self, peer: str, exc: BaseException) -> None:
         self._rejected("tls_handshake")
         event(log, "mllp_tls_refused", logging.WARNING, peer=peer, reason=handshake_reason(exc))
@@ -97,7 +124,8 @@ class MllpServer:
         else:
             listener = TlsListener(self._accept, self.ssl_context,
                                    handshake_timeout=self.handshake_timeout,
-                                   admit=self._admitted, on_refused=self._handshake_failed)
+                                   admit=self._admitted_tls, on_refused=self._handshake_failed,
+                                   release=lambda host, _port: self._give_slot(host))
             await listener.start(self.host, self.port)
             self._server = listener
         event(log, "mllp_listening", host=self.host, port=self.bound_port,
@@ -128,37 +156,39 @@ class MllpServer:
 
     def _refuse(self, writer: asyncio.StreamWriter, peer: str, reason: str, text: str) -> None:
         """Close a connection at once; logged and counted by ``reason``."""
+        self._count_refusal(peer, reason, text)
+        writer.close()
+
+    def _count_refusal(self, peer: str, reason: str, text: str) -> None:
         self.refused += 1
         self._rejected(reason)
         event(log, "mllp_connection_refused", logging.WARNING, peer=peer, reason=text)
-        writer.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        if self.ssl_context is None and peername and not self._admitted(*peername[:2]):
-            writer.close()
-            return
-        if self._stopping:
-            self._refuse(writer, peer, "shutting_down", "shutting down")
-            return
         address = str(peername[0]) if peername else "?"
-        if not self.per_address.acquire(address):
-            self._refuse(writer, peer, "per_address_cap",
-                         f"mllp.max_connections_per_address {self.per_address.per_address} "
-                         f"reached by {address}")
-            return
+        tls = self.ssl_context is not None  # counted at TCP accept (_admitted_tls)
+        if not tls:
+            if peername and not self._admitted(*peername[:2]):
+                writer.close()
+                return
+            if self._stopping:
+                self._refuse(writer, peer, "shutting_down", "shutting down")
+                return
+            if (refusal := self._take_slot(address)) is not None:
+                self._refuse(writer, peer, *refusal)
+                return
         try:
+            if self._stopping:
+                self._refuse(writer, peer, "shutting_down", "shutting down")
+                return
             await self._serve_connection(reader, writer, peer)
         finally:
-            self.per_address.release(address)
+            self._give_slot(address)
 
     async def _serve_connection(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter, peer: str) -> None:
-        if len(self._connections) >= self.max_connections:
-            self._refuse(writer, peer, "max_connections",
-                         f"max_connections {self.max_connections} reached")
-            return
         conn = _Connection(peer, writer, asyncio.current_task())
         conn.idle.set()
         self._connections.add(conn)

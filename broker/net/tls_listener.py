@@ -2,10 +2,13 @@
 
 ``asyncio.start_server(ssl=...)`` drops a connection whose handshake fails without telling
 the application. This listener accepts the TCP connection, asks ``admit`` about the source
-address, then runs the handshake (bounded by a timeout): a failure is handed to
-``on_refused`` with the peer and the reason, and the listener keeps serving. A connection
-that completes the handshake goes to ``on_connection`` as a (reader, writer) pair, as with
-``asyncio.start_server``. Works on asyncio's loop and on uvloop.
+address (which may count the connection against per-address and total caps from this moment,
+the handshake included), then runs the handshake (bounded by a timeout): a failure is handed
+to ``on_refused`` with the peer and the reason, ``release`` gives back what ``admit`` took,
+and the listener keeps serving. A connection that completes the handshake goes to
+``on_connection`` as a (reader, writer) pair, as with ``asyncio.start_server``, or to a
+protocol from ``protocol_factory``; from then on its owner releases it. Works on asyncio's loop
+and on uvloop.
 """
 
 from __future__ import annotations
@@ -26,14 +29,22 @@ ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Await
 Admit = Callable[[str, int], bool]
 #: (peer 'host:port', the exception of the failed handshake)
 Refused = Callable[[str, BaseException], None]
+#: (peer address, peer port) of an admitted connection whose handshake did not complete
+Release = Callable[[str, int], None]
 
 
 class TlsListener:
-    def __init__(self, on_connection: ConnectionHandler, ssl_context: ssl.SSLContext, *,
+    def __init__(self, on_connection: ConnectionHandler | None, ssl_context: ssl.SSLContext, *,
                  handshake_timeout: float = 10.0, limit: int = 1 << 16,
                  admit: Admit | None = None, on_refused: Refused | None = None,
+                 release: Release | None = None,
+                 protocol_factory: Callable[[], asyncio.BaseProtocol] | None = None,
                  backlog: int = 100) -> None:
+        if (on_connection is None) == (protocol_factory is None):
+            raise ValueError("a TLS listener takes on_connection or protocol_factory")
         self.on_connection = on_connection
+        self.protocol_factory = protocol_factory
+        self.release = release
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
         self.limit = limit
@@ -94,17 +105,26 @@ class TlsListener:
 
     async def _handshake(self, conn: socket.socket, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=self.limit)
-        protocol = asyncio.StreamReaderProtocol(reader, self.on_connection)
+        protocol: asyncio.BaseProtocol
+        if self.protocol_factory is not None:
+            protocol = self.protocol_factory()
+        else:
+            assert self.on_connection is not None
+            protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=self.limit),
+                                                    self.on_connection)
         try:
             await loop.connect_accepted_socket(
                 lambda: protocol, conn, ssl=self.ssl_context,
                 ssl_handshake_timeout=self.handshake_timeout)
         except asyncio.CancelledError:
             conn.close()
+            if self.release is not None:
+                self.release(host, port)
             raise
         except Exception as exc:  # a failed handshake ends this connection, never the listener
             with contextlib.suppress(OSError):
                 conn.close()
+            if self.release is not None:
+                self.release(host, port)
             if self.on_refused is not None:
                 self.on_refused(f"{host}:{port}", exc)
