@@ -18,6 +18,11 @@ except the library findings below, each recognised only where its evidence holds
   also shifts the groups of the segments after it. Z segments are therefore taken out before
   hl7apy sees the message and checked here against their IHE definition (ZDS-1, RP:
   ``UID^100^Application^DICOM``), and every other segment must come back from the parse.
+- hl7apy finds the message structure only in MSH-9.3 or as ``<MSH-9.1>_<MSH-9.2>``, while
+  MSH-9.3 is optional before v2.4 and table 0354 gives ``ACK`` for every ``ACK^<event>``. A
+  v2.3.1 ``ACK^<event>`` is therefore handed to hl7apy as ``ACK^<event>^ACK``.
+- hl7apy's table 0396 (coding systems) holds the pattern ``HL7nnnn`` ("HL7 table nnnn")
+  literally, so ``HL70357`` "is not in the table". Excused for ``HL7`` and four digits.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from hl7apy.parser import parse_message
 
 CHOICE_ALTERNATIVE = re.compile(r"Error: Missing required child (\w+_CHOICE)\.\w+$")
 UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+HL7_TABLE_CODING_SYSTEM = re.compile(
+    r"Warning: Value HL7\d{4} not in table HL70396 in element \w+\.C(W)?E_3")
+ACK_WITHOUT_STRUCTURE = re.compile(
+    r"(MSH\|[^|]*(?:\|[^|]*){6}\|ACK\^\w+)(\|[^|]*\|[^|]*\|2\.3\.1[|^\r])")
 
 
 def problems(text: str) -> list[str]:
@@ -42,7 +51,7 @@ def problems(text: str) -> list[str]:
     found = [p for s in segments if s.startswith("Z") for p in z_segment_problems(s)]
     standard = [s for s in segments if not s.startswith("Z")]
     try:
-        message = parse_message("\r".join(standard) + "\r",
+        message = parse_message(_for_hl7apy(standard),
                                 validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
     except HL7apyException as exc:
         return [*found, f"parse: {type(exc).__name__}: {exc}"]
@@ -60,7 +69,12 @@ def problems(text: str) -> list[str]:
 def structure(text: str) -> str:
     """The message structure hl7apy reads the message as (e.g. ORM_O01)."""
     standard = [s for s in text.split("\r") if s and not s.startswith("Z")]
-    return str(parse_message("\r".join(standard) + "\r", find_groups=True).name)
+    return str(parse_message(_for_hl7apy(standard), find_groups=True).name)
+
+
+def _for_hl7apy(segments: list[str]) -> str:
+    """The segments as one message, a v2.3.1 ACK with its MSH-9.3 (see above)."""
+    return ACK_WITHOUT_STRUCTURE.sub(r"\1^ACK\2", "\r".join(segments) + "\r")
 
 
 def z_segment_problems(segment: str) -> list[str]:
@@ -91,6 +105,8 @@ def _groups(element: Element, name: str) -> list[Element]:
 
 
 def _excused(line: str, message: Message, segments: list[str]) -> bool:
+    if HL7_TABLE_CODING_SYSTEM.fullmatch(line):
+        return True
     choice = CHOICE_ALTERNATIVE.fullmatch(line)
     if choice:
         groups = _groups(message, choice[1])

@@ -20,6 +20,7 @@ from broker.hl7.escape import unescape
 from broker.hl7.message import Message, parse
 from broker.mapping.engine import map_message
 from broker.mapping.schema import load_mappings
+from tests.support import hl7_strict
 
 ROOT = Path(__file__).resolve().parents[3]
 HL7_DIR = ROOT / "testdata" / "hl7"
@@ -154,6 +155,31 @@ def test_err_segment_fields() -> None:
     (msa,) = seg["MSA"]
     assert msa[1:3] == ["AE", "103106"]
     assert unescape(msa[3]).startswith("Table value not found at ORC-1")
+
+
+STRICT_CASES = {
+    "AA": ("AA", ()),
+    "AE": ("AE", (Hl7Error(103, "order control 'ZZ' unknown", "ORC-1"),
+                  Hl7Error(101, "PID-3 is empty", "PID-3.1"), Hl7Error(207, "no location"))),
+    "AR": ("AR", (Hl7Error(203, "version '9.9' is not supported", "MSH-12"),)),
+    "AA with W": ("AA", (Hl7Error(102, "a backslash replaced by '/'", "PID-5.1", "W"),)),
+}
+
+
+@pytest.mark.parametrize("case", list(STRICT_CASES))
+def test_v251_acks_are_valid_for_hl7apy_strict(case: str) -> None:
+    code, errors = STRICT_CASES[case]
+    text = build(code, load("OMI^O23-ImagingOrder.hl7"), *errors)
+    assert hl7_strict.problems(text) == []
+    assert hl7_strict.structure(text) == "ACK"
+    assert [e[3:5] for e in ack_segments(text).get("ERR", [])] == [
+        [f"{e.code}^{ERROR_CODES[e.code]}^HL70357", e.severity] for e in errors]
+
+
+def test_v231_aa_is_valid_for_hl7apy_strict() -> None:
+    text = build("AA", load("ORM^O01.hl7"))
+    assert hl7_strict.problems(text) == []
+    assert hl7_strict.structure(text) == "ACK"
 
 
 def test_err_location_with_component() -> None:
