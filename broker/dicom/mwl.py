@@ -144,6 +144,9 @@ def _add_match(elem: DataElement, parsed: ParsedQuery) -> None:
     if keyword not in MATCHABLE:
         parsed.unsupported.append(keyword or str(elem.tag))
         return
+    if elem.VR != "UI" and elem.VM > 1:  # only a UID key may hold a list (PS3.4 C.2.2.2.2)
+        raise DimseFailure(UNABLE_TO_PROCESS, f"{keyword}: {elem.VM} values "
+                           "(single value matching takes one value)")
     _check_limits(keyword, elem.VR, value, parsed.limits)
     parsed.query.matches.append(_match(keyword, elem.VR, value))
     if keyword == "ScheduledProcedureStepStatus":

@@ -495,3 +495,26 @@ def test_the_default_uid_cap_is_1000() -> None:
     parse_identifier(identifier({"StudyInstanceUID": uids.rsplit("\\", 1)[0]}))
     with pytest.raises(QueryLimitError, match="1001 UIDs"):
         parse_identifier(identifier({"StudyInstanceUID": uids}))
+
+
+@pytest.mark.parametrize(("top", "sps", "keyword"), [
+    ({"PatientName": "DOE^JOHN\\SMITH^ANNA"}, {}, "PatientName"),
+    ({"PatientName": "Doe*\\Martin*"}, {}, "PatientName"),
+    ({"PatientID": "P1\\P2"}, {}, "PatientID"),
+    ({"AccessionNumber": "A1\\A2"}, {}, "AccessionNumber"),
+    ({}, {"Modality": "CT\\MR"}, "Modality"),
+    ({}, {"ScheduledStationAETitle": "CT1\\CT2"}, "ScheduledStationAETitle"),
+    ({}, {"ScheduledProcedureStepStartDate": "20240101\\20240102"},
+     "ScheduledProcedureStepStartDate"),
+])
+def test_two_values_outside_a_uid_list_are_c000_naming_the_key(
+        top: dict[str, Any], sps: dict[str, Any], keyword: str) -> None:
+    with pytest.raises(DimseFailure) as exc:
+        parse_identifier(identifier(top, sps))
+    assert (exc.value.status, exc.value.comment) == (
+        0xC000, f"{keyword}: 2 values (single value matching takes one value)")
+
+
+def test_one_value_with_text_vrs_backslash_is_still_one_value() -> None:
+    parsed = parse_identifier(identifier({"PatientName": "DOE^JOHN"}, {"Modality": "CT"}))
+    assert matches(parsed)["PatientName"].value == "DOE^JOHN"
