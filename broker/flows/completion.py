@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from broker.dicom.ian import Notification
 from broker.logs import event
@@ -25,11 +25,12 @@ from broker.model.ports import Queued
 from broker.store.completion import CompletionRepo
 from broker.store.errors import StoreError
 from broker.store.repo import OutboxRow
-from broker.store.unit_of_work import UnitOfWork
+from broker.store.unit_of_work import Job, UnitOfWork
 from broker.store.writer import Writer
 from broker.workflow.completion import ACTION_TYPE, Completion
 
 log = logging.getLogger("broker.completion")
+T = TypeVar("T")
 #: how long a report or an IAN waits for its store job
 STORE_TIMEOUT = 30.0
 
@@ -74,12 +75,12 @@ class CompletionFlow:
     def availability(self, uid: str, calling_ae: str, notification: Notification,
                      dataset: dict[str, Any]) -> int:
         """Store an Instance Availability Notification; returns the messages queued."""
-        queued: int = self._run(partial(self._store_ian, uid=uid, calling_ae=calling_ae,
+        queued = self._run(partial(self._store_ian, uid=uid, calling_ae=calling_ae,
                                         notification=notification, dataset=dataset))
         self._queued(queued)
         return queued
 
-    def _run(self, job: Any) -> Any:
+    def _run(self, job: Job[T]) -> T:
         try:
             return self.writer.run_sync(job, timeout=STORE_TIMEOUT)
         except StoreError as exc:
