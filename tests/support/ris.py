@@ -12,8 +12,9 @@ from broker.hl7.mllp import Frame, Framer, frame
 
 @dataclass
 class Ris:
-    """``mode``: AA (accept), AE (refuse), wrong_msa2 (acknowledge another ID), silent
-    (never answer), cut (send half an acknowledgement and close). Change it at any time."""
+    """``mode``: AA (accept), AE (refuse), wrong_msa2 (acknowledge another ID), late_ack
+    (first a stray acknowledgement of another ID, then the right one), silent (never answer),
+    cut (send half an acknowledgement and close). Change it at any time."""
 
     mode: str = "AA"
     received: list[str] = field(default_factory=list)
@@ -60,12 +61,17 @@ class Ris:
             await writer.drain()
             writer.close()
             return
+        if mode == "late_ack":
+            writer.write(frame(_ack("AA", "AN-EARLIER-ONE", len(self.received)).encode()))
         code = "AE" if mode == "AE" else "AA"
         msa2 = "SOMETHING-ELSE" if mode == "wrong_msa2" else control
-        ack = (f"MSH|^~\\&|RIS|HOSP|MWLBROKER|RADIOLOGY|20261122||ACK^O01|R{len(self.received)}"
-               f"|P|2.3.1\rMSA|{code}|{msa2}|{'order unknown here' if code == 'AE' else ''}\r")
-        writer.write(frame(ack.encode()))
+        writer.write(frame(_ack(code, msa2, len(self.received)).encode()))
         await writer.drain()
+
+
+def _ack(code: str, msa2: str, number: int) -> str:
+    return (f"MSH|^~\\&|RIS|HOSP|MWLBROKER|RADIOLOGY|20261122||ACK^O01|R{number}"
+            f"|P|2.3.1\rMSA|{code}|{msa2}|{'order unknown here' if code == 'AE' else ''}\r")
 
 
 def _text(raw: bytes) -> str:
