@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import BrokerUnderTest, machine, write_results
-from broker.dicom.message_guard import DEFAULT_MAX_MESSAGE_BYTES
+from broker.dicom.pynetdicom_patches.message_bound import DEFAULT_MAX_MESSAGE_BYTES
 from tests.support.dicom_wire import associate, find, memory_kib, read_pdu, stream_fragments
 
 MIB = 1 << 20

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import BrokerUnderTest, machine, percentile, write_results
 from benchmarks.mwl_query import identifier, populate
 from benchmarks.worklist_data import items
+from broker.dicom import pynetdicom_patches
 from broker.dicom.client import WorklistClient, build_query, query_keys
 from broker.hl7.mllp import MllpClient
 from tests.support.samples import order
@@ -107,6 +108,7 @@ async def _one_ack_n(port: int, n: int) -> None:
 
 
 def main(quick: bool) -> int:
+    pynetdicom_patches.apply(fast_path=True)  # the SCU as the broker's own tools run it
     steps = 10_000 if quick else 100_000
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "targets": TARGETS,
                                "steps": steps}

@@ -28,7 +28,7 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[
 
 from benchmarks import dicom_wire
 from benchmarks.common import BrokerUnderTest, free_port, machine, percentile, write_results
-from broker.dicom import fastpath
+from broker.dicom import pynetdicom_patches
 from broker.hl7.mllp import MllpClient
 from tests.support.ris import Ris, segment
 from tests.support.samples import order
@@ -144,7 +144,7 @@ async def wire_modalities(port: int, parts: list[list[tuple[str, bytes, bytes]]]
 
 
 def _warm() -> None:
-    fastpath.apply()
+    pynetdicom_patches.apply(fast_path=True)
     logging.basicConfig(level=logging.WARNING)  # pynetdicom says why a request got no answer
 
 
@@ -195,7 +195,7 @@ async def feed_range(port: int, numbers: range) -> None:
 
 
 def main(quick: bool) -> int:
-    fastpath.apply()
+    pynetdicom_patches.apply(fast_path=True)
     per_modality = 40 if quick else 250
     total = MODALITIES * per_modality
     ris_port = free_port()
@@ -218,7 +218,7 @@ def main(quick: bool) -> int:
         if jobs:
             # every worker applies the fast path (pool.map of a warm-up would not reach each
             # worker surely; stock pynetdicom clients lose a response now and then to their
-            # reactor race, see broker/dicom/fastpath.py)
+            # reactor race, see docs/pynetdicom-requestor-race.md)
             with multiprocessing.get_context("spawn").Pool(MODALITIES,
                                                            initializer=_warm) as pool:
                 started = time.perf_counter()

@@ -19,6 +19,7 @@ from broker.admin.ports import HealthSource
 from broker.admin.service import AdminService
 from broker.config import Settings
 from broker.dicom import mpps as mpps_checks
+from broker.dicom import pynetdicom_patches
 from broker.dicom.archive_reports import ArchiveReports
 from broker.dicom.forward import MppsForwarder
 from broker.dicom.mwl import QueryLimits
@@ -181,6 +182,7 @@ def _mllp_server(settings: Settings, handler: Hl7Handler, oversize: OversizeHand
 def _dicom_server(settings: Settings, mpps: MppsIn, archive_reports: ArchiveReports,
                   metrics: Metrics) -> DicomServer:
     d = settings.dicom
+    pynetdicom_patches.apply(d.fast_path, d.max_message_bytes)
     options = WorklistOptions(
         show_all_statuses=d.show_all_statuses,
         default=CallingAeOptions(charset=d.charset),

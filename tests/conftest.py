@@ -10,7 +10,37 @@ import pytest
 pytest.register_assert_rewrite("tests.support")
 
 from broker.app import Broker  # noqa: E402
+from broker.dicom import pynetdicom_patches  # noqa: E402
+from tests.support import broker as support_broker  # noqa: E402
 from tests.support.broker import BrokerProcess, make_settings  # noqa: E402
+
+#: the main DICOM tests, run with dicom.fast_path on ("fast") and off ("stock")
+BOTH_DICOM_PATHS = ("tests/integration/worklist/test_mwl_scp.py",
+                    "tests/integration/worklist/test_dicom_server.py",
+                    "tests/integration/mpps_in/test_mpps_scp.py",
+                    "tests/integration/completion/test_stgcmt_ian.py")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    path = metafunc.definition.path.resolve().relative_to(ROOT).as_posix()
+    if path in BOTH_DICOM_PATHS:
+        metafunc.parametrize("dicom_fast_path", [True, False], ids=["fast", "stock"],
+                             indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dicom_fast_path(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """The pynetdicom patches as the application applies them at start: the fixes always,
+    the speed-ups unless the test runs on stock pynetdicom (a module-scoped broker of such a
+    test asks for this fixture, to be started once per value)."""
+    fast: bool = getattr(request, "param", True)
+    support_broker.DICOM_FAST_PATH = fast
+    pynetdicom_patches.apply(fast)
+    try:
+        yield fast
+    finally:
+        support_broker.DICOM_FAST_PATH = True
 
 
 @pytest.fixture

@@ -63,8 +63,10 @@ def _apply_in(uow: Any, order: Any) -> None:
 def cmd_query(args: argparse.Namespace) -> int:
     import datetime
 
+    from broker.dicom import pynetdicom_patches
     from broker.dicom.client import QueryFailed, WorklistClient, build_query, query_keys
 
+    pynetdicom_patches.apply(fast_path=True)
     date = args.date
     if date == "today":
         date = datetime.date.today().strftime("%Y%m%d")
@@ -124,7 +126,9 @@ def _print_table(matches: list[Any]) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from broker.cli.simulator import Endpoint, Plan, SimulationError, run
+    from broker.dicom import pynetdicom_patches
 
+    pynetdicom_patches.apply(fast_path=True)
     try:
         worklist = Endpoint.parse(args.worklist, "MWLBROKER")
         mpps = Endpoint.parse(args.mpps, "MWLBROKER") if args.mpps else worklist

@@ -215,8 +215,10 @@ def _bind_error(host: str, port: int) -> OSError | None:
 def _probe(settings: Settings, label: str, port: int) -> str:
     """What a listener that this user cannot identify answers: '' when nothing useful."""
     if label == "dicom":
+        from broker.dicom import pynetdicom_patches
         from broker.dicom.client import QueryFailed, WorklistClient
 
+        pynetdicom_patches.apply(settings.dicom.fast_path)
         try:
             with WorklistClient("127.0.0.1", port, called=settings.dicom.ae_title,
                                 calling="MWLDOCTOR", timeout=PROBE_TIMEOUT) as client:

@@ -10,8 +10,8 @@ from typing import Any
 
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from broker.dicom import message_guard
 from broker.dicom.admission import Admission, cut, refuse_busy
+from broker.dicom.pynetdicom_patches import message_bound
 from broker.net.allow import AddressAllowList
 from broker.net.tls import handshake_reason
 
@@ -38,9 +38,9 @@ class NoDelayServer(ThreadedAssociationServer):
     allowed_addresses: AddressAllowList | None = None
     on_refused: Refused | None = None
     admission: Admission | None = None
-    #: read by broker.dicom.message_guard for the associations of this server
-    max_message_bytes: int = message_guard.DEFAULT_MAX_MESSAGE_BYTES
-    on_message_too_large: message_guard.TooLarge | None = None
+    #: read by broker.dicom.pynetdicom_patches.message_bound for the associations of this server
+    max_message_bytes: int = message_bound.DEFAULT_MAX_MESSAGE_BYTES
+    on_message_too_large: message_bound.TooLarge | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None

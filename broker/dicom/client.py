@@ -17,7 +17,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from broker.dicom import fastpath
 from broker.dicom.status import PENDING, PENDING_WARNING
 
 SPS_KEYWORDS = frozenset({
@@ -105,7 +104,6 @@ class WorklistClient:
     def __init__(self, host: str, port: int, *, called: str = "MWLBROKER",
                  calling: str = "MWLQUERY", timeout: float = 30) -> None:
         self.host, self.port, self.called = host, port, called
-        fastpath.apply()
         self.ae = AE(ae_title=calling)
         self.ae.add_requested_context(ModalityWorklistInformationFind)
         self.ae.add_requested_context(Verification)

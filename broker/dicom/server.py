@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from broker.dicom import fastpath, message_guard, pdu_guard
+from broker.dicom import pynetdicom_patches
 from broker.dicom.acceptor import AdmittedRequestHandler, NoDelayServer
 from broker.dicom.admission import Admission
 from broker.dicom.archive_reports import IAN_SOP_CLASS, ArchiveReports
@@ -45,6 +45,8 @@ from broker.dicom.mwl import (
     response_nodes,
     to_pydicom,
 )
+from broker.dicom.pynetdicom_patches.encoded import PreEncoded
+from broker.dicom.pynetdicom_patches.message_bound import DEFAULT_MAX_MESSAGE_BYTES
 from broker.dicom.status import (
     CANCEL,
     IDENTIFIER_DOES_NOT_MATCH,
@@ -105,7 +107,7 @@ class DicomServer:
                  ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
                  allowed_addresses: AddressAllowList | None = None,
                  max_concurrent_queries: int = 4,
-                 max_message_bytes: int = message_guard.DEFAULT_MAX_MESSAGE_BYTES,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  max_associations_per_address: int = 32,
                  negotiation_timeout: float = 10.0,
                  query_limits: QueryLimits | None = None,
@@ -124,9 +126,8 @@ class DicomServer:
         self.options = options or WorklistOptions()
         self.mpps = MppsScp(mpps, metrics) if mpps is not None else None
         self.archive_reports = archive_reports
-        self.fast = fastpath.apply() if fast_path else False
-        pdu_guard.apply()
-        message_guard.apply(max_message_bytes)
+        # pre-encoded answers need the speed-ups, which the application installs at start
+        self.fast = fast_path and pynetdicom_patches.fast_path_on()
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.require_called_aet = True
@@ -224,7 +225,7 @@ class DicomServer:
 
     def _on_message_too_large(self, peer: str, calling_ae: str, received: int,
                               limit: int) -> None:
-        """Counted here; broker.dicom.message_guard logged it and aborts the association."""
+        """Counted here; pynetdicom_patches.message_bound logged it and aborts the association."""
         if self.metrics is not None:
             self.metrics.rejected("dicom", "message_too_large")
 
@@ -283,7 +284,7 @@ class DicomServer:
                     chunk = []
                     for row in itertools.islice(rows, QUERY_CHUNK):
                         nodes = response_nodes(row, parsed.keys, encode_name)
-                        chunk.append(fastpath.PreEncoded(
+                        chunk.append(PreEncoded(
                             encode(nodes, charset, implicit), implicit,
                             partial(to_pydicom, nodes, charset)) if pre_encode
                             else to_pydicom(nodes, charset))

@@ -38,6 +38,11 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+#: ``dicom.fast_path`` of the brokers the tests start (tests/conftest.py runs the main DICOM
+#: tests with it on and off)
+DICOM_FAST_PATH = True
+
+
 class BrokerProcess:
     """The real ``mwl-broker serve`` command on a loopback port with its own SQLite file."""
 
@@ -56,6 +61,8 @@ class BrokerProcess:
                 "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}",
                 "-o", "dicom.host=127.0.0.1", "-o", f"dicom.port={self.dicom_port}",
                 "-o", "admin.host=127.0.0.1", "-o", f"admin.port={self.admin_port}"]
+        if not DICOM_FAST_PATH:
+            args += ["-o", "dicom.fast_path=false"]
         for option in self.options:
             args += ["-o", option]
         with open(self.log, "ab") as log:
@@ -115,6 +122,7 @@ def make_settings(folder: Path, **mllp: Any) -> Settings:
     settings.dicom.host = "127.0.0.1"
     settings.dicom.port = 0
     settings.admin.port = 0
+    settings.dicom.fast_path = DICOM_FAST_PATH
     for key, value in mllp.items():
         setattr(settings.mllp, key, value)
     return settings

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import dicom_wire
-from broker.dicom.message_guard import DEFAULT_MAX_MESSAGE_BYTES
+from broker.dicom.pynetdicom_patches.message_bound import DEFAULT_MAX_MESSAGE_BYTES
 from tests.support.broker import BrokerProcess
 from tests.support.dicom_wire import (
     MWL,

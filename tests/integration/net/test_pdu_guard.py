@@ -13,7 +13,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 
 from benchmarks import dicom_wire
 from broker.app import Broker
-from broker.dicom.pdu_guard import MAX_PDU_BYTES
+from broker.dicom.pynetdicom_patches.pdu_bound import MAX_PDU_BYTES
 from tests.support.broker import make_settings
 
 

@@ -37,7 +37,8 @@ def orders() -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def fed_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+def fed_broker(tmp_path_factory: pytest.TempPathFactory,
+               dicom_fast_path: bool) -> Iterator[BrokerProcess]:
     folder = tmp_path_factory.mktemp("mwl")
     options = ("dicom.calling_aes=[{ae_title: CT01, station_key: true},"
                " {ae_title: LATIN, charset: ISO_IR 100}, {ae_title: CHINA, charset: GB18030}]",

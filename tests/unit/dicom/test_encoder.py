@@ -13,8 +13,8 @@ from pynetdicom.dsutils import encode as pydicom_encode
 
 from broker.dicom.client import build_query, query_keys
 from broker.dicom.encoder import encode
-from broker.dicom.fastpath import find_response_command
 from broker.dicom.mwl import parse_identifier, response_nodes, to_pydicom
+from broker.dicom.pynetdicom_patches.encoded import find_response_command
 from broker.dicom.server import latin1_name
 from broker.store.worklist_query import WorklistRow
 
@@ -78,7 +78,7 @@ def test_n_response_command_is_pynetdicom_s(kind: str) -> None:
     from pynetdicom.dimse_messages import N_CREATE_RSP, N_SET_RSP
     from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
-    from broker.dicom.fastpath import N_RESPONSES, n_response_command
+    from broker.dicom.pynetdicom_patches.encoded import N_RESPONSES, n_response_command
 
     primitive = N_CREATE() if kind == "N-CREATE" else N_SET()
     primitive.MessageIDBeingRespondedTo = 9
@@ -98,7 +98,7 @@ def test_n_request_primitive_matches_pynetdicom_s(kind: str) -> None:
     from pynetdicom.dimse_messages import N_CREATE_RQ, N_SET_RQ
     from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
-    from broker.dicom import fastpath
+    from broker.dicom.pynetdicom_patches import encoded
 
     primitive = N_CREATE() if kind == "N-CREATE" else N_SET()
     primitive.MessageID = 513
@@ -119,8 +119,8 @@ def test_n_request_primitive_matches_pynetdicom_s(kind: str) -> None:
         message.context_id = 3
         return message
 
-    stock = fastpath._stock_to_primitive(received())
-    fast = fastpath._message_to_primitive(received())
+    stock = encoded._stock_to_primitive(received())
+    fast = encoded._message_to_primitive(received())
     assert type(fast) is type(stock)
     for name in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
                  "RequestedSOPClassUID", "RequestedSOPInstanceUID", "_context_id"):

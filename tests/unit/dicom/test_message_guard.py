@@ -20,8 +20,8 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 from pynetdicom.transport import AddressInformation, RequestHandler
 
-from broker.dicom import message_guard
 from broker.dicom.acceptor import NoDelayServer
+from broker.dicom.pynetdicom_patches import message_bound
 
 LIMIT = 2000
 
@@ -29,7 +29,7 @@ LIMIT = 2000
 #: and starting the association, run_reactor setting requestor.primitive on an A-ASSOCIATE-RQ)
 #: were written against, pynetdicom 3.0.4; a change means reading them again
 PATCHED: dict[str, tuple[Callable[..., Any], str]] = {
-    "DIMSEServiceProvider.receive_primitive": (message_guard._stock_receive_primitive,
+    "DIMSEServiceProvider.receive_primitive": (message_bound._stock_receive_primitive,
                                                "5f99c86b14a15cef"),
     "DIMSEMessage.decode_msg": (DIMSEMessage.decode_msg, "f51c777e841a76be"),
     "RequestHandler.handle": (RequestHandler.handle, "034823fb4df3a874"),
@@ -44,20 +44,20 @@ def test_the_pynetdicom_code_relied_on_is_unchanged(name: str) -> None:
     function, digest = PATCHED[name]
     source = inspect.getsource(function)
     assert hashlib.sha256(source.encode()).hexdigest()[:16] == digest, (
-        f"pynetdicom's {name} changed: check broker/dicom/message_guard.py and "
+        f"pynetdicom's {name} changed: check broker/dicom/pynetdicom_patches/message_bound.py and "
         "broker/dicom/admission.py against it, then update the digest")
 
 
 @pytest.fixture
 def association() -> Iterator[Association]:
     """An acceptor (never started) with a small process-wide bound."""
-    message_guard.apply(LIMIT)
+    message_bound.install(LIMIT)
     try:
         assoc = Association(AE(), "acceptor")
         assoc.requestor.address_info = AddressInformation("127.0.0.9", 5104)
         yield assoc
     finally:
-        message_guard.apply(message_guard.DEFAULT_MAX_MESSAGE_BYTES)
+        message_bound.install(message_bound.DEFAULT_MAX_MESSAGE_BYTES)
 
 
 def find_request(message_id: int, name_length: int) -> list[P_DATA]:
@@ -100,11 +100,11 @@ def test_fragments_past_the_bound_abort_once_and_are_dropped(association: Associ
         association.dimse.receive_primitive(fragment(600))
     assert events(association) == []
     association.dimse.receive_primitive(fragment(600))  # 2,400 + command bytes > 2,000
-    assert events(association) == [message_guard.INVALID_PDU_EVENT]
+    assert events(association) == [message_bound.INVALID_PDU_EVENT]
     assert association.dimse.message is None  # what was read of it is freed
     for _ in range(3):
         association.dimse.receive_primitive(fragment(600))
-    assert events(association) == [message_guard.INVALID_PDU_EVENT]
+    assert events(association) == [message_bound.INVALID_PDU_EVENT]
     assert association.dimse.msg_queue.qsize() == 0
 
 
@@ -124,7 +124,7 @@ def test_the_bound_of_its_server_applies(association: Association) -> None:
         association.dimse.receive_primitive(find_request(2, 10)[0])
         for _ in range(20):
             association.dimse.receive_primitive(fragment(600))
-        assert events(association) == [message_guard.INVALID_PDU_EVENT]
+        assert events(association) == [message_bound.INVALID_PDU_EVENT]
         assert len(told) == 1
         peer, _, received, limit = told[0]
         assert (peer, limit) == ("127.0.0.9:5104", 10_000) and received > 10_000

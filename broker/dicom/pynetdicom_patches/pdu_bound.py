@@ -43,6 +43,6 @@ def _peer(sock: Any) -> str:
         return "?"
 
 
-def apply() -> None:
+def install() -> None:
     """Install the bound (idempotent); it covers every association of the process."""
     AssociationSocket.recv = _bounded_recv  # type: ignore[method-assign]

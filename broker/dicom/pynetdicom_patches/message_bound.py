@@ -74,7 +74,7 @@ def _report(assoc: Any, received: int, limit: int) -> None:
         told(peer, calling, received, limit)
 
 
-def apply(default_limit: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+def install(default_limit: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
     """Install the bound (idempotent); ``default_limit`` covers associations that have no
     server with a ``max_message_bytes`` of its own (those the process opens)."""
     global _default_limit
