@@ -12,7 +12,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from broker.dicom import ian as ian_checks
-from broker.dicom.status import PROCESSING_FAILURE, SUCCESS, DimseFailure, failure_of
+from broker.dicom.status import (
+    PROCESSING_FAILURE,
+    SUCCESS,
+    DimseFailure,
+    attempt,
+    failure_of,
+)
 from broker.dicom.stgcmt import parse_report, report_status
 from broker.flows.completion import CompletionFlow
 from broker.logs import event
@@ -31,12 +37,11 @@ class ArchiveReports:
     # -- storage commitment report -------------------------------------------------------------
     def report(self, event_type: int, info: Dataset | None, calling_ae: str) -> tuple[int, str]:
         """Record an N-EVENT-REPORT; (status, error comment) to answer."""
-        try:
+        # a refused report, or an Event Information pydicom cannot decode
+        with attempt(PROCESSING_FAILURE, "event information cannot be read") as parsing:
             report = parse_report(event_type, info)
-        except DimseFailure as exc:
-            return exc.status, exc.comment
-        except Exception as exc:  # an Event Information pydicom cannot decode
-            return PROCESSING_FAILURE, f"event information cannot be read: {exc}"
+        if parsing.failure is not None:
+            return parsing.failure.status, parsing.failure.comment
         try:
             known = self.flow.report(report.transaction_uid, report.committed, report.failed)
         except DomainError as exc:

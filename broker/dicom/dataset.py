@@ -35,17 +35,6 @@ def _value(vr: str, value: Any) -> Any:
     return str(value)
 
 
-def status_dataset(status: int, comment: str, error_id: int | None = None) -> Dataset:
-    """A DIMSE failure status with its Error Comment (cut to the 64 characters LO allows)
-    and, when given, its Error ID."""
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    if error_id is not None:
-        ds.ErrorID = error_id
-    return ds
-
-
 def to_json(attrs: Attrs) -> dict[str, Any]:
     """DICOM JSON (PS3.18 F.2) of the attributes."""
     return to_dataset(attrs).to_json_dict()
