@@ -22,6 +22,7 @@ WAKE_TIMEOUT = 0.02
 #: the association's loop, whose 1 ms poll sleep becomes a wait on its wake-up event
 _ASSOCIATION_LOOP = _assoc_mod.Association._run_reactor.__code__
 
+
 class _WakeQueue(queue.Queue[Any]):
     def __init__(self, wake: Callable[[], None]) -> None:
         super().__init__()
@@ -46,7 +47,6 @@ def _dul_init(self: Any, assoc: Any) -> None:
 
     self.event_queue = _WakeQueue(wake)
     self.to_provider_queue = _WakeQueue(wake)
-
 
 
 def _idle_wait(self: Any) -> None:
@@ -123,7 +123,6 @@ def _kill(self: Any) -> None:
     if wake is not None:
         wake.set()
     _stock_kill(self)
-
 
 
 def _close_wake(self: Any) -> None:
