@@ -128,8 +128,9 @@ class OutboxWorker:
                 event(log, "outbox_store_error", logging.ERROR, error=str(exc))
                 upcoming = None
             wait = self.poll if upcoming is None else min(self.poll, upcoming - time.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), max(wait, 0.0))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancel is never lost
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await wake.wait()
             if wake.is_set() and self.batch_window > 0:
                 # woken by new messages: let the ones queued just after them join the batch
                 await asyncio.sleep(self.batch_window)
@@ -186,7 +187,8 @@ class OutboxWorker:
             if left <= 0:
                 raise TimeoutError(f"no acknowledgement of {row.control_id} within "
                                    f"{destination.timeout} s")
-            frame = await asyncio.wait_for(client.receive(), left)
+            async with asyncio.timeout(left):
+                frame = await client.receive()
 
     async def _drop_client(self, name: str) -> None:
         client = self._clients.pop(name, None)

@@ -111,8 +111,9 @@ class Purger:
     async def _loop(self) -> None:
         delay = min(self.settings.interval, 60.0)
         while not self._halt.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancel is never lost
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             if self._halt.is_set():
                 return
             try:

@@ -61,8 +61,9 @@ async def test_status_messages_reach_the_ris_field_by_field(linked: Broker, ris:
         orc = segment(message, "ORC")
         assert (orc[1], orc[2], orc[3], orc[5]) == ("SC", "PLC0000001", "FIL0000001", status)
         obr = segment(message, "OBR")
+        # OBR-24 is a table 0074 diagnostic service section (RAD), not the DICOM modality
         assert (obr[18], obr[19], obr[20], obr[24]) == ("A0000001", "RP0000001", "SPS0000001",
-                                                        "CT")
+                                                        "RAD")
         assert obr[7] == "20261122101500"
         assert segment(message, "ZDS")[1] == f"{UID}^100^Application^DICOM"
         assert segment(message, "OBX", 0)[5] == "CT01"
