@@ -82,6 +82,15 @@ def https_login_form(port: int, pki: Pki, source: str = "127.0.0.1") -> bytes:
         return sock.recv(1 << 16)
 
 
+def released(broker: BrokerProcess, listener: str, seconds: float = 10.0) -> None:
+    """Wait until the broker has logged the end of the connection from 127.0.0.1."""
+    ended = "event=mllp_disconnected peer=127.0.0.1:" if listener == "mllp" else None
+    deadline = time.monotonic() + seconds
+    while ended is not None and ended not in broker.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no {ended!r} in the broker's log"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize(("listener", "per_address", "total"), [("mllp", 3, 5), ("admin", 2, 4)])
 def test_handshaking_connections_count_against_the_caps(
         tls_broker: BrokerProcess, pki: Pki, listener: str, per_address: int, total: int) -> None:
@@ -98,6 +107,8 @@ def test_handshaking_connections_count_against_the_caps(
         assert all(closed_at_once(s) for s in extra)  # refused at accept, not after 10 s
         assert not any(closed_at_once(s) for s in kept[:1])
         assert served("127.0.0.1")  # another address is still served
+        # its slot comes back when the broker sees the close, just after the client got its answer
+        released(tls_broker, listener)
         # the total cap counts handshaking connections too
         more = [held.enter_context(bare(port, "127.0.0.3"))
                 for _ in range(total - per_address)]
