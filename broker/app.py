@@ -38,7 +38,7 @@ from broker.net.allow import AddressAllowList
 from broker.net.exposure import open_listeners
 from broker.net.tls import client_args, client_context, server_context
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
-from broker.store.factory import open_store
+from broker.store.factory import Store, open_store
 from broker.store.purger import Purger
 from broker.store.repo import OutboxRow
 from broker.workflow.completion import Completion, CompletionPolicy
@@ -87,7 +87,8 @@ class Broker:
                       forward_to=[f.name for f in d.mpps_forward],
                       match_accession=d.mpps_match_accession, store_timeout=d.mpps_store_timeout,
                       on_queued=self._queued)
-        self.dicom = _dicom_server(settings, mpps, self.archive_reports, self.metrics)
+        self.dicom = _dicom_server(settings, self.store, mpps, self.archive_reports,
+                                   self.metrics)
         self.metrics.count_associations(lambda: self.dicom.active_associations)
         self.admin = self._admin_server() if settings.admin.enabled else None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -98,7 +99,8 @@ class Broker:
             partial(health.mllp, self.mllp, self.ingestor.counts),
             partial(health.dicom, self.dicom), partial(health.outbox, self.outbox),
             partial(health.writer, self.writer)]
-        service = AdminService(self.writer, self.outbox, self.mappings, self.metrics, sources)
+        service = AdminService(self.writer, self.store.admin_reader, self.outbox, self.mappings,
+                               self.metrics, sources)
         return AdminServer(self.settings.admin, self.metrics, service)
 
     def _queued(self) -> None:
@@ -179,15 +181,15 @@ def _mllp_server(settings: Settings, handler: Hl7Handler, oversize: OversizeHand
                       frame_timeout=m.frame_timeout, metrics=metrics)
 
 
-def _dicom_server(settings: Settings, mpps: MppsIn, archive_reports: ArchiveReports,
-                  metrics: Metrics) -> DicomServer:
+def _dicom_server(settings: Settings, store: Store, mpps: MppsIn,
+                  archive_reports: ArchiveReports, metrics: Metrics) -> DicomServer:
     d = settings.dicom
     pynetdicom_patches.apply(d.fast_path, d.max_message_bytes)
     options = WorklistOptions(
         show_all_statuses=d.show_all_statuses,
         default=CallingAeOptions(charset=d.charset),
         callers={c.ae_title: CallingAeOptions(c.station_key, c.charset) for c in d.calling_aes})
-    return DicomServer(settings.database.path, ae_title=d.ae_title, host=d.host, port=d.port,
+    return DicomServer(store.worklist_reader, ae_title=d.ae_title, host=d.host, port=d.port,
                        max_associations=d.max_associations,
                        calling_aes=d.allowed_calling_aes or None, options=options,
                        fast_path=d.fast_path,

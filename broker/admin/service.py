@@ -10,7 +10,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 
 from broker.admin.ports import HealthSource, MappingSource, OutboxControl, Row, Writes
@@ -65,9 +65,12 @@ STEP_STATUSES = tuple(s.value for s in StepStatus)
 
 
 class AdminService:
-    def __init__(self, writer: Writes, outbox: OutboxControl, mappings: MappingSource,
-                 metrics: Metrics, health: Sequence[HealthSource]) -> None:
+    def __init__(self, writer: Writes, open_reader: Callable[[], Awaitable[q.AdminReader]],
+                 outbox: OutboxControl, mappings: MappingSource, metrics: Metrics,
+                 health: Sequence[HealthSource]) -> None:
+        """``open_reader`` opens the read-only connection of the console and the REST API."""
         self.writer = writer
+        self.open_reader = open_reader
         self.outbox_control = outbox
         self.mapping_source = mappings
         self.metrics = metrics
@@ -75,7 +78,7 @@ class AdminService:
         self._reader: q.AdminReader | None = None
 
     async def open(self) -> None:
-        self._reader = await q.AdminReader.open(self.writer.path)
+        self._reader = await self.open_reader()
 
     async def close(self) -> None:
         if self._reader is not None:

@@ -13,10 +13,9 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -101,7 +100,8 @@ def latin1_name(pn: str) -> str:
 
 
 class DicomServer:
-    def __init__(self, db_path: str | Path, *, ae_title: str, host: str, port: int,
+    def __init__(self, worklist_reader: Callable[[], WorklistReader], *, ae_title: str,
+                 host: str, port: int,
                  max_associations: int = 128, calling_aes: list[str] | None = None,
                  options: WorklistOptions | None = None, fast_path: bool = True,
                  ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
@@ -115,7 +115,7 @@ class DicomServer:
                  metrics: Metrics | None = None) -> None:
         """``mpps`` serves MPPS, ``archive_reports`` storage commitment reports and IAN
         (each context is offered only when given)."""
-        self.db_path = Path(db_path)
+        self.worklist_reader = worklist_reader
         self.ae_title, self.host, self.port = ae_title, host, port
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
@@ -205,7 +205,7 @@ class DicomServer:
         """This association thread's worklist reader (opened on its first query)."""
         reader: WorklistReader | None = getattr(self._local, "reader", None)
         if reader is None:
-            reader = WorklistReader(self.db_path)
+            reader = self.worklist_reader()
             self._local.reader = reader
         return reader
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from broker.config import DatabaseSettings, RetentionSettings
+from broker.store.admin_queries import AdminReader
 from broker.store.db import connect, read_errors
 from broker.store.dry_run import DryRunWriter
 from broker.store.outbox_reader import OutboxReader
 from broker.store.purger import Purger
 from broker.store.repo import OutboxRow, outbox_entries
+from broker.store.worklist_query import WorklistReader
 from broker.store.writer import Writer
 
 
@@ -34,6 +36,14 @@ class Store:
 
     async def outbox_reader(self) -> OutboxReader:
         return await OutboxReader.open(self.path, self.settings.busy_timeout_ms)
+
+    def worklist_reader(self) -> WorklistReader:
+        """A worklist reader for one thread (each DICOM association opens its own)."""
+        return WorklistReader(self.path, self.settings.busy_timeout_ms)
+
+    async def admin_reader(self) -> AdminReader:
+        """The admin side's read-only connection."""
+        return await AdminReader.open(self.path, self.settings.busy_timeout_ms)
 
     def outbox_entries(self, state: str = "", limit: int = 100) -> list[OutboxRow]:
         """The newest outbox entries (in ``state``, when one is given), read-only."""

@@ -9,10 +9,11 @@ import pytest
 
 from broker.dicom.client import QueryFailed, WorklistClient, build_query, query_keys
 from broker.dicom.server import DicomServer
+from broker.store.worklist_query import WorklistReader
 
 
 def server(db: Path, **kwargs: object) -> DicomServer:
-    s = DicomServer(db, ae_title="MWLBROKER", host="127.0.0.1", port=0,
+    s = DicomServer(lambda: WorklistReader(db), ae_title="MWLBROKER", host="127.0.0.1", port=0,
                     **kwargs)  # type: ignore[arg-type]
     s.start()
     return s
