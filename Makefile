@@ -36,7 +36,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/mpps.py
 	$(BIN)/python benchmarks/crash.py
 	$(BIN)/python benchmarks/load.py
-	$(BIN)/python benchmarks/closure.py
+	$(BIN)/python benchmarks/completion.py
 	$(BIN)/python benchmarks/footprint.py
 	$(BIN)/python benchmarks/dimse_memory.py
 	$(BIN)/python benchmarks/report.py
@@ -48,7 +48,7 @@ bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/mpps.py --quick
 	$(BIN)/python benchmarks/crash.py --quick
 	$(BIN)/python benchmarks/load.py --quick
-	$(BIN)/python benchmarks/closure.py --quick
+	$(BIN)/python benchmarks/completion.py --quick
 	$(BIN)/python benchmarks/footprint.py --quick
 	$(BIN)/python benchmarks/dimse_memory.py --quick
 	$(BIN)/python benchmarks/report.py --quick

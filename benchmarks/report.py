@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ("hl7_ingest", "mwl_query", "cfind_dos", "mpps", "closure", "footprint", "load",
+ORDER = ("hl7_ingest", "mwl_query", "cfind_dos", "mpps", "completion", "footprint", "load",
          "crash", "fuzz_live")
 
 

@@ -50,7 +50,7 @@ def archive(tmp_path: Path, dicom_port: int) -> Iterator[OrthancArchive]:
         yield orthanc
 
 
-def closure_settings(tmp_path: Path, ris: Ris, archive: OrthancArchive, dicom_port: int,
+def completion_settings(tmp_path: Path, ris: Ris, archive: OrthancArchive, dicom_port: int,
                      **completion: object) -> Settings:
     settings = make_settings(tmp_path)
     settings.dicom.port = dicom_port
@@ -118,7 +118,7 @@ async def ordered(broker: Broker, n: int) -> str:
 
 async def test_the_whole_loop_with_orthanc(tmp_path: Path, ris: Ris, archive: OrthancArchive,
                                            dicom_port: int) -> None:
-    broker = Broker(closure_settings(tmp_path, ris, archive, dicom_port))
+    broker = Broker(completion_settings(tmp_path, ris, archive, dicom_port))
     await broker.start()
     try:
         accession = await ordered(broker, 1)
@@ -173,7 +173,7 @@ async def test_the_whole_loop_with_orthanc(tmp_path: Path, ris: Ris, archive: Or
 
 async def test_an_instance_missing_from_orthanc_sends_the_failure_notice(
         tmp_path: Path, ris: Ris, archive: OrthancArchive, dicom_port: int) -> None:
-    broker = Broker(closure_settings(tmp_path, ris, archive, dicom_port))
+    broker = Broker(completion_settings(tmp_path, ris, archive, dicom_port))
     await broker.start()
     try:
         accession = await ordered(broker, 2)
@@ -196,7 +196,7 @@ async def test_an_instance_missing_from_orthanc_sends_the_failure_notice(
 
 async def test_timeout_sends_a_partial_notice(tmp_path: Path, ris: Ris,
                                               archive: OrthancArchive, dicom_port: int) -> None:
-    broker = Broker(closure_settings(tmp_path, ris, archive, dicom_port, timeout=2))
+    broker = Broker(completion_settings(tmp_path, ris, archive, dicom_port, timeout=2))
     await broker.start()
     try:
         accession = await ordered(broker, 3)
@@ -215,7 +215,7 @@ async def test_timeout_sends_a_partial_notice(tmp_path: Path, ris: Ris,
 async def test_report_problem_on_timeout_sends_nothing(tmp_path: Path, ris: Ris,
                                                        archive: OrthancArchive,
                                                        dicom_port: int) -> None:
-    broker = Broker(closure_settings(tmp_path, ris, archive, dicom_port, timeout=1,
+    broker = Broker(completion_settings(tmp_path, ris, archive, dicom_port, timeout=1,
                                      on_timeout="report_problem"))
     await broker.start()
     try:
@@ -232,7 +232,7 @@ async def test_report_problem_on_timeout_sends_nothing(tmp_path: Path, ris: Ris,
 @pytest.mark.parametrize("point", ["commitment_queued", "report_pending", "ian_partial"])
 async def test_restart_at_each_waiting_point_loses_nothing_and_sends_once(
         tmp_path: Path, ris: Ris, archive: OrthancArchive, dicom_port: int, point: str) -> None:
-    settings = closure_settings(tmp_path, ris, archive, dicom_port)
+    settings = completion_settings(tmp_path, ris, archive, dicom_port)
     if point == "commitment_queued":
         settings.storage_commitment.delay = 3.0  # the broker stops before it asks
     if point == "report_pending":  # Orthanc accepts the request but cannot report back

@@ -247,7 +247,7 @@ async def ris() -> AsyncIterator[Ris]:
     await r.stop()
 
 
-def closure_settings(tmp_path: Path, ris: Ris, archive_port: int, **storage: Any) -> Settings:
+def completion_settings(tmp_path: Path, ris: Ris, archive_port: int, **storage: Any) -> Settings:
     settings = make_settings(tmp_path)
     settings.admin.enabled = False
     settings.outbound.destinations = [DestinationSettings("ris", "127.0.0.1", ris.port, 2.0)]
@@ -453,7 +453,7 @@ async def test_report_on_the_same_association_then_ian_sends_one_notice(
         tmp_path: Path, ris: Ris) -> None:
     port = free_port()
     with Archive(port) as archive:
-        broker = await started(closure_settings(tmp_path, ris, port))
+        broker = await started(completion_settings(tmp_path, ris, port))
         try:
             dicom = broker.dicom.bound_port
             uids = instance_uids(1)
@@ -494,7 +494,7 @@ async def test_archive_refusing_the_request_sends_the_failure_notice(
         tmp_path: Path, ris: Ris) -> None:
     port = free_port()
     with Archive(port, status=0x0110) as archive:
-        broker = await started(closure_settings(tmp_path, ris, port))
+        broker = await started(completion_settings(tmp_path, ris, port))
         try:
             uids = instance_uids(1)
             await asyncio.to_thread(perform, broker.dicom.bound_port, in_progress(1),
@@ -519,7 +519,7 @@ async def test_archive_refusing_the_request_sends_the_failure_notice(
 async def test_unreachable_archive_is_retried_until_it_answers(tmp_path: Path,
                                                                ris: Ris) -> None:
     port = free_port()
-    broker = await started(closure_settings(tmp_path, ris, port))
+    broker = await started(completion_settings(tmp_path, ris, port))
     try:
         uids = instance_uids(1)
         await asyncio.to_thread(perform, broker.dicom.bound_port, in_progress(1),
@@ -543,7 +543,7 @@ async def test_no_report_times_out_with_a_partial_notice_and_a_late_report_sends
         tmp_path: Path, ris: Ris) -> None:
     port = free_port()
     with Archive(port, report=False) as archive:
-        broker = await started(closure_settings(tmp_path, ris, port, report_timeout=1.0,
+        broker = await started(completion_settings(tmp_path, ris, port, report_timeout=1.0,
                                                 same_association_wait=0.1))
         try:
             dicom = broker.dicom.bound_port
@@ -575,7 +575,7 @@ async def test_failures_reported_on_a_new_association_are_kept_per_instance(
         tmp_path: Path, ris: Ris) -> None:
     port = free_port()
     with Archive(port, report=False) as archive:
-        broker = await started(closure_settings(tmp_path, ris, port,
+        broker = await started(completion_settings(tmp_path, ris, port,
                                                 same_association_wait=0.1))
         try:
             dicom = broker.dicom.bound_port
@@ -604,7 +604,7 @@ async def test_unscheduled_mpps_is_committed_but_no_notice_is_sent(tmp_path: Pat
                                                                    ris: Ris) -> None:
     port = free_port()
     with Archive(port) as archive:
-        broker = await started(closure_settings(tmp_path, ris, port), orders=())
+        broker = await started(completion_settings(tmp_path, ris, port), orders=())
         try:
             uids = instance_uids(9)
             await asyncio.to_thread(perform, broker.dicom.bound_port,

@@ -3,8 +3,8 @@ notice at the RIS, over N procedures played by the modality simulator (worklist 
 IN PROGRESS, 2 images C-STOREd into Orthanc, IAN, MPPS COMPLETED); the broker asks Orthanc to
 commit the images and Orthanc reports back on a new association.
 
-    python benchmarks/closure.py            # 50 procedures
-    python benchmarks/closure.py --quick    # 10 procedures (CI)
+    python benchmarks/completion.py            # 50 procedures
+    python benchmarks/completion.py --quick    # 10 procedures (CI)
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main(quick: bool) -> int:
              "reported"),
             ("completion notices received / procedures", f"{len(latencies)} / {procedures}",
              "all"), ("simulator failures", str(len(failures)), "0")]
-    write_results("closure_quick" if quick else "closure", results, rows)
+    write_results("completion_quick" if quick else "completion", results, rows)
     return 1 if failures or len(latencies) < procedures else 0
 
 
