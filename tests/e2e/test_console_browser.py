@@ -32,7 +32,11 @@ from tests.support.samples import order
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-TODAY = datetime.date.today().strftime("%Y%m%d")
+
+
+def today() -> str:
+    """Today's date as the broker sees it now (not at import: a run may cross midnight)."""
+    return datetime.date.today().strftime("%Y%m%d")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -122,7 +126,7 @@ def test_order_history_and_dead_letter_retry_in_the_console(tmp_path: Path,
         try:
             wait_for_port(proc.admin_port, proc=proc.proc)
             base = f"http://127.0.0.1:{proc.admin_port}"
-            acks = asyncio.run(send(proc.port, order(1, start=f"{TODAY}0930",
+            acks = asyncio.run(send(proc.port, order(1, start=f"{today()}0930",
                                                      station="CT01").encode()))
             assert msa(acks[0])[1] == "AA"
 

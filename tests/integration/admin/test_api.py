@@ -24,12 +24,15 @@ from tests.support.mpps import perform
 from tests.support.ris import Ris
 from tests.support.samples import order
 
-TODAY = datetime.date.today().strftime("%Y%m%d")
+
+def today() -> str:
+    """Today's date as the broker sees it now (not at import: a run may cross midnight)."""
+    return datetime.date.today().strftime("%Y%m%d")
 STUDY = "1.2.826.0.1.3680043.8.498.2"  # order(1)'s Study Instance UID
 
 
 def todays_order(n: int) -> bytes:
-    return order(n, start=f"{TODAY}0930", station="CT01").encode()
+    return order(n, start=f"{today()}0930", station="CT01").encode()
 
 
 @pytest.fixture
@@ -108,7 +111,7 @@ async def test_worklist_history_and_message_log(broker: Broker, admin: Admin) ->
     assert [msa(a)[1] for a in acks] == ["AA", "AA"]
 
     day = await admin.get("/api/worklist?date=today")
-    assert day["filter"]["date"] == TODAY and day["count"] == 2
+    assert day["filter"]["date"] == today() and day["count"] == 2
     first = day["items"][0]
     assert (first["patient_id"], first["accession"], first["stations"], first["status"],
             first["start_time"]) == ("P0000001", "A0000001", ["CT01"], "SCHEDULED", "0930")
@@ -184,7 +187,7 @@ def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 def worklist_query(port: int) -> int:
     with WorklistClient("127.0.0.1", port, calling="CT01", timeout=10) as client:
-        return len(client.find(build_query(query_keys(station="CT01", date=TODAY))).matches)
+        return len(client.find(build_query(query_keys(station="CT01", date=today()))).matches)
 
 
 async def test_metrics_move_when_traffic_flows(broker: Broker, admin: Admin, ris: Ris) -> None:
@@ -311,7 +314,7 @@ def test_non_loopback_address_without_token_is_refused(tmp_path: Path) -> None:
 
 
 async def test_console_pages_render_escaped(broker: Broker, admin: Admin) -> None:
-    evil = order(3, start=f"{TODAY}1100", station="CT01", patient_name="<b>EVIL</b>^X").encode()
+    evil = order(3, start=f"{today()}1100", station="CT01", patient_name="<b>EVIL</b>^X").encode()
     assert msa((await send(broker.mllp.bound_port, evil))[0])[1] == "AA"
     html_pages = {
         "/worklist": ["Worklist of", "&lt;b&gt;EVIL&lt;/b&gt;^X", "11:00"],
