@@ -15,6 +15,14 @@ DUE_SQL = (
     " AND f.destination = o.destination AND f.state = 'pending')"
     " AND next_attempt_at <= ? {lane} ORDER BY id LIMIT ?")
 
+#: when due() can next return something: the earliest attempt time among the first pending
+#: message of each order (a later message of an order waits for the earlier one, so its own
+#: time must not wake the lane: that woke it at once, over and over, while the first backed off)
+NEXT_DUE_SQL = (
+    "SELECT MIN(next_attempt_at) FROM outbox o WHERE state = 'pending' AND id = ("
+    " SELECT MIN(id) FROM outbox f WHERE f.order_key = o.order_key"
+    " AND f.destination = o.destination AND f.state = 'pending') {lane}")
+
 
 def _lane(destination: str | None, others: tuple[str, ...]) -> tuple[str, list[str]]:
     """The SQL condition for one destination, or (None) for every destination not in
@@ -59,7 +67,5 @@ class OutboxReader:
                           others: tuple[str, ...] = ()) -> float | None:
         lane, args = _lane(destination, others)
         with read_errors():
-            rows = list(await self._conn.execute_fetchall(
-                "SELECT MIN(next_attempt_at) FROM outbox o WHERE state = 'pending' " + lane,
-                args))
+            rows = list(await self._conn.execute_fetchall(NEXT_DUE_SQL.format(lane=lane), args))
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
