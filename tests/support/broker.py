@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,19 @@ def make_settings(folder: Path, **mllp: Any) -> Settings:
     for key, value in mllp.items():
         setattr(settings.mllp, key, value)
     return settings
+
+
+def scraped_rejections(broker: BrokerProcess, listener: str, reason: str) -> float:
+    """The running ``serve`` process's count of refusals by ``listener`` for ``reason``,
+    read from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics",
+                                timeout=5) as answer:
+        text = answer.read().decode()
+    for line in text.splitlines():
+        if line.startswith("mwl_rejections_total{") and f'reason="{reason}"' in line \
+                and f'listener="{listener}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def rejections(broker: Broker, listener: str, reason: str) -> float:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import select
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from benchmarks import dicom_wire
 from broker.dicom.pynetdicom_patches.message_bound import DEFAULT_MAX_MESSAGE_BYTES
-from tests.support.broker import BrokerProcess
+from tests.support.broker import BrokerProcess, scraped_rejections
 from tests.support.dicom_wire import (
     MWL,
     OTHER,
@@ -32,17 +31,6 @@ from tests.support.dicom_wire import (
     still_open,
     stream_fragments,
 )
-
-
-def rejections(broker: BrokerProcess, reason: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics",
-                                timeout=5) as answer:
-        text = answer.read().decode()
-    for line in text.splitlines():
-        if line.startswith("mwl_rejections_total{") and f'reason="{reason}"' in line \
-                and 'listener="dicom"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 @pytest.fixture(params=["fast_path", "stock"])
@@ -73,7 +61,7 @@ def test_a_message_streamed_in_fragments_stops_at_the_bound(
     peak = memory_kib(pid, "VmHWM")
     assert (peak - before) * 1024 < 8 * limit, f"RSS {before} KiB grew to a peak of {peak} KiB"
     assert find(port) == 0x0000
-    assert rejections(default_broker, "message_too_large") == 1
+    assert scraped_rejections(default_broker, "dicom", "message_too_large") == 1
     log = default_broker.log_text()
     assert "dicom_message_too_large" in log and "calling_ae=STREAMER" in log
     assert f"limit={limit}" in log
@@ -87,7 +75,7 @@ def test_a_message_under_the_bound_is_answered(default_broker: BrokerProcess) ->
         for message_id in range(1, 4):
             sock.sendall(dicom_wire.c_find(message_id, MWL, identifier))
             assert final_status(sock) == 0x0000
-    assert rejections(default_broker, "message_too_large") == 0
+    assert scraped_rejections(default_broker, "dicom", "message_too_large") == 0
 
 
 @pytest.fixture
@@ -123,7 +111,7 @@ def test_one_address_holds_at_most_its_cap(capped: BrokerProcess) -> None:
                 time.sleep(0.1)
         else:
             raise AssertionError("the slot of a closed connection was not given back")
-    assert rejections(capped, "per_address_cap") >= 1
+    assert scraped_rejections(capped, "dicom", "per_address_cap") >= 1
     assert "dicom.max_associations_per_address 4" in capped.log_text()
 
 
@@ -141,7 +129,7 @@ def test_a_bare_connection_is_closed_at_the_negotiation_deadline(
         quick_deadline: BrokerProcess) -> None:
     with connect_from(OTHER, quick_deadline.dicom_port) as sock:
         assert closed_by_peer(sock, 30.0)
-    assert rejections(quick_deadline, "negotiation_timeout") >= 1
+    assert scraped_rejections(quick_deadline, "dicom", "negotiation_timeout") >= 1
     assert echo(quick_deadline.dicom_port) == 0
 
 
@@ -164,4 +152,4 @@ def test_a_trickled_associate_request_is_cut_at_the_deadline(
                 break
         assert closed, "the broker read the whole trickled request without cutting it"
     assert echo(port) == 0
-    assert rejections(quick_deadline, "negotiation_timeout") >= 1
+    assert scraped_rejections(quick_deadline, "dicom", "negotiation_timeout") >= 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from broker.hl7.mllp import Frame, Framer, frame
-from tests.support.broker import BrokerProcess
+from tests.support.broker import BrokerProcess, scraped_rejections
 from tests.support.db import Db
 from tests.support.samples import order
 
@@ -61,17 +60,6 @@ def msa_code(ack: bytes) -> str:
     return line.split("|")[1]
 
 
-def rejections(broker: BrokerProcess, reason: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics",
-                                timeout=5) as answer:
-        text = answer.read().decode()
-    for line in text.splitlines():
-        if line.startswith("mwl_rejections_total{") and f'reason="{reason}"' in line \
-                and 'listener="mllp"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 @pytest.fixture
 def capped(tmp_path: Path) -> Iterator[BrokerProcess]:
     # a listener with room for 22 connections: today 25 idle sockets from one address fill it
@@ -93,7 +81,7 @@ def test_idle_sockets_from_one_address_stop_at_its_cap(capped: BrokerProcess) ->
         assert msa_code(exchange(capped.port, order(1).encode())) == "AA"
         assert not any(closed_by_peer(s, 0.05) for s in kept)
     assert Db(capped.db).query("SELECT COUNT(*) FROM message_log")[0][0] == 1
-    assert rejections(capped, "per_address_cap") == 5
+    assert scraped_rejections(capped, "mllp", "per_address_cap") == 5
     log = capped.log_text()
     assert log.count("event=mllp_connection_refused") == 5
     assert f'reason="mllp.max_connections_per_address 20 reached by {OTHER}"' in log
@@ -129,7 +117,7 @@ def test_a_trickling_frame_is_closed_at_the_frame_timeout(capped: BrokerProcess)
     assert served == "AA"
     db = Db(capped.db)
     assert db.query("SELECT control_id FROM message_log") == [("MSG00000003",)]
-    assert rejections(capped, "frame_timeout") == 1
+    assert scraped_rejections(capped, "mllp", "frame_timeout") == 1
     log = capped.log_text()
     assert "event=mllp_frame_timeout" in log and "seconds=1.0" in log
     # the idle timeout (300 s) did not fire: the deadline is per frame
