@@ -72,6 +72,8 @@ class BrokerProcess:
         try:
             wait_for_port(self.port, proc=self.proc)
             wait_for_port(self.dicom_port, proc=self.proc)
+            if "admin.enabled=false" not in self.options:  # the console starts last
+                wait_for_port(self.admin_port, proc=self.proc)
         except Exception:
             self.kill()
             raise RuntimeError(f"broker did not start:\n{self.log.read_text()}") from None
