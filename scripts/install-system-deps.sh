@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use as real peers: DCMTK (findscu, echoscu,
 # storescu, wlmscpfs), Orthanc, and headless Chromium with its WebDriver (the admin console's
-# browser tests), and systemd for `systemd-analyze verify` of the unit file. Services are not
-# started by the install: tests start their own instances on loopback ports.
+# browser tests), systemd for `systemd-analyze verify` of the unit file, PostgreSQL (the second
+# store backend: tests run initdb/pg_ctl themselves in temporary folders) and HAProxy (in front of
+# several brokers in the HA tests). Services are not started by the install (policy-rc.d refuses
+# them): tests start their own instances on loopback ports. Installs only what is missing.
 set -euo pipefail
-packages=(dcmtk orthanc chromium chromium-driver systemd)
+packages=(dcmtk orthanc chromium chromium-driver systemd postgresql haproxy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
