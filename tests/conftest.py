@@ -1,7 +1,10 @@
-"""Shared fixtures: real broker processes and in-process brokers on loopback ports."""
+"""Shared fixtures: real broker processes and in-process brokers on loopback ports, a
+throwaway PostgreSQL cluster with a fresh database per test."""
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from broker.app import Broker  # noqa: E402
 from broker.dicom import pynetdicom_patches  # noqa: E402
 from tests.support import broker as support_broker  # noqa: E402
 from tests.support.broker import BrokerProcess, make_settings  # noqa: E402
+from tests.support.postgres import PostgresCluster  # noqa: E402
 
 #: the main DICOM tests, run with dicom.fast_path on ("fast") and off ("stock")
 BOTH_DICOM_PATHS = ("tests/integration/worklist/test_mwl_scp.py",
@@ -62,3 +66,28 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
         yield b
     finally:
         await b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL server for the session, started by the first test that asks for it.
+    Tests that stop, restart or kill a server start a ``PostgresCluster`` of their own."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster, request: pytest.FixtureRequest
+                 ) -> Iterator[str]:
+    """The URL of a database of this test's own on the session's cluster (dropped after it,
+    with the sessions still connected to it)."""
+    if not postgres_cluster.running:  # a test stopped it after all: serve the next ones
+        postgres_cluster.start()
+    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40].strip("_")
+    name = f"t_{stem}_{secrets.token_hex(3)}"
+    url = postgres_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        if postgres_cluster.running:
+            postgres_cluster.drop_database(name)
