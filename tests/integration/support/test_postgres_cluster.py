@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -102,9 +103,12 @@ def test_settings_for_tests_and_durable() -> None:
                          " current_setting('max_connections'), current_setting('work_mem'),"
                          " current_setting('application_name')") == [
             ("off", "on", "200", "8MB", "it's mine")]
+        if Path("/dev/shm").is_dir():  # no fsync: in memory
+            assert fast.folder.parent == Path("/dev/shm")
     with PostgresCluster(durable=True) as durable:
         assert durable.psql("SELECT current_setting('fsync'), "
                             "current_setting('full_page_writes')") == [("on", "on")]
+        assert durable.folder.parent == Path(tempfile.gettempdir())
 
 
 def test_restart_immediate_keeps_committed_rows() -> None:
