@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from functools import partial
@@ -39,7 +40,6 @@ from broker.net.exposure import open_listeners
 from broker.net.tls import client_args, client_context, server_context
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
 from broker.store.factory import Store, open_store
-from broker.store.purger import Purger
 from broker.store.repo import OutboxRow
 from broker.workflow.completion import Completion, CompletionPolicy
 from broker.workflow.notify import StatusNotifier
@@ -56,7 +56,8 @@ class Broker:
         self.metrics = Metrics()
         self.mappings = MappingHolder(settings.mappings.directory)
         db = settings.database
-        self.store = open_store(db)
+        self.node = node_id(settings)
+        self.store = open_store(db, self.node)
         self.writer = self.store.writer
         self.ingestor = Ingestor(self.writer, self.mappings, settings.hl7, settings.mllp,
                                  metrics=self.metrics)
@@ -77,11 +78,11 @@ class Broker:
         self.archive_reports = ArchiveReports(self.completion)
         requests = _commitment_destinations(settings, self.archive_reports) + (
             _forward_destinations(settings))
-        self.outbox = OutboxWorker(db.path, self.writer, [*destinations, *requests],
-                                   backoff_base=o.backoff_base, backoff_max=o.backoff_max,
-                                   poll=o.poll, on_settled=self.completion.settled,
-                                   metrics=self.metrics)
-        self.purger = Purger(db.path, self.writer, settings.retention, db.busy_timeout_ms)
+        self.outbox = OutboxWorker(self.store.outbox_reader, self.writer,
+                                   [*destinations, *requests], backoff_base=o.backoff_base,
+                                   backoff_max=o.backoff_max, poll=o.poll,
+                                   on_settled=self.completion.settled, metrics=self.metrics)
+        self.purger = self.store.purger(settings.retention)
         d = settings.dicom
         mpps = MppsIn(self.writer, notify=notifier, final=self.completion.mpps_final,
                       forward_to=[f.name for f in d.mpps_forward],
@@ -118,6 +119,7 @@ class Broker:
         self._loop = asyncio.get_running_loop()
         async with contextlib.AsyncExitStack() as stack:
             await asyncio.to_thread(self.writer.start)
+            stack.push_async_callback(asyncio.to_thread, self.store.close)
             stack.push_async_callback(asyncio.to_thread, self.writer.stop)
             await self.completion.start()
             stack.push_async_callback(self.completion.stop)
@@ -139,7 +141,7 @@ class Broker:
         for exposed in open_listeners(self.settings):
             event(log, "listener_open_to_all", logging.WARNING, listener=exposed.listener,
                   host=exposed.host, port=exposed.port, restrict_with=exposed.restrict)
-        event(log, "broker_ready", database=str(self.writer.path),
+        event(log, "broker_ready", node=self.node, database=self.store.description,
               mllp_port=self.mllp.bound_port, dicom_port=self.dicom.bound_port,
               seconds=round(time.perf_counter() - started, 3))
 
@@ -166,6 +168,11 @@ class Broker:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
             await self.stop()
+
+
+def node_id(settings: Settings) -> str:
+    """This instance's name: ``node.id``, else the host name and the MLLP port."""
+    return settings.node.id or f"{socket.gethostname()}:{settings.mllp.port}"
 
 
 def _mllp_server(settings: Settings, handler: Hl7Handler, oversize: OversizeHandler,

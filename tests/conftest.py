@@ -3,6 +3,7 @@ throwaway PostgreSQL cluster with a fresh database per test."""
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -91,3 +92,35 @@ def postgres_url(postgres_cluster: PostgresCluster, request: pytest.FixtureReque
     finally:
         if postgres_cluster.running:
             postgres_cluster.drop_database(name)
+
+
+#: ``MWL_TEST_BACKEND=postgresql``: every integration and end-to-end test runs its brokers
+#: on a database of its own on the session's PostgreSQL (through MWL_DATABASE_URL, which
+#: every broker, in process or not, takes as its database.url); SQLite otherwise
+BACKEND = os.environ.get("MWL_TEST_BACKEND", "sqlite")
+ON_POSTGRES = BACKEND == "postgresql"
+DATABASE_TESTS = ("tests/integration/", "tests/e2e/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not ON_POSTGRES:
+        return
+    skip = pytest.mark.skip(reason="SQLite only (MWL_TEST_BACKEND=postgresql)")
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def database_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+                     ) -> Iterator[str]:
+    """The backend this test's brokers use (a fresh PostgreSQL database per test)."""
+    path = Path(str(request.node.path)).resolve().relative_to(ROOT).as_posix()
+    if not ON_POSTGRES or not path.startswith(DATABASE_TESTS) \
+            or request.node.get_closest_marker("sqlite_only"):
+        monkeypatch.delenv("MWL_DATABASE_URL", raising=False)
+        yield "sqlite"
+        return
+    url = request.getfixturevalue("postgres_url")
+    monkeypatch.setenv("MWL_DATABASE_URL", url)
+    yield "postgresql"

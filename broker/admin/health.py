@@ -34,6 +34,5 @@ def outbox(worker: OutboxStatus) -> Row:
 
 
 def writer(store: WriterStatus) -> Row:
-    return {"name": "writer", "up": store.alive, "address": str(store.path),
-            "detail": {"commits": store.commits, "jobs": store.jobs, "syncs": store.syncs,
-                       "checkpoints": store.checkpoints}}
+    return {"name": "writer", "up": store.alive, "address": store.description,
+            "detail": store.status()}

@@ -36,7 +36,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     db = settings.database
-    if not Path(db.path).exists():
+    if not db.url and not Path(db.path).exists():
         print(f"mwl-broker purge: database {db.path} does not exist (check database.path)",
               file=sys.stderr)
         return 2
@@ -53,7 +53,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         expired = purger.expired()
         for table, count in expired.items():
             print(f"{table:<20} {count} would be deleted")
-        print(f"# {sum(expired.values())} row(s) would be deleted from {db.path}")
+        print(f"# {sum(expired.values())} row(s) would be deleted from {store.description}")
         return 0
     writer.start()
     try:
@@ -65,14 +65,19 @@ def cmd_purge(args: argparse.Namespace) -> int:
         writer.stop()
     for table, count in removed.items():
         print(f"{table:<20} {count} deleted")
-    print(f"# {sum(removed.values())} row(s) deleted from {db.path}")
+    print(f"# {sum(removed.values())} row(s) deleted from {store.description}")
     return 0
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from broker.store.backup import BackupError, backup
+    from broker.store.sqlite.backup import BackupError, backup
 
     db = settings_of(args).database
+    if db.url:
+        print("mwl-broker backup: the database is PostgreSQL (database.url): back it up with"
+              " pg_dump or the site's PostgreSQL backup (docs/high-availability.md)",
+              file=sys.stderr)
+        return 2
     try:
         result = backup(db.path, args.file, force=args.force,
                         busy_timeout_ms=db.busy_timeout_ms)

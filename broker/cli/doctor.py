@@ -16,9 +16,9 @@ from broker.cli.port_owner import port_owner
 from broker.config import ConfigError, Settings
 from broker.config.checks import check
 from broker.net.exposure import open_listeners
-from broker.store.db import SYNCHRONOUS
-from broker.store.health import UnreadableDatabase, inspect
 from broker.store.schema import MIGRATIONS
+from broker.store.sqlite.connection import SYNCHRONOUS
+from broker.store.sqlite.health import UnreadableDatabase, inspect
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIB = 1 << 20

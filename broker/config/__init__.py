@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +31,22 @@ class DatabaseSettings:
     busy_timeout_ms: int = 5000
     max_batch: int = 64
     writer_poll_ms: float = 0.5
+    #: ``postgresql://user@host:port/dbname``: PostgreSQL instead of the SQLite file at path
+    #: (default: the environment variable MWL_DATABASE_URL, e.g. from a systemd
+    #: EnvironmentFile, so that no password sits in the settings file)
+    url: str = field(default_factory=lambda: os.environ.get("MWL_DATABASE_URL", ""))
+    #: PostgreSQL connections kept for worklist queries and other reads
+    pool_size: int = 8
+    #: seconds to wait for PostgreSQL to accept a connection
+    connect_timeout: float = 5.0
+
+
+@dataclass
+class NodeSettings:
+    """This instance among several sharing one database."""
+
+    #: empty: the host name and the MLLP port
+    id: str = ""
 
 
 @dataclass
@@ -255,6 +272,7 @@ class LoggingSettings:
 @dataclass
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
     mllp: MllpSettings = field(default_factory=MllpSettings)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
     dicom: DicomSettings = field(default_factory=DicomSettings)

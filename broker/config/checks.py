@@ -11,6 +11,16 @@ from broker.config import ConfigError, DicomSettings, Settings, is_loopback
 DICOM_CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
 
 
+def _safe_url(url: str) -> str:
+    """A database URL without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
 def check(settings: Settings, where: str = "settings") -> None:
     """Values that are well typed but not usable (unknown character sets …)."""
     import codecs
@@ -21,6 +31,12 @@ def check(settings: Settings, where: str = "settings") -> None:
     for name in sorted({n for n in lanes if lanes.count(n) > 1}):
         raise ConfigError(f"{where}: destination name {name!r} is used more than once (outbound."
                           "destinations, dicom.mpps_forward, storage_commitment.name)")
+    url = settings.database.url
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{where}: database.url {_safe_url(url)!r} must start with "
+                          "postgresql:// (or be empty for the SQLite file database.path)")
+    if settings.database.pool_size < 1:
+        raise ConfigError(f"{where}: database.pool_size must be at least 1")
     for forward in settings.dicom.mpps_forward:
         if not forward.ae_title:
             raise ConfigError(f"{where}: dicom.mpps_forward {forward.name!r} needs an ae_title")

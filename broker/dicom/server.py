@@ -61,7 +61,7 @@ from broker.logs import event, without_values
 from broker.net.allow import AddressAllowList
 from broker.net.peer_limits import PerAddressLimit
 from broker.store.errors import StoreError
-from broker.store.worklist_query import WorklistReader
+from broker.store.ports import WorklistReader
 
 if TYPE_CHECKING:
     from broker.flows.mpps_in import MppsIn

@@ -24,9 +24,9 @@ from broker.model.instances import Instance
 from broker.model.ports import Queued
 from broker.store.completion import CompletionRepo
 from broker.store.errors import StoreError
+from broker.store.ports import Writer
 from broker.store.repo import OutboxRow
 from broker.store.unit_of_work import Job, UnitOfWork
-from broker.store.writer import Writer
 from broker.workflow.completion import ACTION_TYPE, Completion
 
 log = logging.getLogger("broker.completion")

@@ -21,7 +21,7 @@ from broker.net.allow import SenderAllowList, host_of
 from broker.store.errors import Conflict, StoreError
 from broker.store.messages import MessageRecord
 from broker.store.unit_of_work import JobRunner, UnitOfWork
-from broker.workflow.orders import apply
+from broker.workflow.orders import apply, lock_keys
 
 if TYPE_CHECKING:
     from broker.metrics import Metrics
@@ -184,6 +184,10 @@ class Ingestor:
         message as rejected in a job of its own.
         """
         uow = uow.at(record.received_at)
+        # brokers sharing one database: one of them claims a control ID at a time, and the
+        # events of one patient, order or study are applied in turn
+        uow.lock(f"hl7:{record.sender_application}|{record.sender_facility}|"
+                 f"{record.control_id}", *lock_keys(events))
         log_ = uow.messages
         if rejection is None and record.control_id:
             accepted = log_.accepted_message(record.sender_application, record.sender_facility,

@@ -19,10 +19,11 @@ from broker.logs import event
 from broker.model.errors import DomainError, ErrorKind
 from broker.model.ports import Final, Notify, Queued
 from broker.store.errors import StoreError
+from broker.store.ports import Writer
 from broker.store.unit_of_work import Job, UnitOfWork
-from broker.store.writer import Writer
 from broker.workflow import mpps
 from broker.workflow.mpps import FINAL_PPS, Outcome
+from broker.workflow.orders import study_lock
 
 log = logging.getLogger("broker.dicom")
 
@@ -52,6 +53,9 @@ class MppsIn:
         summary = checks.summary(dataset, uid)
 
         def job(uow: UnitOfWork) -> Outcome:
+            # brokers sharing one database: one request per MPPS at a time, in turn with the
+            # orders of the studies it references
+            uow.lock(f"mpps:{uid}", *[study_lock(r.study_uid) for r in refs if r.study_uid])
             outcome = mpps.create(uow.mpps, uid, status, dataset, calling_ae, refs,
                                   self.match_accession)
             if not outcome.replayed:
@@ -65,6 +69,7 @@ class MppsIn:
         merge = checks.merger(modifications, uid)
 
         def job(uow: UnitOfWork) -> Outcome:
+            uow.lock(f"mpps:{uid}", *[study_lock(s) for s in uow.mpps.studies_of(uid)])
             outcome, summary = mpps.update(uow.mpps, uid, merge)
             if outcome.replayed:
                 return outcome

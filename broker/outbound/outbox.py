@@ -15,7 +15,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broker.hl7.ack import ack_code_of
@@ -24,10 +23,9 @@ from broker.logs import event
 from broker.model.ports import Settled
 from broker.outbound.encoding import EncodingError, encode, with_charset
 from broker.store.errors import StoreError
-from broker.store.outbox_reader import OutboxReader
+from broker.store.ports import OpenOutboxReader, OutboxReader, Writer
 from broker.store.repo import OutboxRow
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 
 if TYPE_CHECKING:
     from broker.metrics import Metrics
@@ -61,13 +59,12 @@ class RequestDestination:
 
 
 class OutboxWorker:
-    def __init__(self, db_path: str | Path, writer: Writer,
+    def __init__(self, open_reader: OpenOutboxReader, writer: Writer,
                  destinations: Sequence[Destination | RequestDestination], *,
                  backoff_base: float = 1.0, backoff_max: float = 60.0,
                  poll: float = 1.0, on_settled: Settled | None = None,
                  batch_window: float = 0.005, metrics: Metrics | None = None) -> None:
-        self.db_path = db_path
-        self.busy_timeout_ms = writer.busy_timeout_ms
+        self.open_reader = open_reader
         self.writer = writer
         self.destinations = {d.name: d for d in destinations}
         self.on_settled = on_settled
@@ -95,7 +92,7 @@ class OutboxWorker:
     async def start(self) -> None:
         if not self.destinations:
             return
-        self._reader = await OutboxReader.open(self.db_path, self.busy_timeout_ms)
+        self._reader = await self.open_reader()
         for lane in [*self.destinations, None]:
             self._wakes[lane] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._run(lane), name=f"outbox-{lane}"))

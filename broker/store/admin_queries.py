@@ -1,44 +1,31 @@
-"""Reads of the admin console and REST API, on a read-only aiosqlite connection (its own
-thread: the event loop never waits for SQLite). Every result is plain JSON-ready data."""
+"""Reads of the admin console and REST API, on an asyncio read connection (the event loop
+never waits for the database). Every result is plain JSON-ready data."""
 
 from __future__ import annotations
 
 import codecs
 import json
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cache
 from typing import Any
 
-import aiosqlite
-
-from broker.store.db import read_errors
+from broker.store.connection import AsyncSql
+from broker.store.dialect import Dialect
 
 Row = dict[str, Any]
+Conn = AsyncSql
 
 #: tables of later migrations (storage commitment, IAN) that the history shows when present
 OPTIONAL_TABLES = ("commitments", "commitment_instances", "ian", "instance_availability",
                    "completions")
 
 
-async def open_admin_reader(path: str | Path, busy_timeout_ms: int = 5000
-                            ) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    await conn.execute_fetchall(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    return conn
+async def _rows(conn: Conn, sql: str, args: Any = ()) -> list[Row]:
+    return await conn.rows(sql, args)
 
 
-async def _rows(conn: aiosqlite.Connection, sql: str, args: Any = ()) -> list[Row]:
-    # one hop that runs the statement to its end: no statement stays open (with its old read
-    # snapshot) while another request reads on this connection
-    rows = await conn.execute_fetchall(sql, args)
-    return [dict(r) for r in rows]
-
-
-async def tables(conn: aiosqlite.Connection) -> set[str]:
-    rows = await _rows(conn, "SELECT name FROM sqlite_master WHERE type = 'table'")
-    return {r["name"] for r in rows}
+async def tables(conn: Conn, d: Dialect) -> set[str]:
+    return {r["name"] for r in await _rows(conn, d.tables())}
 
 
 # -- worklist --------------------------------------------------------------------------------
@@ -51,11 +38,13 @@ class WorklistFilter:
     limit: int = 500
 
 
-WORKLIST_SQL = """
+@cache
+def worklist_sql(d: Dialect) -> str:
+    return f"""
 SELECT s.id AS step_id, s.sps_id, s.status, s.modality, s.start_date, s.start_time,
        s.station_name, s.location,
-       json_extract(s.attrs, '$.ScheduledProcedureStepDescription') AS description,
-       (SELECT group_concat(st.station_aet, '\\') FROM step_stations st
+       {d.json_text("s.attrs", "ScheduledProcedureStepDescription")} AS description,
+       (SELECT {d.string_agg("st.station_aet", chr(92))} FROM step_stations st
          WHERE st.step_fk = s.id) AS stations,
        p.study_uid, p.accession, p.requested_procedure_id, p.priority,
        pt.patient_id, pt.issuer, pt.name AS patient_name, pt.birth_date, pt.sex
@@ -63,9 +52,9 @@ FROM steps s JOIN procedures p ON p.id = s.procedure_fk JOIN patients pt ON pt.i
 WHERE s.start_date = ?"""
 
 
-async def worklist(conn: aiosqlite.Connection, f: WorklistFilter) -> list[Row]:
+async def worklist(conn: Conn, f: WorklistFilter, d: Dialect) -> list[Row]:
     """The steps of one day, with their procedure and patient, by start time."""
-    sql, args = WORKLIST_SQL, [f.date]
+    sql, args = worklist_sql(d), [f.date]
     if f.status:
         sql += " AND s.status = ?"
         args.append(f.status)
@@ -74,7 +63,8 @@ async def worklist(conn: aiosqlite.Connection, f: WorklistFilter) -> list[Row]:
                 " AND st.station_aet = ?)")
         args.append(f.station)
     if f.text:
-        sql += (" AND (instr(lower(replace(pt.name, '^', ' ')), lower(?)) > 0"
+        name = "lower(replace(pt.name, '^', ' '))"
+        sql += (f" AND ({d.position('lower(?)', name)} > 0"
                 " OR pt.patient_id = ? OR p.accession = ?)")
         args += [f.text.replace("^", " "), f.text, f.text]
     rows = await _rows(conn, sql + " ORDER BY s.start_dt, s.id LIMIT ?", [*args, f.limit])
@@ -85,7 +75,7 @@ async def worklist(conn: aiosqlite.Connection, f: WorklistFilter) -> list[Row]:
 
 
 # -- a procedure's history -------------------------------------------------------------------
-async def procedure_history(conn: aiosqlite.Connection, key: str) -> list[Row]:
+async def procedure_history(conn: Conn, key: str, d: Dialect) -> list[Row]:
     """Everything known of the procedures whose Study Instance UID or accession is ``key``."""
     procedures = await _rows(conn, """
         SELECT p.id, p.study_uid, p.accession, p.requested_procedure_id, p.placer_order,
@@ -93,16 +83,16 @@ async def procedure_history(conn: aiosqlite.Connection, key: str) -> list[Row]:
                pt.patient_id, pt.issuer, pt.name AS patient_name, pt.birth_date, pt.sex
         FROM procedures p JOIN patients pt ON pt.id = p.patient_fk
         WHERE p.study_uid = ? OR p.accession = ? ORDER BY p.id LIMIT 20""", (key, key))
-    present = await tables(conn)
+    present = await tables(conn, d)
     for p in procedures:
         p["attrs"] = json.loads(p["attrs"])
-        p["steps"] = await _steps(conn, p["id"])
+        p["steps"] = await _steps(conn, p["id"], d)
         p["messages_in"] = await _rows(conn, """
             SELECT id, received_at, sender_application, sender_facility, control_id,
                    message_type, outcome, duplicate_of, error
             FROM message_log WHERE accession = ? ORDER BY id""",
             (p["accession"],)) if p["accession"] else []
-        p["mpps"] = await _mpps_of_procedure(conn, p["id"])
+        p["mpps"] = await _mpps_of_procedure(conn, p["id"], d)
         mpps_ids = [m["id"] for m in p["mpps"]]
         p.update(await _closing_rows(conn, present, p, mpps_ids))
         p["messages_out"] = await _rows(conn, """
@@ -112,11 +102,11 @@ async def procedure_history(conn: aiosqlite.Connection, key: str) -> list[Row]:
     return procedures
 
 
-async def _steps(conn: aiosqlite.Connection, procedure_fk: int) -> list[Row]:
-    rows = await _rows(conn, """
+async def _steps(conn: Conn, procedure_fk: int, d: Dialect) -> list[Row]:
+    rows = await _rows(conn, f"""
         SELECT s.id, s.sps_id, s.status, s.modality, s.start_date, s.start_time,
                s.station_name, s.location, s.attrs, s.created_at, s.updated_at,
-               (SELECT group_concat(st.station_aet, '\\') FROM step_stations st
+               (SELECT {d.string_agg("st.station_aet", chr(92))} FROM step_stations st
                  WHERE st.step_fk = s.id) AS stations
         FROM steps s WHERE s.procedure_fk = ? ORDER BY s.id""", (procedure_fk,))
     for r in rows:
@@ -125,11 +115,11 @@ async def _steps(conn: aiosqlite.Connection, procedure_fk: int) -> list[Row]:
     return rows
 
 
-async def _mpps_of_procedure(conn: aiosqlite.Connection, procedure_fk: int) -> list[Row]:
-    rows = await _rows(conn, """
+async def _mpps_of_procedure(conn: Conn, procedure_fk: int, d: Dialect) -> list[Row]:
+    rows = await _rows(conn, f"""
         SELECT m.id, m.sop_instance_uid, m.status, m.calling_ae, m.unscheduled, m.dataset,
                m.created_at, m.updated_at,
-               (SELECT group_concat(s2.sps_id, ', ') FROM mpps_steps ms2
+               (SELECT {d.string_agg("s2.sps_id", ", ")} FROM mpps_steps ms2
                   JOIN steps s2 ON s2.id = ms2.step_fk WHERE ms2.mpps_fk = m.id) AS sps_ids
         FROM mpps m WHERE m.id IN (SELECT ms.mpps_fk FROM mpps_steps ms
                                    JOIN steps s ON s.id = ms.step_fk WHERE s.procedure_fk = ?)
@@ -140,7 +130,7 @@ async def _mpps_of_procedure(conn: aiosqlite.Connection, procedure_fk: int) -> l
     return rows
 
 
-async def _closing_rows(conn: aiosqlite.Connection, present: set[str], procedure: Row,
+async def _closing_rows(conn: Conn, present: set[str], procedure: Row,
                         mpps_ids: list[int]) -> Row:
     """Storage commitment, IAN and completion rows, for the tables this database has."""
     out: Row = {"commitments": [], "ian": [], "availability": {}, "completions": []}
@@ -174,7 +164,7 @@ MESSAGE_COLUMNS = ("id, received_at, peer, sender_application, sender_facility, 
                    " message_type, charset, outcome, duplicate_of, error, patient_id, accession")
 
 
-async def messages(conn: aiosqlite.Connection, text: str = "", outcome: str = "",
+async def messages(conn: Conn, text: str = "", outcome: str = "",
                    limit: int = 100) -> list[Row]:
     """Newest first; ``text`` is a control ID, a patient ID or an accession number."""
     sql, args = f"SELECT {MESSAGE_COLUMNS} FROM message_log", []
@@ -190,7 +180,7 @@ async def messages(conn: aiosqlite.Connection, text: str = "", outcome: str = ""
     return await _rows(conn, sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
 
 
-async def message(conn: aiosqlite.Connection, pk: int) -> Row | None:
+async def message(conn: Conn, pk: int) -> Row | None:
     """One logged message with its raw text (decoded as it was read) and its ACK."""
     rows = await _rows(conn, f"SELECT {MESSAGE_COLUMNS}, ack, raw FROM message_log"
                        " WHERE id = ?", (pk,))
@@ -214,7 +204,7 @@ OUTBOX_LIST_COLUMNS = ("id, destination, order_key, control_id, message_type, st
                        " next_attempt_at, last_error, created_at, updated_at")
 
 
-async def outbox(conn: aiosqlite.Connection, state: str = "", limit: int = 200) -> list[Row]:
+async def outbox(conn: Conn, state: str = "", limit: int = 200) -> list[Row]:
     sql, args = f"SELECT {OUTBOX_LIST_COLUMNS} FROM outbox", []
     if state:
         sql += " WHERE state = ?"
@@ -222,7 +212,7 @@ async def outbox(conn: aiosqlite.Connection, state: str = "", limit: int = 200) 
     return await _rows(conn, sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
 
 
-async def outbox_entry(conn: aiosqlite.Connection, pk: int) -> Row | None:
+async def outbox_entry(conn: Conn, pk: int) -> Row | None:
     rows = await _rows(conn, f"SELECT {OUTBOX_LIST_COLUMNS}, payload, ack FROM outbox"
                        " WHERE id = ?", (pk,))
     return rows[0] if rows else None
@@ -235,7 +225,7 @@ class OutboxStats:
     oldest_pending_at: float | None
 
 
-async def outbox_stats(conn: aiosqlite.Connection) -> OutboxStats:
+async def outbox_stats(conn: Conn) -> OutboxStats:
     """Counts by the outbox's (state, next attempt) index: cheap enough for every scrape."""
     rows = await _rows(conn, """
         SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending') AS depth,
@@ -245,43 +235,32 @@ async def outbox_stats(conn: aiosqlite.Connection) -> OutboxStats:
 
 
 class AdminReader:
-    """The admin side's read-only connection and its reads; errors are the store's own."""
+    """The admin side's read connection and its reads; errors are the store's own."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: Conn, dialect: Dialect) -> None:
         self._conn = conn
-
-    @classmethod
-    async def open(cls, path: str | Path, busy_timeout_ms: int = 5000) -> AdminReader:
-        with read_errors():
-            return cls(await open_admin_reader(path, busy_timeout_ms))
+        self._dialect = dialect
 
     async def close(self) -> None:
         await self._conn.close()
 
     async def worklist(self, f: WorklistFilter) -> list[Row]:
-        with read_errors():
-            return await worklist(self._conn, f)
+        return await worklist(self._conn, f, self._dialect)
 
     async def procedure_history(self, key: str) -> list[Row]:
-        with read_errors():
-            return await procedure_history(self._conn, key)
+        return await procedure_history(self._conn, key, self._dialect)
 
     async def messages(self, text: str = "", outcome: str = "", limit: int = 100) -> list[Row]:
-        with read_errors():
-            return await messages(self._conn, text, outcome, limit)
+        return await messages(self._conn, text, outcome, limit)
 
     async def message(self, pk: int) -> Row | None:
-        with read_errors():
-            return await message(self._conn, pk)
+        return await message(self._conn, pk)
 
     async def outbox(self, state: str = "", limit: int = 200) -> list[Row]:
-        with read_errors():
-            return await outbox(self._conn, state, limit)
+        return await outbox(self._conn, state, limit)
 
     async def outbox_entry(self, pk: int) -> Row | None:
-        with read_errors():
-            return await outbox_entry(self._conn, pk)
+        return await outbox_entry(self._conn, pk)
 
     async def outbox_stats(self) -> OutboxStats:
-        with read_errors():
-            return await outbox_stats(self._conn)
+        return await outbox_stats(self._conn)

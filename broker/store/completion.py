@@ -48,8 +48,8 @@ class CompletionRepo(Repo):
     def set_mpps_instances(self, mpps_pk: int, instances: list[Instance]) -> None:
         self.conn.execute("DELETE FROM mpps_instances WHERE mpps_fk = ?", (mpps_pk,))
         self.conn.executemany(
-            "INSERT OR IGNORE INTO mpps_instances (mpps_fk, sop_instance_uid, sop_class_uid,"
-            " series_uid) VALUES (?, ?, ?, ?)",
+            "INSERT INTO mpps_instances (mpps_fk, sop_instance_uid, sop_class_uid,"
+            " series_uid) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(mpps_pk, i.sop_instance_uid, i.sop_class_uid, i.series_uid) for i in instances])
 
     def mpps_instances(self, mpps_pk: int) -> list[Instance]:
@@ -95,13 +95,13 @@ class CompletionRepo(Repo):
     # -- storage commitment --------------------------------------------------------------------
     def new_commitment(self, transaction_uid: str, mpps_pk: int, archive: str,
                        timeout_at: float, instances: list[Instance]) -> int:
-        cur = self.conn.execute(
+        pk = int(self.conn.execute(
             "INSERT INTO commitments (transaction_uid, mpps_fk, archive, created_at, timeout_at)"
-            " VALUES (?, ?, ?, ?, ?)", (transaction_uid, mpps_pk, archive, self.now, timeout_at))
-        pk = int(cur.lastrowid or 0)
+            " VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (transaction_uid, mpps_pk, archive, self.now, timeout_at)).fetchone()[0])
         self.conn.executemany(
-            "INSERT OR IGNORE INTO commitment_instances (commitment_fk, sop_instance_uid,"
-            " sop_class_uid) VALUES (?, ?, ?)",
+            "INSERT INTO commitment_instances (commitment_fk, sop_instance_uid,"
+            " sop_class_uid) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [(pk, i.sop_instance_uid, i.sop_class_uid) for i in instances])
         return pk
 
@@ -184,12 +184,12 @@ class CompletionRepo(Repo):
     def insert_ian(self, sop_instance_uid: str, calling_ae: str, study_uid: str,
                    mpps_pk: int | None, procedure_pk: int | None, linked_by: str,
                    dataset: dict[str, Any]) -> int:
-        cur = self.conn.execute(
+        row = self.conn.execute(
             "INSERT INTO ian (sop_instance_uid, calling_ae, study_uid, mpps_fk, procedure_fk,"
-            " linked_by, dataset, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " linked_by, dataset, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (sop_instance_uid, calling_ae, study_uid, mpps_pk, procedure_pk, linked_by,
-             json.dumps(dataset, separators=(",", ":")), self.now))
-        return int(cur.lastrowid or 0)
+             json.dumps(dataset, separators=(",", ":")), self.now)).fetchone()
+        return int(row[0])
 
     def set_availability(self, ian_pk: int, study_uid: str,
                          rows: list[tuple[Instance, str, str]]) -> None:
@@ -211,7 +211,8 @@ class CompletionRepo(Repo):
             (mpps_pk,)).fetchone()
         marks = ", ".join("?" * len(available_statuses)) or "''"
         facts.available, aes = self.conn.execute(
-            "SELECT COUNT(*), GROUP_CONCAT(DISTINCT a.retrieve_ae) FROM mpps_instances m"
+            "SELECT COUNT(*), " + self.dialect.string_agg("a.retrieve_ae", ",", distinct=True)
+            + " FROM mpps_instances m"
             " JOIN instance_availability a ON a.sop_instance_uid = m.sop_instance_uid"
             f" WHERE m.mpps_fk = ? AND a.availability IN ({marks})",
             (mpps_pk, *available_statuses)).fetchone()

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from broker.model.orders import Attrs, PatientKey, StepStatus
 from broker.model.worklist import name_keys
+from broker.store.dialect import Dialect
 from broker.store.repo import Repo, _dump, _text
 
 #: the patient of a key, or the one it was merged into (merges followed to the end)
@@ -23,25 +25,37 @@ RESOLVE_PATIENT = """
     SELECT id, patient_id, issuer, attrs, merged_into FROM chain ORDER BY depth DESC LIMIT 1"""
 
 
-def _items(*names: str) -> str:
-    """``json_extract(value, '$[i]') AS name, …``: the columns of a JSON array row."""
-    return ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(names))
-
-
 STEP_COLUMNS = ("modality", "start_date", "start_time", "start_dt", "performing_physician",
                 "station_name", "location", "attrs")
-INSERT_STEPS = (
-    "INSERT INTO steps (procedure_fk, status, created_at, updated_at, sps_id, modality,"
-    " start_date, start_time, start_dt, performing_physician, station_name, location, attrs)"
-    " SELECT ?, ?, ?, ?, " + _items("sps_id", *STEP_COLUMNS)
-    + " FROM json_each(?) ORDER BY key RETURNING id, sps_id")
-UPDATE_STEPS = (
-    "UPDATE steps SET status = v.status, modality = v.modality, start_date = v.start_date,"
-    " start_time = v.start_time, start_dt = v.start_dt,"
-    " performing_physician = v.performing_physician, station_name = v.station_name,"
-    " location = v.location, attrs = v.attrs, updated_at = ?"
-    " FROM (SELECT " + _items("id", "status", *STEP_COLUMNS) + " FROM json_each(?)) AS v"
-    " WHERE steps.id = v.id")
+
+
+@cache
+def insert_steps_sql(d: Dialect) -> str:
+    """New steps of one procedure from one JSON parameter of rows, in their order."""
+    return ("INSERT INTO steps (procedure_fk, status, created_at, updated_at, sps_id, modality,"
+            " start_date, start_time, start_dt, performing_physician, station_name, location,"
+            " attrs) SELECT ?, ?, ?, ?, v.sps_id, " + ", ".join(f"v.{c}" for c in STEP_COLUMNS)
+            + " FROM " + d.json_rows(("sps_id", *STEP_COLUMNS)) + " AS v ORDER BY v.ord"
+            " RETURNING id, sps_id")
+
+
+@cache
+def update_steps_sql(d: Dialect) -> str:
+    """Existing steps' status and attributes from one JSON parameter of rows."""
+    return ("UPDATE steps SET status = v.status, modality = v.modality,"
+            " start_date = v.start_date, start_time = v.start_time, start_dt = v.start_dt,"
+            " performing_physician = v.performing_physician, station_name = v.station_name,"
+            " location = v.location, attrs = v.attrs, updated_at = ?"
+            " FROM " + d.json_rows(("id", "status", *STEP_COLUMNS), integers=("id",))
+            + " AS v WHERE steps.id = v.id")
+
+
+@cache
+def insert_stations_sql(d: Dialect) -> str:
+    return ("INSERT INTO step_stations (station_aet, start_dt, step_fk)"
+            " SELECT v.station_aet, v.start_dt, v.step_fk FROM "
+            + d.json_rows(("station_aet", "start_dt", "step_fk"), integers=("step_fk",))
+            + " AS v WHERE true ON CONFLICT DO NOTHING")
 
 
 @dataclass(slots=True)
@@ -113,7 +127,8 @@ class OrderRepo(Repo):
         keys = name_keys(name)
         if keys:
             self.conn.executemany(
-                "INSERT OR IGNORE INTO patient_names (name_key, patient_fk) VALUES (?, ?)",
+                "INSERT INTO patient_names (name_key, patient_fk) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING",
                 [(k, pk) for k in keys])
 
     def resolve_patient(self, key: PatientKey) -> PatientRow | None:
@@ -148,7 +163,7 @@ class OrderRepo(Repo):
         cur = self.conn.execute(
             "UPDATE procedures SET patient_fk = ?, updated_at = ? WHERE patient_fk = ?",
             (to_pk, self.now, from_pk))
-        return cur.rowcount
+        return int(cur.rowcount)
 
     # -- procedures -------------------------------------------------------------------------
     def procedure_by_uid(self, study_uid: str) -> ProcedureRow | None:
@@ -231,8 +246,8 @@ class OrderRepo(Repo):
         if not steps:
             return
         rows = [[_text(a, "ScheduledProcedureStepID"), *_step_columns(a)] for a in steps]
-        created = self.conn.execute(INSERT_STEPS, (procedure_fk, status.value, self.now,
-                                                   self.now, _dump_rows(rows))).fetchall()
+        created = self.conn.execute(insert_steps_sql(self.dialect), (
+            procedure_fk, status.value, self.now, self.now, _dump_rows(rows))).fetchall()
         ids = {str(sps): int(pk) for pk, sps in created}
         self._add_stations([(ids[_text(a, "ScheduledProcedureStepID")], a) for a in steps])
 
@@ -241,10 +256,11 @@ class OrderRepo(Repo):
         if not changes:
             return
         rows = [[c.row.id, c.status.value, *_step_columns(c.attrs)] for c in changes]
-        self.conn.execute(UPDATE_STEPS, (self.now, _dump_rows(rows)))
+        self.conn.execute(update_steps_sql(self.dialect), (self.now, _dump_rows(rows)))
         if any(_stations(c.row.attrs) for c in changes):
             self.conn.execute(
-                "DELETE FROM step_stations WHERE step_fk IN (SELECT value FROM json_each(?))",
+                "DELETE FROM step_stations WHERE step_fk IN "
+                + self.dialect.json_values(integer=True),
                 (json.dumps([c.row.id for c in changes]),))
         self._add_stations([(c.row.id, c.attrs) for c in changes])
 
@@ -252,22 +268,19 @@ class OrderRepo(Repo):
         if pks:
             self.conn.execute(
                 "UPDATE steps SET status = ?, updated_at = ?"
-                " WHERE id IN (SELECT value FROM json_each(?))",
+                " WHERE id IN " + self.dialect.json_values(integer=True),
                 (status.value, self.now, json.dumps(pks)))
 
     def delete_steps(self, pks: list[int]) -> None:
         if pks:
-            self.conn.execute("DELETE FROM steps WHERE id IN (SELECT value FROM json_each(?))",
-                              (json.dumps(pks),))
+            self.conn.execute("DELETE FROM steps WHERE id IN "
+                              + self.dialect.json_values(integer=True), (json.dumps(pks),))
 
     def _add_stations(self, steps: list[tuple[int, Attrs]]) -> None:
         rows = [[str(s), _step_columns(attrs)[3], pk] for pk, attrs in steps
                 for s in _stations(attrs) if s]
         if rows:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO step_stations (station_aet, start_dt, step_fk)"
-                " SELECT " + _items("station_aet", "start_dt", "step_fk") + " FROM json_each(?)",
-                (_dump_rows(rows),))
+            self.conn.execute(insert_stations_sql(self.dialect), (_dump_rows(rows),))
 
 
 def _stations(attrs: Attrs) -> list[Any]:

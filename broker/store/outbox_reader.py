@@ -1,12 +1,9 @@
-"""The outbox worker's reads, through aiosqlite (the asyncio side never blocks on SQLite)."""
+"""The outbox worker's reads, on an asyncio read connection (the loop never blocks on the
+database)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import aiosqlite
-
-from broker.store.db import read_errors
+from broker.store.connection import AsyncSql
 from broker.store.repo import OUTBOX_COLUMNS, OutboxRow
 
 DUE_SQL = (
@@ -35,17 +32,10 @@ def _lane(destination: str | None, others: tuple[str, ...]) -> tuple[str, list[s
 
 
 class OutboxReader:
-    """A read-only connection for the outbox lanes; errors are the store's own."""
+    """A read connection for the outbox lanes; errors are the store's own."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: AsyncSql) -> None:
         self._conn = conn
-
-    @classmethod
-    async def open(cls, path: str | Path, busy_timeout_ms: int = 5000) -> OutboxReader:
-        with read_errors():
-            conn = await aiosqlite.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
-            await conn.execute_fetchall(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        return cls(conn)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -58,14 +48,11 @@ class OutboxReader:
         # one hop that runs the statement to its end: a statement left open between two hops
         # would keep its read snapshot, and another lane's read on this connection would see
         # that old snapshot (rows already delivered, still pending)
-        with read_errors():
-            rows = await self._conn.execute_fetchall(DUE_SQL.format(lane=lane),
-                                                     (now, *args, limit))
+        rows = await self._conn.tuples(DUE_SQL.format(lane=lane), (now, *args, limit))
         return [OutboxRow(*row) for row in rows]
 
     async def next_due_at(self, destination: str | None = None,
                           others: tuple[str, ...] = ()) -> float | None:
         lane, args = _lane(destination, others)
-        with read_errors():
-            rows = list(await self._conn.execute_fetchall(NEXT_DUE_SQL.format(lane=lane), args))
+        rows = await self._conn.tuples(NEXT_DUE_SQL.format(lane=lane), args)
         return float(rows[0][0]) if rows and rows[0][0] is not None else None

@@ -7,30 +7,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import partial
-from pathlib import Path
 
 from broker.config import RetentionSettings
 from broker.logs import event
-from broker.store.db import connect
+from broker.store.connection import Connection
+from broker.store.dialect import Dialect
+from broker.store.ports import Writer
 from broker.store.retention import RULES, Cutoffs, Removed, Rule, plan
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 
 log = logging.getLogger("broker.retention")
 DAY = 86400.0
 
 
+#: a read connection for the length of a ``with`` (None: there is no database yet)
+OpenRead = Callable[[], AbstractContextManager[Connection | None]]
+
+
 class Purger:
-    def __init__(self, db_path: str | Path, writer: Writer, settings: RetentionSettings,
-                 busy_timeout_ms: int = 5000) -> None:
-        self.db_path = Path(db_path)
+    def __init__(self, read: OpenRead, writer: Writer, settings: RetentionSettings,
+                 dialect: Dialect, description: str = "") -> None:
+        self.read = read
         self.writer = writer
         self.settings = settings
-        self.busy_timeout_ms = busy_timeout_ms
+        self.dialect = dialect
+        self.description = description
         self._halt = threading.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -53,37 +59,33 @@ class Purger:
 
     def expired(self, now: float | None = None) -> Removed:
         """What a purge would remove now, cascades included, by table (nothing is deleted)."""
-        if not self.db_path.exists():
-            return {}
-        reader = connect(self.db_path, readonly=True, busy_timeout_ms=self.busy_timeout_ms)
-        try:
-            return plan(reader, [rule for rule, _ in self.cutoffs(now)], self.limits(now))
-        finally:
-            reader.close()
+        with self.read() as reader:
+            if reader is None:
+                return {}
+            return plan(reader, [rule for rule, _ in self.cutoffs(now)], self.limits(now),
+                        self.dialect)
 
     def purge(self, now: float | None = None) -> Removed:
         """Delete every expired row (blocking: call from a thread that is not the loop)."""
         started = time.perf_counter()
         removed: Removed = {}
-        reader = connect(self.db_path, readonly=True, busy_timeout_ms=self.busy_timeout_ms)
         limits = self.limits(now)
-        try:
-            for rule, _ in self.cutoffs(now):
-                for table, count in self._purge_rule(reader, rule, limits).items():
-                    removed[table] = removed.get(table, 0) + count
-        finally:
-            reader.close()
+        with self.read() as reader:
+            if reader is not None:
+                for rule, _ in self.cutoffs(now):
+                    for table, count in self._purge_rule(reader, rule, limits).items():
+                        removed[table] = removed.get(table, 0) + count
         self.runs += 1
         counts = {rule.table: 0 for rule in RULES} | removed
         event(log, "retention_purged", seconds=round(time.perf_counter() - started, 3),
               **counts)
         return removed
 
-    def _purge_rule(self, reader: sqlite3.Connection, rule: Rule, limits: Cutoffs) -> Removed:
+    def _purge_rule(self, reader: Connection, rule: Rule, limits: Cutoffs) -> Removed:
         chunk = max(1, self.settings.chunk)
         removed: Removed = {}
         while not self._halt.is_set():
-            ids = rule.candidates(reader, limits, chunk)
+            ids = rule.candidates(reader, limits, chunk, self.dialect)
             if not ids:
                 break
             done = self.writer.run_sync(partial(_purge_chunk, rule=rule, ids=ids, cutoffs=limits))
@@ -120,7 +122,7 @@ class Purger:
                 await asyncio.to_thread(self.purge)
             except Exception as exc:
                 event(log, "retention_failed", logging.ERROR, error=str(exc),
-                      database=str(self.db_path))
+                      database=self.description)
             delay = self.settings.interval
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from broker.model.orders import Attrs, StepStatus
+from broker.store.connection import Connection
+from broker.store.dialect import Dialect
+from broker.store.sqlite.dialect import SQLITE
 
 
 def _dump(attrs: Attrs) -> str:
@@ -25,9 +27,11 @@ def _text(attrs: Attrs, keyword: str) -> str:
 class Repo:
     """A repository: SQL run inside the caller's transaction, on one clock (``now``)."""
 
-    def __init__(self, conn: sqlite3.Connection, now: float | None = None) -> None:
+    def __init__(self, conn: Connection, now: float | None = None,
+                 dialect: Dialect = SQLITE) -> None:
         self.conn = conn
         self.now = now if now is not None else time.time()
+        self.dialect = dialect
 
     def set_step_status(self, pk: int, status: StepStatus) -> None:
         self.conn.execute("UPDATE steps SET status = ?, updated_at = ? WHERE id = ?",
@@ -54,12 +58,12 @@ class MppsRepo(Repo):
 
     def insert_mpps(self, sop_instance_uid: str, status: str, dataset: dict[str, Any],
                     calling_ae: str, unscheduled: bool) -> int:
-        cur = self.conn.execute(
+        row = self.conn.execute(
             "INSERT INTO mpps (sop_instance_uid, status, calling_ae, unscheduled, dataset,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (sop_instance_uid, status, calling_ae, int(unscheduled),
-             json.dumps(dataset, separators=(",", ":")), self.now, self.now))
-        return int(cur.lastrowid or 0)
+             json.dumps(dataset, separators=(",", ":")), self.now, self.now)).fetchone()
+        return int(row[0])
 
     def update_mpps(self, pk: int, status: str, dataset: dict[str, Any]) -> None:
         self.conn.execute(
@@ -67,8 +71,8 @@ class MppsRepo(Repo):
             (status, json.dumps(dataset, separators=(",", ":")), self.now, pk))
 
     def link(self, mpps_pk: int, step_pks: list[int]) -> None:
-        self.conn.executemany("INSERT OR IGNORE INTO mpps_steps (mpps_fk, step_fk) VALUES (?, ?)",
-                              [(mpps_pk, s) for s in step_pks])
+        self.conn.executemany("INSERT INTO mpps_steps (mpps_fk, step_fk) VALUES (?, ?)"
+                              " ON CONFLICT DO NOTHING", [(mpps_pk, s) for s in step_pks])
 
     def linked_steps(self, mpps_pk: int) -> list[int]:
         return [r[0] for r in self.conn.execute(
@@ -89,6 +93,13 @@ class MppsRepo(Repo):
             sql += " AND s.sps_id = ?"
             args.append(sps_id)
         return [r[0] for r in self.conn.execute(sql + " ORDER BY s.id", args)]
+
+    def studies_of(self, sop_instance_uid: str) -> list[str]:
+        """Study Instance UIDs of the scheduled steps an MPPS covers."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT DISTINCT p.study_uid FROM mpps m JOIN mpps_steps ms ON ms.mpps_fk = m.id"
+            " JOIN steps s ON s.id = ms.step_fk JOIN procedures p ON p.id = s.procedure_fk"
+            " WHERE m.sop_instance_uid = ? ORDER BY 1", (sop_instance_uid,))]
 
     def step_context(self, step_pk: int) -> tuple[Attrs, Attrs, Attrs]:
         """(patient, procedure, step) attributes of a step, keys included."""
@@ -129,12 +140,13 @@ OUTBOX_COLUMNS = ("id, destination, order_key, control_id, message_type, payload
 class OutboxRepo(Repo):
     def enqueue(self, destination: str, order_key: str, control_id: str, message_type: str,
                 payload: str, due_at: float | None = None) -> int:
-        cur = self.conn.execute(
+        row = self.conn.execute(
             "INSERT INTO outbox (destination, order_key, control_id, message_type, payload,"
-            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (destination, order_key, control_id, message_type, payload,
-             self.now if due_at is None else due_at, self.now, self.now))
-        return int(cur.lastrowid or 0)
+            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING id", (destination, order_key, control_id, message_type, payload,
+                              self.now if due_at is None else due_at, self.now,
+                              self.now)).fetchone()
+        return int(row[0])
 
     def delivered(self, pk: int, ack: str) -> None:
         self.conn.execute(
@@ -160,14 +172,14 @@ class OutboxRepo(Repo):
             sql = ("UPDATE outbox SET state = 'pending', next_attempt_at = ?, updated_at = ?"
                    " WHERE id = ? AND state != 'delivered'")
             args.append(pk)
-        return self.conn.execute(sql, args).rowcount
+        return int(self.conn.execute(sql, args).rowcount)
 
     def purge(self, state: str, older_than: float) -> int:
-        return self.conn.execute("DELETE FROM outbox WHERE state = ? AND updated_at < ?",
-                                 (state, older_than)).rowcount
+        return int(self.conn.execute("DELETE FROM outbox WHERE state = ? AND updated_at < ?",
+                                     (state, older_than)).rowcount)
 
 
-def outbox_entries(conn: sqlite3.Connection, state: str = "", limit: int = 100
+def outbox_entries(conn: Connection, state: str = "", limit: int = 100
                    ) -> list[OutboxRow]:
     sql = f"SELECT {OUTBOX_COLUMNS} FROM outbox"
     args: list[Any] = []

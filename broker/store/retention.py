@@ -15,13 +15,15 @@ To cover a new table, add one function that names its doomed rows and one ``Rule
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from broker.store.connection import Connection
+from broker.store.dialect import Dialect
+from broker.store.sqlite.dialect import SQLITE
+
 ENDED_STEPS = "('COMPLETED', 'DISCONTINUED', 'CANCELED')"
 ENDED_MPPS = "('COMPLETED', 'DISCONTINUED')"
-IDS = "(SELECT value FROM json_each(?))"
 
 #: rows removed, by table
 Removed = dict[str, int]
@@ -41,53 +43,60 @@ class Rule:
     name: str
     table: str
     expired: str
-    doomed: Callable[[sqlite3.Connection, str, Cutoffs], Doomed]
-    prepare: Callable[[sqlite3.Connection, str], None] | None = None
+    doomed: Callable[[Connection, Dialect, str, Cutoffs], Doomed]
+    prepare: Callable[[Connection, Dialect, str], None] | None = None
 
-    def candidates(self, conn: sqlite3.Connection, cutoffs: Cutoffs,
-                   limit: int = -1) -> list[int]:
+    def candidates(self, conn: Connection, cutoffs: Cutoffs, limit: int = -1,
+                   d: Dialect = SQLITE) -> list[int]:
         """Up to ``limit`` (-1: all) expired row ids (run on a read connection)."""
-        sql = f"SELECT id FROM {self.table} WHERE {self.expired} ORDER BY id LIMIT :limit"
-        return [int(r[0]) for r in conn.execute(sql, {**cutoffs, "limit": limit})]
+        sql = f"SELECT id FROM {self.table} WHERE {self.expired} ORDER BY id"
+        if limit >= 0:
+            sql += f" LIMIT {int(limit)}"
+        return [int(r[0]) for r in conn.execute(sql, dict(cutoffs))]
 
-    def still_expired(self, conn: sqlite3.Connection, ids: str, cutoffs: Cutoffs) -> list[int]:
-        sql = f"SELECT id FROM {self.table} WHERE id IN {IDS.replace('?', ':ids')} AND " \
-            f"{self.expired}"
+    def still_expired(self, conn: Connection, ids: str, cutoffs: Cutoffs,
+                      d: Dialect = SQLITE) -> list[int]:
+        sql = (f"SELECT id FROM {self.table} WHERE id IN "
+               f"{d.json_values(integer=True).replace('?', ':ids')} AND {self.expired}")
         return [int(r[0]) for r in conn.execute(sql, {**cutoffs, "ids": ids})]
 
-    def purge(self, conn: sqlite3.Connection, ids: list[int], cutoffs: Cutoffs) -> Removed:
+    def purge(self, conn: Connection, ids: list[int], cutoffs: Cutoffs,
+              d: Dialect = SQLITE) -> Removed:
         """Delete those of ``ids`` that are still expired (run in the writer's transaction);
         the rows deleted, cascades included, by table."""
         if not ids:
             return {}
-        doomed = self.doomed(conn, json.dumps(ids), cutoffs)
+        doomed = self.doomed(conn, d, json.dumps(ids), cutoffs)
         if not any(doomed.values()):
             return {}
-        removed = cascaded(conn, doomed)
+        removed = cascaded(conn, doomed, d)
         if self.prepare is not None:
-            self.prepare(conn, json.dumps(doomed.get(self.table, [])))
+            self.prepare(conn, d, json.dumps(doomed.get(self.table, [])))
         for table, rows in doomed.items():
             if rows:
-                conn.execute(f"DELETE FROM {table} WHERE id IN {IDS}", (json.dumps(rows),))
+                conn.execute(f"DELETE FROM {table} WHERE id IN {d.json_values(integer=True)}",
+                             (json.dumps(rows),))
         return removed
 
 
-def plan(conn: sqlite3.Connection, rules: Iterable[Rule], cutoffs: Cutoffs) -> Removed:
+def plan(conn: Connection, rules: Iterable[Rule], cutoffs: Cutoffs,
+         d: Dialect = SQLITE) -> Removed:
     """What purging with ``rules`` would delete now, cascades included, by table (reads
     only: the dry run of ``mwl-broker purge``)."""
     doomed: dict[str, set[int]] = {}
     for rule in rules:
-        ids = json.dumps(rule.candidates(conn, cutoffs))
-        for table, rows in rule.doomed(conn, ids, cutoffs).items():
+        ids = json.dumps(rule.candidates(conn, cutoffs, d=d))
+        for table, rows in rule.doomed(conn, d, ids, cutoffs).items():
             doomed.setdefault(table, set()).update(rows)
-    return cascaded(conn, {t: sorted(rows) for t, rows in doomed.items()})
+    return cascaded(conn, {t: sorted(rows) for t, rows in doomed.items()}, d)
 
 
-def cascaded(conn: sqlite3.Connection, doomed: Doomed) -> Removed:
+def cascaded(conn: Connection, doomed: Doomed, d: Dialect = SQLITE) -> Removed:
     """The rows that go when ``doomed`` are deleted: they and every row ``ON DELETE CASCADE``
     takes with them, counted by table (tables without rows are left out)."""
     ids = {table: set(rows) for table, rows in doomed.items() if rows}
-    children = _cascades(conn)
+    children = _cascades(conn, d)
+    ids_sql = d.json_values(integer=True)
     frontier = dict(ids)
     while frontier:  # ends: each round only adds rows not seen before, of finitely many
         found: dict[str, set[int]] = {}
@@ -96,7 +105,7 @@ def cascaded(conn: sqlite3.Connection, doomed: Doomed) -> Removed:
                 if not has_id:
                     continue
                 new = {int(r[0]) for r in conn.execute(
-                    f"SELECT id FROM {child} WHERE {column} IN {IDS}",
+                    f"SELECT id FROM {child} WHERE {column} IN {ids_sql}",
                     (json.dumps(sorted(rows)),))} - ids.get(child, set())
                 if new:
                     ids.setdefault(child, set()).update(new)
@@ -109,7 +118,7 @@ def cascaded(conn: sqlite3.Connection, doomed: Doomed) -> Removed:
             if not has_id and ids.get(parent):
                 leaves.setdefault(child, []).append((parent, column))
     for child, links in sorted(leaves.items()):
-        where = " OR ".join(f"{column} IN {IDS}" for _, column in links)
+        where = " OR ".join(f"{column} IN {ids_sql}" for _, column in links)
         count = int(conn.execute(f"SELECT COUNT(*) FROM {child} WHERE {where}", [
             json.dumps(sorted(ids[parent])) for parent, _ in links]).fetchone()[0])
         if count:
@@ -117,46 +126,42 @@ def cascaded(conn: sqlite3.Connection, doomed: Doomed) -> Removed:
     return removed
 
 
-def _cascades(conn: sqlite3.Connection) -> dict[str, list[tuple[str, str, bool]]]:
+def _cascades(conn: Connection, d: Dialect) -> dict[str, list[tuple[str, str, bool]]]:
     """parent table → (child table, its column, whether the child has an ``id``) for each
     ``ON DELETE CASCADE`` foreign key of the schema."""
-    tables = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
     out: dict[str, list[tuple[str, str, bool]]] = {}
-    for child in tables:
-        has_id = any(r[1] == "id" for r in conn.execute(f"PRAGMA table_info({child})"))
-        for fk in conn.execute(f"PRAGMA foreign_key_list({child})"):
-            if str(fk[6]).upper() == "CASCADE":
-                out.setdefault(str(fk[2]), []).append((child, str(fk[3]), has_id))
+    for child, column, parent, has_id in d.cascades(conn):
+        out.setdefault(parent, []).append((child, column, has_id))
     return out
 
 
-def _doomed_steps(conn: sqlite3.Connection, ids: str, cutoffs: Cutoffs) -> Doomed:
+def _doomed_steps(conn: Connection, d: Dialect, ids: str, cutoffs: Cutoffs) -> Doomed:
     """Ended steps no kept MPPS links to, and the procedures they leave without steps."""
-    steps = STEPS.still_expired(conn, ids, cutoffs)
+    steps = STEPS.still_expired(conn, ids, cutoffs, d)
     if not steps:
         return {}
     doomed = json.dumps(steps)
+    ids_sql = d.json_values(integer=True)
     procedures = [int(r[0]) for r in conn.execute(
         f"SELECT p.id FROM procedures p WHERE p.id IN (SELECT DISTINCT procedure_fk FROM "
-        f"steps WHERE id IN {IDS}) AND NOT EXISTS (SELECT 1 FROM steps s WHERE "
-        f"s.procedure_fk = p.id AND s.id NOT IN {IDS})", (doomed, doomed))]
+        f"steps WHERE id IN {ids_sql}) AND NOT EXISTS (SELECT 1 FROM steps s WHERE "
+        f"s.procedure_fk = p.id AND s.id NOT IN {ids_sql})", (doomed, doomed))]
     return {"steps": steps, "procedures": procedures}
 
 
-def _doomed_own(rule_name: str) -> Callable[[sqlite3.Connection, str, Cutoffs], Doomed]:
+def _doomed_own(rule_name: str) -> Callable[[Connection, Dialect, str, Cutoffs], Doomed]:
     """The rule's own rows that are still expired (what hangs on them goes by cascade)."""
-    def doomed(conn: sqlite3.Connection, ids: str, cutoffs: Cutoffs) -> Doomed:
+    def doomed(conn: Connection, d: Dialect, ids: str, cutoffs: Cutoffs) -> Doomed:
         rule = next(r for r in RULES if r.name == rule_name)
-        rows = rule.still_expired(conn, ids, cutoffs)
+        rows = rule.still_expired(conn, ids, cutoffs, d)
         return {rule.table: rows} if rows else {}
     return doomed
 
 
-def _unlink_duplicates(conn: sqlite3.Connection, ids: str) -> None:
+def _unlink_duplicates(conn: Connection, d: Dialect, ids: str) -> None:
     """A kept resend that pointed at a deleted log row becomes the original of record."""
-    conn.execute(f"UPDATE message_log SET duplicate_of = NULL WHERE duplicate_of IN {IDS}",
-                 (ids,))
+    conn.execute("UPDATE message_log SET duplicate_of = NULL WHERE duplicate_of IN "
+                 + d.json_values(integer=True), (ids,))
 
 
 #: an MPPS still kept: not ended, or ended after the MPPS cutoff
@@ -180,9 +185,10 @@ RULES: tuple[Rule, ...] = (STEPS, MPPS, MESSAGE_LOG, OUTBOX_DELIVERED)
 class RetentionRepo:
     """Deletions of expired rows, in the writer's transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection, dialect: Dialect = SQLITE) -> None:
         self.conn = conn
+        self.dialect = dialect
 
     def purge(self, rule: Rule, ids: list[int], cutoffs: Cutoffs) -> Removed:
         """Delete the rows of ``ids`` that ``rule`` still finds expired, and what hangs on them."""
-        return rule.purge(self.conn, ids, cutoffs)
+        return rule.purge(self.conn, ids, cutoffs, self.dialect)

@@ -227,3 +227,7 @@ MIGRATIONS.append(
         WHERE duplicate_of IS NOT NULL;
     """
 )
+
+#: migrations that only add (tables, columns with defaults, indexes): a broker of the
+#: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
+ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5})

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from broker.store.completion import CompletionRepo
+from broker.store.connection import Connection
+from broker.store.dialect import Dialect
 from broker.store.messages import MessageLog
 from broker.store.orders import OrderRepo
 from broker.store.repo import MppsRepo, OutboxRepo
 from broker.store.retention import RetentionRepo
+from broker.store.sqlite.dialect import SQLITE
 
 T = TypeVar("T")
 
@@ -23,22 +25,33 @@ class UnitOfWork:
     together.
     """
 
-    __slots__ = ("_conn", "completion", "messages", "mpps", "now", "orders", "outbox",
-                 "retention")
+    __slots__ = ("_conn", "completion", "dialect", "messages", "mpps", "now", "orders",
+                 "outbox", "retention")
 
-    def __init__(self, conn: sqlite3.Connection, now: float | None = None) -> None:
+    def __init__(self, conn: Connection, now: float | None = None,
+                 dialect: Dialect = SQLITE) -> None:
         self._conn = conn
+        self.dialect = dialect
         self.now = time.time() if now is None else now
-        self.messages = MessageLog(conn, self.now)
-        self.orders = OrderRepo(conn, self.now)
-        self.mpps = MppsRepo(conn, self.now)
-        self.outbox = OutboxRepo(conn, self.now)
-        self.completion = CompletionRepo(conn, self.now)
-        self.retention = RetentionRepo(conn)
+        self.messages = MessageLog(conn, self.now, dialect)
+        self.orders = OrderRepo(conn, self.now, dialect)
+        self.mpps = MppsRepo(conn, self.now, dialect)
+        self.outbox = OutboxRepo(conn, self.now, dialect)
+        self.completion = CompletionRepo(conn, self.now, dialect)
+        self.retention = RetentionRepo(conn, dialect)
 
     def at(self, now: float | None) -> UnitOfWork:
         """The same transaction with its clock at ``now`` (None: this one's)."""
-        return self if now is None or now == self.now else UnitOfWork(self._conn, now)
+        if now is None or now == self.now:
+            return self
+        return UnitOfWork(self._conn, now, self.dialect)
+
+    def lock(self, *keys: str) -> None:
+        """Serialise this transaction with every other one that locks one of ``keys``
+        (business keys: a patient, an order, a study) until it ends. SQLite's single writer
+        serialises everything already; PostgreSQL takes transaction-scoped advisory locks,
+        so that brokers sharing one database apply the events of one key in turn."""
+        self.dialect.lock(self._conn, keys)
 
 
 #: a write job: runs in the writer's transaction, its result is returned after the commit

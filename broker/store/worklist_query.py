@@ -1,7 +1,9 @@
 """Worklist queries as SQL: every matching key becomes a bound condition on indexed columns.
 
-User input never reaches the SQL text: values are bound, wildcards become GLOB patterns
-(with GLOB's own metacharacters escaped) or go to the ``pn_match`` function.
+User input never reaches the SQL text: values are bound, wildcards become the dialect's
+patterns (GLOB on SQLite, LIKE in the C collation on PostgreSQL, their own metacharacters
+escaped) and person names go to the ``pn_match`` function (SQLite) or are matched in Python
+on the rows the indexed conditions found (PostgreSQL).
 
 Neither backtracks: PN goes through broker.model.worklist's segment matcher; SQLite's GLOB (3.21
 and later) gives up a pattern as soon as its last ``*`` has run through the value
@@ -12,10 +14,8 @@ len(pattern)), in C, without the GIL — and patterns are capped (dicom.max_quer
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.model.orders import Attrs
@@ -28,7 +28,9 @@ from broker.model.worklist import (
     pn_matches,
     time_of_day_range,
 )
-from broker.store.db import connect, read_errors
+from broker.store.connection import Batches
+from broker.store.dialect import Dialect
+from broker.store.sqlite.dialect import SQLITE
 
 #: matching keyword → column (the steps s / procedures p / patients pt join)
 COLUMNS = {
@@ -70,26 +72,36 @@ class WorklistRow:
     step: Attrs
 
 
-def open_reader(path: str | Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
-    """A read-only connection with the functions worklist SQL uses."""
-    conn = connect(path, readonly=True, busy_timeout_ms=busy_timeout_ms)
-    conn.execute("PRAGMA query_only = ON")
-    conn.create_function("pn_match", 2, _pn_match, deterministic=True)
-    return conn
-
-
-def _pn_match(stored: str | None, query: str) -> bool:
+def pn_match(stored: str | None, query: str) -> bool:
+    """The ``pn_match`` SQL function (SQLite) and the Python filter (PostgreSQL)."""
     return pn_matches(stored or "", query)
 
 
 def glob_pattern(pattern: str) -> str:
     """A DICOM wildcard pattern as a GLOB pattern: only * and ? stay special."""
-    return pattern.replace("[", "[[]")
+    return SQLITE.wildcard_param(pattern)
 
 
-def build_sql(query: WorklistQuery) -> tuple[str, list[Any]]:
+@dataclass(slots=True)
+class Statement:
+    """A worklist query as SQL, and the person-name filters applied to its rows in Python
+    (column position of the extra selected value, pattern) where the database cannot."""
+
+    sql: str
+    params: list[Any]
+    filters: list[tuple[int, str]] = field(default_factory=list)
+
+
+def build_sql(query: WorklistQuery, dialect: Dialect = SQLITE) -> tuple[str, list[Any]]:
+    statement = build(query, dialect)
+    return statement.sql, statement.params
+
+
+def build(query: WorklistQuery, d: Dialect = SQLITE) -> Statement:
     where: list[str] = []
     params: list[Any] = []
+    extra: list[str] = []  # selected after the row's own columns (for the Python filters)
+    filters: list[tuple[int, str]] = []
     by_keyword = {m.keyword: m for m in query.matches}
     low, high = datetime_range(by_keyword.get(START_DATE), by_keyword.get(START_TIME))
     station = by_keyword.get(STATION)
@@ -102,8 +114,8 @@ def build_sql(query: WorklistQuery) -> tuple[str, list[Any]]:
         params.append(station.value)
     elif station is not None and station.value.strip("*"):  # '**' also matches "no station"
         where.append("EXISTS (SELECT 1 FROM step_stations x WHERE x.step_fk = s.id"
-                     " AND x.station_aet GLOB ?)")
-        params.append(glob_pattern(station.value))
+                     f" AND {d.wildcard('x.station_aet')})")
+        params.append(d.wildcard_param(station.value))
     if low:
         where.append(f"{start_column} >= ?")
         params.append(low)
@@ -119,19 +131,26 @@ def build_sql(query: WorklistQuery) -> tuple[str, list[Any]]:
         params += [t_low, t_high]
     for match in query.matches:
         if match.keyword in COLUMNS:
-            _condition(match, COLUMNS[match.keyword], where, params)
+            pn = _condition(match, COLUMNS[match.keyword], where, params, d)
+            if pn is not None:
+                filters.append((7 + len(extra), pn))
+                extra.append(COLUMNS[match.keyword])
     if not query.include_hidden:
         where.append(f"s.status NOT IN ({', '.join('?' * len(HIDDEN_STATUSES))})")
         params += [s.value for s in HIDDEN_STATUSES]
+    columns = "".join(f", {c}" for c in extra)
     sql = (f"SELECT pt.patient_id, pt.issuer, pt.attrs, p.study_uid, p.attrs, s.status,"
-           f" s.attrs FROM {source} JOIN procedures p ON p.id = s.procedure_fk"
+           f" s.attrs{columns} FROM {source} JOIN procedures p ON p.id = s.procedure_fk"
            f" JOIN patients pt ON pt.id = p.patient_fk")
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return sql + f" ORDER BY {start_column}, s.id", params
+    return Statement(sql + f" ORDER BY {start_column}, s.id", params, filters)
 
 
-def _condition(match: Match, column: str, where: list[str], params: list[Any]) -> None:
+def _condition(match: Match, column: str, where: list[str], params: list[Any],
+               d: Dialect) -> str | None:
+    """Add the SQL of one matching key; a person-name pattern the database cannot match
+    itself is returned (to be matched in Python)."""
     if match.keyword in PN_KEYS and match.kind in ("single", "wildcard", "name"):
         if match.keyword == "PatientName" and "=" not in match.value:
             prefix = literal_prefix(match.value.split("^")[0]).strip().casefold()
@@ -139,16 +158,18 @@ def _condition(match: Match, column: str, where: list[str], params: list[Any]) -
                 where.append("pt.id IN (SELECT patient_fk FROM patient_names"
                              " WHERE name_key >= ? AND name_key < ?)")
                 params += [prefix, prefix + "\U0010ffff"]
+        if not d.python_functions:
+            return match.value
         where.append(f"pn_match({column}, ?)")
         params.append(match.value)
     elif match.kind == "single":
         where.append(f"{column} = ?")
         params.append(match.value)
     elif match.kind == "wildcard":
-        where.append(f"{column} GLOB ?")
-        params.append(glob_pattern(match.value))
+        where.append(d.wildcard(column))
+        params.append(d.wildcard_param(match.value))
     elif match.kind == "list":  # one bound JSON array, whatever its length: never more
-        where.append(f"{column} IN (SELECT value FROM json_each(?))")  # SQL variables than keys
+        where.append(f"{column} IN {d.json_values()}")  # SQL variables than keys
         params.append(json.dumps(list(match.values)))
     elif match.kind == "range":
         if match.low:
@@ -158,21 +179,16 @@ def _condition(match: Match, column: str, where: list[str], params: list[Any]) -
             where.append(f"{column} <= ?")
             params.append(match.high)
         where.append(f"{column} != ''")
+    return None
 
 
-def search(conn: sqlite3.Connection, query: WorklistQuery) -> Iterator[WorklistRow]:
-    """Matching steps, earliest start first, read lazily (a C-CANCEL stops the reading)."""
-    sql, params = build_sql(query)
-    cursor = conn.execute(sql, params)
-    try:
-        yield from _rows(cursor)
-    finally:
-        cursor.close()  # also when the caller stops early (C-CANCEL): release the snapshot
-
-
-def _rows(cursor: sqlite3.Cursor) -> Iterator[WorklistRow]:
-    while rows := cursor.fetchmany(64):
-        for patient_id, issuer, patient, uid, procedure, status, step in rows:
+def rows(cursor: Batches, filters: list[tuple[int, str]]) -> Iterator[WorklistRow]:
+    """The worklist rows of a cursor over a :func:`build` statement, read 64 at a time."""
+    while batch := cursor.fetchmany(64):
+        for row in batch:
+            if filters and not all(pn_match(row[i], p) for i, p in filters):
+                continue
+            patient_id, issuer, patient, uid, procedure, status, step = row[:7]
             patient_attrs = json.loads(patient)
             patient_attrs["PatientID"] = patient_id
             if issuer:
@@ -182,26 +198,3 @@ def _rows(cursor: sqlite3.Cursor) -> Iterator[WorklistRow]:
             step_attrs = json.loads(step)
             step_attrs["ScheduledProcedureStepStatus"] = status
             yield WorklistRow(patient_attrs, procedure_attrs, step_attrs)
-
-
-class WorklistReader:
-    """A read-only connection for worklist queries, used by one thread; errors are the
-    store's own (StoreUnavailable)."""
-
-    def __init__(self, path: str | Path, busy_timeout_ms: int = 5000) -> None:
-        with read_errors():
-            self._conn = open_reader(path, busy_timeout_ms)
-
-    def search(self, query: WorklistQuery) -> Iterator[WorklistRow]:
-        """Matching steps, earliest start first, read lazily."""
-        with read_errors():
-            yield from search(self._conn, query)
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-def explain(conn: sqlite3.Connection, query: WorklistQuery) -> list[str]:
-    """SQLite's query plan, for tests that check the indexes are used."""
-    sql, params = build_sql(query)
-    return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]

@@ -1,91 +1,78 @@
 """The single writer: one thread owns the write connection and commits work in batches.
 
 The jobs of a batch share one transaction (group commit) and each caller is answered only
-after its COMMIT is on disk. With ``synchronous=FULL`` SQLite itself runs at NORMAL (a
-commit appends to the WAL without waiting for the disk) and a syncer thread fsyncs the WAL
-before answering: the next batch is applied while the previous one is being synced, and one
-fsync covers every batch committed meanwhile. (In WAL mode NORMAL still syncs the WAL before
-and the database after each checkpoint, so a synced commit survives a power cut.)
+after its COMMIT is durable. A backend whose commit is not durable by itself (SQLite with
+``synchronous=FULL`` runs at NORMAL) gets a syncer thread that makes the commit durable
+(fsync of the WAL) before answering: the next batch is applied while the previous one is
+being synced, and one sync covers every batch committed meanwhile.
 
 When a job raises, the batch is rolled back and every job of it runs again in a transaction
-of its own, so a failing job leaves the others intact (the rare path costs
-a redo; the usual one costs no savepoints).
+of its own, so a failing job leaves the others intact (the rare path costs a redo; the usual
+one costs no savepoints). A transaction the database aborted because of another one (a
+deadlock, a serialization failure: several brokers on one PostgreSQL) runs again; a lost
+connection is opened again before the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
-import os
 import queue
-import sqlite3
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from broker.logs import event
-from broker.store.db import connect, migrate
-from broker.store.errors import Conflict, StoreError, StoreTimeout, StoreUnavailable
+from broker.store.dialect import Dialect
+from broker.store.errors import Conflict, StoreError, StoreUnavailable
+from broker.store.handoff import STOP, Handoff, Outcome, QueuedJob, deliver
 from broker.store.unit_of_work import Job, UnitOfWork
 
 log = logging.getLogger("broker.store")
 T = TypeVar("T")
-class Handoff:
-    """The outcome of one job for a caller in another thread: a bare lock that the writer
-    releases (lighter than a concurrent Future's condition and callbacks)."""
-
-    __slots__ = ("_done", "_error", "_lock", "_result")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._done = False
-
-    def done(self) -> bool:
-        return self._done
-
-    def set_result(self, result: Any) -> None:
-        self._result, self._done = result, True
-        self._lock.release()
-
-    def set_exception(self, error: BaseException) -> None:
-        self._error, self._done = error, True
-        self._lock.release()
-
-    def result(self, timeout: float | None = None) -> Any:
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise StoreTimeout("the store writer did not answer in time")
-        self._lock.release()
-        if self._error is not None:
-            raise self._error
-        return self._result
+#: how often a transaction the database aborted for another one's sake is tried again
+RETRIES = 5
 
 
-@dataclass(slots=True)
-class _Job:
-    """Work and where its outcome goes: an asyncio future (settled on its loop, one wake-up
-    per batch) or a concurrent future (for callers in other threads)."""
+class WriteBackend(Protocol):
+    """What the writer needs of one database: its write connection and transactions."""
 
-    work: Job[Any]
-    future: asyncio.Future[Any] | concurrent.futures.Future[Any] | Handoff
+    dialect: Dialect
+    #: a COMMIT is durable when it returns (else the writer calls ``sync`` before answering)
+    durable_commit: bool
+    #: where the data lives, for logs and the health page (never a password)
+    description: str
+
+    def open(self) -> Any:
+        """The write connection, with the schema migrated (StoreUnavailable when not)."""
+
+    def begin(self, conn: Any) -> None: ...
+
+    def commit(self, conn: Any) -> None: ...
+
+    def rollback(self, conn: Any) -> None: ...
+
+    def close(self, conn: Any) -> None: ...
+
+    def classify(self, exc: BaseException) -> str:
+        """``conflict`` (a constraint the job broke), ``retry`` (aborted for another
+        transaction's sake), ``lost`` (the connection is gone), ``database`` (another
+        database error) or ``job`` (not the database's: the job's own error)."""
+
+    def sync(self) -> None:
+        """Make every commit so far durable (only when ``durable_commit`` is false)."""
+
+    def upkeep(self, stop: threading.Event, commits: Any) -> None:
+        """Background maintenance until ``stop`` is set (SQLite: WAL checkpoints)."""
 
 
-_STOP = object()
-Outcome = tuple[_Job, Any, BaseException | None]
+class BatchWriter:
+    """The writer over one backend; ``start`` opens (and migrates) the database."""
 
-
-class Writer:
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL",
-                 busy_timeout_ms: int = 5000, max_batch: int = 64,
-                 poll_ms: float = 0.5) -> None:
-        self.path = Path(path)
-        self.synchronous = synchronous
+    def __init__(self, backend: WriteBackend, *, max_batch: int = 64, poll_ms: float = 0.5,
+                 busy_timeout_ms: int = 5000) -> None:
+        self.backend = backend
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max(1, max_batch)
         self.spin_seconds = max(0.0, poll_ms) / 1000
@@ -96,14 +83,23 @@ class Writer:
         self.commits = 0
         self.jobs = 0
         self.syncs = 0
+        self.retries = 0
+        self.reconnects = 0
         self._alive = False
-        self._own_sync = synchronous.upper() == "FULL"
+        self._own_sync = not backend.durable_commit
         self._synced: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._syncer: threading.Thread | None = None
-        self.checkpoint_seconds = 0.5
-        self.checkpoints = 0
-        self._checkpoint_stop = threading.Event()
-        self._checkpointer: threading.Thread | None = None
+        self._upkeep_stop = threading.Event()
+        self._upkeeper: threading.Thread | None = None
+        self._conn: Any = None
+
+    @property
+    def description(self) -> str:
+        return self.backend.description
+
+    def status(self) -> dict[str, Any]:
+        return {"commits": self.commits, "jobs": self.jobs, "syncs": self.syncs,
+                "retries": self.retries, "reconnects": self.reconnects}
 
     def start(self) -> None:
         if self._own_sync:
@@ -115,9 +111,10 @@ class Writer:
         self._ready.wait()
         if self._startup_error is not None:
             raise self._startup_error
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop,
-                                              name="store-checkpointer", daemon=True)
-        self._checkpointer.start()
+        self._upkeeper = threading.Thread(target=self.backend.upkeep, name="store-upkeep",
+                                          args=(self._upkeep_stop, lambda: self.commits),
+                                          daemon=True)
+        self._upkeeper.start()
 
     @property
     def alive(self) -> bool:
@@ -125,21 +122,21 @@ class Writer:
         return self._alive
 
     def stop(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpoint_stop.set()
-            self._checkpointer.join()
-            self._checkpointer = None
+        if self._upkeeper is not None:
+            self._upkeep_stop.set()
+            self._upkeeper.join()
+            self._upkeeper = None
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
             self._thread.join()
             self._thread = None
         if self._syncer is not None:
-            self._synced.put(_STOP)
+            self._synced.put(STOP)
             self._syncer.join()
             self._syncer = None
 
     def _sync_loop(self) -> None:
-        """Fsync the WAL, then answer every batch committed before that fsync began."""
+        """Make the commits durable, then answer every batch committed before that began."""
         while True:
             batches = [self._synced.get()]
             while True:
@@ -147,60 +144,22 @@ class Writer:
                     batches.append(self._synced.get_nowait())
                 except queue.Empty:
                     break
-            stop = any(b is _STOP for b in batches)
-            pending = [b for b in batches if b is not _STOP]
+            stop = any(b is STOP for b in batches)
+            pending = [b for b in batches if b is not STOP]
             if pending:
                 try:
-                    self._fsync_wal()
+                    self.backend.sync()
                 except OSError as exc:
                     event(log, "wal_sync_failed", logging.CRITICAL, error=str(exc))
                     failure = StoreError(f"could not make the commit durable: {exc}")
                     for outcomes in pending:
-                        _deliver([(job, None, failure) for job, _, _ in outcomes])
+                        deliver([(job, None, failure) for job, _, _ in outcomes])
                 else:
                     self.syncs += 1
                     for outcomes in pending:
-                        _deliver(outcomes)
+                        deliver(outcomes)
             if stop:
                 return
-
-    def _checkpoint_loop(self) -> None:
-        """Copy the WAL into the database off the commit path (PASSIVE: never blocks the
-        writer or a reader); the writer's own automatic checkpoint is switched off, so no
-        commit waits for a checkpoint and its fsync."""
-        try:
-            conn = connect(self.path, synchronous="NORMAL" if self._own_sync else self.synchronous,
-                           busy_timeout_ms=self.busy_timeout_ms)
-        except sqlite3.Error as exc:
-            event(log, "checkpointer_failed", logging.ERROR, error=str(exc))
-            return
-        seen = -1
-        try:
-            while not self._checkpoint_stop.wait(self.checkpoint_seconds):
-                if self.commits == seen:
-                    continue
-                seen = self.commits
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.checkpoints += 1
-                except sqlite3.Error as exc:
-                    event(log, "checkpoint_failed", logging.WARNING, error=str(exc))
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
-
-    def _fsync_wal(self) -> None:
-        for path in (f"{self.path}-wal", str(self.path)):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # no WAL: everything was checkpointed into the (synced) database
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            return
 
     async def run(self, work: Job[T]) -> T:
         """Run ``work`` on the unit of work of the writer's transaction; returns after it
@@ -208,7 +167,7 @@ class Writer:
         if not self._alive:
             raise StoreError("the store writer is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Job(work, future))
+        self._queue.put(QueuedJob(work, future))
         return await future
 
     def run_sync(self, work: Job[T], timeout: float | None = None) -> T:
@@ -216,20 +175,13 @@ class Writer:
         if not self._alive:
             raise StoreError("the store writer is not running")
         handoff = Handoff()
-        self._queue.put(_Job(work, handoff))
+        self._queue.put(QueuedJob(work, handoff))
         result: T = handoff.result(timeout)
         return result
 
     def _run(self) -> None:
         try:
-            conn = connect(self.path, synchronous="NORMAL" if self._own_sync else self.synchronous,
-                           busy_timeout_ms=self.busy_timeout_ms)
-            migrate(conn)
-            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
-        except sqlite3.Error as exc:  # reported to start()
-            self._startup_error = StoreUnavailable(f"cannot open the database {self.path}: {exc}")
-            self._ready.set()
-            return
+            self._conn = self.backend.open()
         except BaseException as exc:  # reported to start()
             self._startup_error = exc
             self._ready.set()
@@ -237,10 +189,12 @@ class Writer:
         self._alive = True
         self._ready.set()
         try:
-            self._serve(conn)
+            self._serve()
         finally:
             self._alive = False
-            conn.close()
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self.backend.close(self._conn)
             self._fail_waiting("the store writer stopped")
             event(log, "writer_stopped", commits=self.commits, jobs=self.jobs,
                   mean_batch=round(self.jobs / self.commits, 2) if self.commits else 0)
@@ -253,27 +207,27 @@ class Writer:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Job):
-                _deliver([(item, None, failure)])
+            if isinstance(item, QueuedJob):
+                deliver([(item, None, failure)])
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
+    def _serve(self) -> None:
         try:
             while True:
                 first = self._next_job()
-                if first is _STOP:
+                if first is STOP:
                     break
-                batch: list[_Job] = [first]
+                batch: list[QueuedJob] = [first]
                 stop = False
                 while len(batch) < self.max_batch:
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if item is _STOP:
+                    if item is STOP:
                         stop = True
                         break
                     batch.append(item)
-                self._commit_batch(conn, batch)
+                self._commit_batch(batch)
                 if stop:
                     break
         except BaseException as exc:
@@ -292,22 +246,60 @@ class Writer:
                     return self._queue.get()
                 time.sleep(0)
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _connection(self) -> Any:
+        """The write connection, opened again when it was lost (StoreUnavailable while the
+        database cannot be reached)."""
+        if self._conn is None:
+            try:
+                self._conn = self.backend.open()
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
+            self.reconnects += 1
+            event(log, "store_reconnected", database=self.backend.description)
+        return self._conn
+
+    def _lose(self, exc: BaseException) -> None:
+        event(log, "store_connection_lost", logging.ERROR, error=str(exc).strip(),
+              database=self.backend.description)
+        with contextlib.suppress(Exception):
+            self.backend.close(self._conn)
+        self._conn = None
+
+    def _commit_batch(self, batch: list[QueuedJob], attempt: int = 0) -> None:
         started = time.perf_counter()
         outcomes: list[Outcome] = []
+        backend = self.backend
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn = self._connection()
+        except StoreError as exc:
+            deliver([(job, None, exc) for job in batch])
+            return
+        try:
+            backend.begin(conn)
             for job in batch:
-                outcomes.append((job, job.work(UnitOfWork(conn)), None))
-            conn.execute("COMMIT")
+                outcomes.append((job, job.work(UnitOfWork(conn, dialect=backend.dialect)), None))
+            backend.commit(conn)
         except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if len(batch) == 1:
-                self._fail_or_deliver(batch, exc)
+            kind = backend.classify(exc)
+            if kind == "lost":
+                self._lose(exc)
+            else:
+                with contextlib.suppress(Exception):
+                    backend.rollback(conn)
+            if kind == "retry" and attempt < RETRIES:
+                self.retries += 1
+                time.sleep(0.001 * (attempt + 1))
+                self._commit_batch(batch, attempt + 1)
+            elif len(batch) == 1:
+                self._fail_ordeliver(batch, exc, kind)
+            elif kind == "lost":
+                failure = StoreUnavailable(f"the database connection was lost: {exc}")
+                deliver([(job, None, failure) for job in batch])
             else:
                 for job in batch:  # isolate the failing job: one transaction each
-                    self._commit_batch(conn, [job])
+                    self._commit_batch([job])
             return
         self.commits += 1
         self.jobs += len(batch)
@@ -315,49 +307,23 @@ class Writer:
             event(log, "batch_committed", logging.DEBUG, jobs=len(batch),
                   ms=round((time.perf_counter() - started) * 1000, 3))
         if self._own_sync:
-            self._synced.put(outcomes)  # answered once the WAL is on disk
+            self._synced.put(outcomes)  # answered once the commit is durable
         else:
-            _deliver(outcomes)
+            deliver(outcomes)
 
     @staticmethod
-    def _fail_or_deliver(batch: list[_Job], exc: Exception) -> None:
+    def _fail_ordeliver(batch: list[QueuedJob], exc: Exception, kind: str) -> None:
         """A job's own error (including a constraint it broke, as a Conflict) goes to its
         caller; a database failure becomes a StoreError for every caller."""
         failure: Exception = exc
-        if isinstance(exc, sqlite3.IntegrityError):
+        if kind == "conflict":
             failure = Conflict(str(exc))
             failure.__cause__ = exc
-        elif isinstance(exc, sqlite3.Error):
-            event(log, "commit_failed", logging.ERROR, error=str(exc), jobs=len(batch))
+        elif kind == "lost":
+            failure = StoreUnavailable(f"the database connection was lost: {exc}")
+            failure.__cause__ = exc
+        elif kind in ("database", "retry"):
+            event(log, "commit_failed", logging.ERROR, error=str(exc).strip(), jobs=len(batch))
             failure = StoreError(f"database commit failed: {exc}")
             failure.__cause__ = exc
-        _deliver([(job, None, failure) for job in batch])
-
-
-def _deliver(outcomes: list[Outcome]) -> None:
-    """Settle every future of a batch: one call into each event loop, not one per job."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
-    for outcome in outcomes:
-        future = outcome[0].future
-        if isinstance(future, asyncio.Future):
-            by_loop.setdefault(future.get_loop(), []).append(outcome)
-        else:
-            _settle(future, outcome[1], outcome[2])
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(_settle_all, items)
-
-
-def _settle_all(items: list[Outcome]) -> None:
-    for job, result, error in items:
-        _settle(job.future, result, error)
-
-
-def _settle(future: asyncio.Future[Any] | concurrent.futures.Future[Any] | Handoff,
-            result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+        deliver([(job, None, failure) for job in batch])

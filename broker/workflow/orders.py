@@ -11,6 +11,7 @@ from broker.model.orders import (
     OrderChange,
     Patient,
     PatientIdChange,
+    PatientKey,
     PatientMerge,
     PatientUpdate,
     StepStatus,
@@ -31,6 +32,36 @@ def merge_attrs(old: Attrs, new: Attrs) -> Attrs:
         else:
             merged[key] = value
     return merged
+
+
+def patient_lock(key: PatientKey) -> str:
+    return f"patient:{key.issuer}|{key.patient_id}"
+
+
+def study_lock(study_uid: str) -> str:
+    return f"study:{study_uid}"
+
+
+def lock_keys(events: list[Event]) -> list[str]:
+    """The business keys the events read and write: the transactions of brokers sharing one
+    database that touch the same patient, order or study are applied in turn (an A40 merge
+    and an order for the merged-away patient meet on the prior patient's key)."""
+    keys: list[str] = []
+    for ev in events:
+        if isinstance(ev, PatientUpdate):
+            keys.append(patient_lock(ev.patient.key))
+        elif isinstance(ev, PatientMerge):
+            keys += [patient_lock(ev.surviving.key), patient_lock(ev.prior)]
+        elif isinstance(ev, PatientIdChange):
+            keys += [patient_lock(ev.patient.key), patient_lock(ev.old)]
+        else:
+            if ev.patient is not None:
+                keys.append(patient_lock(ev.patient.key))
+            attrs = ev.procedure.attrs
+            keys += [study_lock(str(attrs.get("StudyInstanceUID", ""))),
+                     f"placer:{attrs.get('PlacerOrderNumberImagingServiceRequest', '')}",
+                     f"accession:{attrs.get('AccessionNumber', '')}"]
+    return [k for k in keys if not k.endswith(":") and not k.endswith(":|")]
 
 
 def apply(repo: OrderRepo, event: Event, *, cancel_started: bool = False) -> None:

@@ -1,20 +1,30 @@
-"""A read-only look at a broker's SQLite file."""
+"""A read-only look at a broker's database: its SQLite file, or the PostgreSQL database of
+MWL_DATABASE_URL when the tests run on PostgreSQL (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 
 class Db:
-    """Read-only look at a broker's SQLite file."""
+    """Read-only look at a broker's database (SQL with ``?`` placeholders on both)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self.url = os.environ.get("MWL_DATABASE_URL", "")
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        if self.url:
+            import psycopg
+
+            from broker.store.postgres.dialect import to_psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as pg:
+                return [tuple(r) for r in pg.execute(to_psycopg(sql), args).fetchall()]
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
             return conn.execute(sql, args).fetchall()

@@ -13,8 +13,8 @@ import pytest
 
 from broker import cli
 from broker.model.orders import PatientKey
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 from tests.support.broker import ROOT, BrokerProcess, free_port
 
 

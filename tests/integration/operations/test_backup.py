@@ -12,10 +12,10 @@ import pytest
 
 from broker import cli
 from broker.model.orders import PatientKey
-from broker.store.backup import BackupError, backup
 from broker.store.messages import MessageRecord
+from broker.store.sqlite.backup import BackupError, backup
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 
 JOBS = 1000
 

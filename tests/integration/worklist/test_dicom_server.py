@@ -9,7 +9,7 @@ import pytest
 
 from broker.dicom.client import QueryFailed, WorklistClient, build_query, query_keys
 from broker.dicom.server import DicomServer
-from broker.store.worklist_query import WorklistReader
+from broker.store.sqlite.readers import SqliteWorklistReader as WorklistReader
 
 
 def server(db: Path, **kwargs: object) -> DicomServer:

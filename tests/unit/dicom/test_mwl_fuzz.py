@@ -27,9 +27,10 @@ from broker.dicom.status import DimseFailure
 from broker.hl7.message import parse
 from broker.mapping.engine import map_message
 from broker.mapping.schema import load_mappings
-from broker.store.db import connect, migrate
 from broker.store.orders import OrderRepo
-from broker.store.worklist_query import COLUMNS, open_reader, search
+from broker.store.sqlite.connection import connect, migrate
+from broker.store.sqlite.readers import open_reader, search
+from broker.store.worklist_query import COLUMNS
 from broker.workflow.orders import apply
 from tests.support.samples import order
 

@@ -12,7 +12,7 @@ from broker.config import Hl7Settings, MllpSettings
 from broker.flows.hl7_in import Ingestor
 from broker.mapping.schema import load_mappings
 from broker.mapping.specs import MappingSet
-from broker.store.writer import Writer
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from tests.support.samples import order
 
 SHIPPED: MappingSet = load_mappings(Path(__file__).resolve().parents[3] / "mappings")

@@ -19,7 +19,7 @@ from broker.flows.completion import CompletionFlow
 from broker.flows.mpps_in import MppsIn
 from broker.model.errors import DomainError, ErrorKind
 from broker.store.repo import OutboxRow
-from broker.store.writer import Writer
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.workflow.completion import ACTION_TYPE, Completion, CompletionPolicy
 from broker.workflow.notify import StatusNotifier
 from tests.support.db import Db

@@ -22,8 +22,8 @@ from broker.mapping.engine import map_message
 from broker.mapping.schema import load_mappings
 from broker.mapping.specs import MappingSet
 from broker.model.orders import DomainError
-from broker.store.db import connect, migrate
 from broker.store.orders import OrderRepo
+from broker.store.sqlite.connection import connect, migrate
 from broker.workflow.orders import apply
 from tests.support.samples import order
 

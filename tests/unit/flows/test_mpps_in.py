@@ -15,8 +15,8 @@ from pydicom.uid import generate_uid
 from broker.dicom.status import failure_of
 from broker.flows.mpps_in import MppsIn
 from broker.model.errors import DomainError, ErrorKind
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 from broker.workflow.notify import StatusNotifier
 from tests.support.db import Db
 from tests.support.mpps import UID, completion, mpps

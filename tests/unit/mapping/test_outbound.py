@@ -26,7 +26,7 @@ from broker.mapping.schema import MappingLoadError, load_mappings
 from broker.mapping.specs import MappingSet
 from broker.model.instances import Facts
 from broker.outbound.encoding import EncodingError, declared, encode, with_charset
-from broker.store.writer import Writer
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.workflow.notify import COMPLETION, EVENT, StatusNotifier
 from tests.support.db import Db
 from tests.support.hl7_strict import problems, structure

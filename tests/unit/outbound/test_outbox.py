@@ -14,8 +14,9 @@ import pytest
 
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
 from broker.store.repo import OutboxRow
+from broker.store.sqlite.readers import outbox_reader
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 from tests.support.db import Db
 from tests.support.ris import Ris
 from tests.support.waiting import until
@@ -90,7 +91,7 @@ async def worker_for(writer: Writer) -> AsyncIterator[Any]:
             settled.append((row.control_id, outcome, reason))
         options = {"backoff_base": 0.05, "backoff_max": 0.2, "poll": 0.05,
                    "on_settled": on_settled, **options}
-        worker = OutboxWorker(writer.path, writer, destinations, **options)
+        worker = OutboxWorker(outbox_reader(writer.path), writer, destinations, **options)
         worker.settled = settled  # type: ignore[attr-defined]
         await worker.start()
         started.append(worker)
@@ -305,8 +306,8 @@ async def test_pending_messages_survive_a_restart_of_the_worker(
         writer: Writer, ris: Ris, worker_for: Any) -> None:
     ris.mode = "silent"
     await enqueue(writer, "C1")
-    first = OutboxWorker(writer.path, writer, [to(ris, timeout=0.2)], backoff_base=0.05,
-                         backoff_max=0.2, poll=0.05)
+    first = OutboxWorker(outbox_reader(writer.path), writer, [to(ris, timeout=0.2)],
+                         backoff_base=0.05, backoff_max=0.2, poll=0.05)
     await first.start()
     try:
         await until(lambda: entry(writer, "C1")["attempts"] >= 1)

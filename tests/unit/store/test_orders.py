@@ -14,7 +14,7 @@ from broker.hl7.message import parse
 from broker.mapping.engine import map_message
 from broker.mapping.schema import MappingSet, load_mappings
 from broker.model.orders import OrderChange
-from broker.store.db import connect, migrate
+from broker.store.sqlite.connection import connect, migrate
 from broker.store.unit_of_work import UnitOfWork
 from broker.workflow.orders import apply
 from tests.support.samples import OrderSample, order

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.store.outbox_reader import OutboxReader
+from broker.store.sqlite.readers import outbox_reader
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ async def test_a_later_message_of_a_backed_off_order_does_not_wake_the_lane(
         uow.outbox.enqueue("ris", "ORDER-1", "C2", "ORM^O01", "second", due_at=now - 1.0)
         uow.outbox.enqueue("ris", "ORDER-2", "C3", "ORM^O01", "other", due_at=now + 60.0)
     await writer.run(queue)
-    reader = await OutboxReader.open(writer.path)
+    reader = await outbox_reader(writer.path)()
     try:
         assert await reader.due(now, destination="ris") == []
         assert await reader.next_due_at("ris") == pytest.approx(retry_at, abs=0.001)

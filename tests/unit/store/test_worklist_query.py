@@ -30,8 +30,9 @@ from broker.dicom.mwl import parse_identifier
 from broker.dicom.status import DimseFailure
 from broker.model.orders import PatientKey, StepStatus
 from broker.model.worklist import Match, WorklistQuery, pn_matches
-from broker.store.db import connect, migrate
 from broker.store.orders import OrderRepo
+from broker.store.sqlite.connection import connect, migrate
+from broker.store.sqlite.readers import open_reader, search
 from broker.store.worklist_query import (
     COLUMNS,
     MATCHABLE,
@@ -39,8 +40,6 @@ from broker.store.worklist_query import (
     START_DATE,
     START_TIME,
     STATION,
-    open_reader,
-    search,
 )
 
 #: shown only when the query has a value for SPS Status (independent of broker.model.worklist)

@@ -7,8 +7,9 @@ import sqlite3
 from pathlib import Path
 
 from broker.model.worklist import Match, WorklistQuery
-from broker.store.db import connect, migrate
-from broker.store.worklist_query import build_sql, explain, search
+from broker.store.sqlite.connection import connect, migrate
+from broker.store.sqlite.readers import explain, search
+from broker.store.worklist_query import build_sql
 
 #: SQLite's SQLITE_MAX_VARIABLE_NUMBER before 3.32 (32766 after; builds may raise it)
 OLD_LIMIT = 999

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from broker.store.errors import Conflict, StoreError
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ async def test_full_durability_answers_after_the_wal_is_synced(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """synchronous=FULL: callers are answered only after the WAL fsync; if it fails they get
     a StoreError (the change may not be on disk), not a success."""
-    import broker.store.writer as writer_module
+    import broker.store.sqlite.writer as writer_module
 
     w = Writer(tmp_path / "d.sqlite", synchronous="FULL")
     w.start()
@@ -128,4 +128,4 @@ def test_checkpointer_copies_the_wal_into_the_database(tmp_path: Path) -> None:
         reader.close()
     finally:
         writer.stop()
-    assert writer._checkpointer is None
+    assert writer._upkeeper is None

@@ -23,8 +23,8 @@ from broker.mapping.engine import map_message
 from broker.mapping.schema import load_mappings
 from broker.mapping.specs import MappingSet
 from broker.store.repo import OUTBOX_COLUMNS, OutboxRow
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 from broker.workflow.completion import ACTION_TYPE, Completion, CompletionPolicy
 from broker.workflow.notify import StatusNotifier
 from broker.workflow.orders import apply

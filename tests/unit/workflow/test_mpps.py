@@ -15,8 +15,8 @@ from broker.hl7.message import parse
 from broker.mapping.engine import map_message
 from broker.mapping.schema import MappingSet, load_mappings
 from broker.model.errors import DomainError, ErrorKind
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 from broker.workflow import mpps
 from broker.workflow.mpps import COMPLETED, DISCONTINUED, IN_PROGRESS, Outcome, StepReference
 from broker.workflow.orders import apply

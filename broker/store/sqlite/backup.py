@@ -8,8 +8,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.store.db import create_private, schema_version
-from broker.store.health import integrity_problems, table_counts
+from broker.store.sqlite.connection import create_private, schema_version
+from broker.store.sqlite.health import integrity_problems, table_counts
 
 
 class BackupError(RuntimeError):

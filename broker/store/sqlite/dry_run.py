@@ -7,8 +7,9 @@ import sqlite3
 from pathlib import Path
 from typing import TypeVar
 
-from broker.store.db import migrate
 from broker.store.errors import Conflict, StoreError
+from broker.store.sqlite.connection import migrate
+from broker.store.sqlite.dialect import SQLITE
 from broker.store.unit_of_work import Job, UnitOfWork
 
 T = TypeVar("T")
@@ -38,7 +39,7 @@ class DryRunWriter:
         try:
             conn.execute("BEGIN")
             try:
-                return work(UnitOfWork(conn))
+                return work(UnitOfWork(conn, dialect=SQLITE))
             finally:
                 conn.execute("ROLLBACK")
         except sqlite3.IntegrityError as exc:

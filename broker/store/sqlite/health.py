@@ -6,8 +6,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.store.db import connect, schema_version
 from broker.store.errors import StoreUnavailable
+from broker.store.sqlite.connection import connect, schema_version
 
 
 def integrity_problems(conn: sqlite3.Connection, quick: bool = False,
