@@ -41,8 +41,8 @@ from benchmarks.worklist_data import (
 from broker.dicom import pynetdicom_patches
 from broker.dicom.client import WorklistClient, build_query, query_keys
 from broker.model.orders import OrderChange
+from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.writer import Writer
 from broker.workflow.orders import apply
 
 TARGETS = {"station_p50_ms_100k": 30.0, "speedup_vs_peers_10k": 20.0,
