@@ -71,4 +71,5 @@ async def test_the_same_order_at_two_instances_at_once(cluster: Cluster) -> None
         for broker in (a, b)}
     assert sum(originals_by_node.values()) == MESSAGES
     assert all(originals_by_node.values()), originals_by_node
+    print(f"originals per broker: {originals_by_node}; deadlocks: {cluster.deadlocks()}")
     cluster.assert_no_errors()
