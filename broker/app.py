@@ -14,10 +14,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from broker import __version__
 from broker.admin import health
 from broker.admin.http import AdminServer
 from broker.admin.ports import HealthSource
 from broker.admin.service import AdminService
+from broker.cluster.membership import Membership
 from broker.config import Settings
 from broker.dicom import mpps as mpps_checks
 from broker.dicom import pynetdicom_patches
@@ -29,6 +31,7 @@ from broker.dicom.stgcmt import CommitmentRequester
 from broker.flows.completion import CompletionFlow
 from broker.flows.hl7_in import Ingestor
 from broker.flows.mpps_in import MppsIn
+from broker.hl7 import ack
 from broker.hl7.server import MllpServer
 from broker.logs import event
 from broker.mapping.holder import MappingHolder
@@ -57,6 +60,7 @@ class Broker:
         self.mappings = MappingHolder(settings.mappings.directory)
         db = settings.database
         self.node = node_id(settings)
+        ack.use_node(self.node)
         self.store = open_store(db, self.node)
         self.writer = self.store.writer
         self.ingestor = Ingestor(self.writer, self.mappings, settings.hl7, settings.mllp,
@@ -81,8 +85,11 @@ class Broker:
         self.outbox = OutboxWorker(self.store.outbox_reader, self.writer,
                                    [*destinations, *requests], backoff_base=o.backoff_base,
                                    backoff_max=o.backoff_max, poll=o.poll,
-                                   on_settled=self.completion.settled, metrics=self.metrics)
+                                   on_settled=self.completion.settled, metrics=self.metrics,
+                                   node=self.node, lease_seconds=o.lease_seconds,
+                                   listen=self.store.listen)
         self.purger = self.store.purger(settings.retention)
+        self.membership = Membership(self.writer, self.node, self._ports, version=__version__)
         d = settings.dicom
         mpps = MppsIn(self.writer, notify=notifier, final=self.completion.mpps_final,
                       forward_to=[f.name for f in d.mpps_forward],
@@ -99,10 +106,15 @@ class Broker:
         sources: list[HealthSource] = [
             partial(health.mllp, self.mllp, self.ingestor.counts),
             partial(health.dicom, self.dicom), partial(health.outbox, self.outbox),
-            partial(health.writer, self.writer)]
+            partial(health.writer, self.writer),
+            partial(health.database, self.membership, self.store.description)]
         service = AdminService(self.writer, self.store.admin_reader, self.outbox, self.mappings,
-                               self.metrics, sources)
+                               self.metrics, sources, self.node)
         return AdminServer(self.settings.admin, self.metrics, service)
+
+    def _ports(self) -> tuple[int, int, int]:
+        admin = self.settings.admin.port if self.settings.admin.enabled else 0
+        return self.mllp.bound_port or 0, self.dicom.bound_port or 0, admin
 
     def _queued(self) -> None:
         """Called from an association thread after messages were queued: wake the outbox."""
@@ -132,6 +144,8 @@ class Broker:
             if self.watcher is not None:
                 await self.watcher.start()
                 stack.push_async_callback(self.watcher.stop)
+            await self.membership.start()
+            stack.push_async_callback(self.membership.stop)
             await self.purger.start()
             stack.push_async_callback(self.purger.stop)
             if self.admin is not None:
@@ -220,7 +234,7 @@ def _completion(settings: Settings, mappings: Callable[[], Any],
                               report_timeout=sc.report_timeout,
                               available_statuses=tuple(a.upper()
                                                        for a in sc.available_statuses))
-    return Completion(mappings, notifier, policy, mpps_checks.summary)
+    return Completion(mappings, notifier, policy, mpps_checks.summary, node_id(settings))
 
 
 def _commitment_destinations(settings: Settings,

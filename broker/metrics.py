@@ -49,6 +49,11 @@ class Metrics:
         self.dead_letters = Gauge("mwl_outbox_dead_letters",
                                   "Outbox messages refused by their destination (dead letters)",
                                   registry=r)
+        self.nodes_alive = Gauge("mwl_cluster_nodes_alive", "Brokers sharing this database and"
+                                 " seen within the last 10 s", registry=r)
+        self.lane_owner = Gauge("mwl_outbox_lane_owned", "1 for each outbox lane this broker"
+                                " owns now (0: another broker, or nobody, owns it)", ["lane"],
+                                registry=r)
         self.rejections = Counter("mwl_rejections", "Connections, frames, associations and "
                                   "requests refused, by listener and reason",
                                   ["listener", "reason"], registry=r)
@@ -81,6 +86,12 @@ class Metrics:
         self.outbox_depth.set(depth)
         self.outbox_oldest_age.set(oldest_age)
         self.dead_letters.set(dead)
+
+    def set_cluster(self, alive: int, lanes: dict[str, bool]) -> None:
+        """Brokers alive, and for each lane whether this one owns it."""
+        self.nodes_alive.set(alive)
+        for lane, owned in lanes.items():
+            self.lane_owner.labels(self._bounded(lane)).set(1 if owned else 0)
 
     def render(self) -> bytes:
         text: bytes = generate_latest(self.registry)

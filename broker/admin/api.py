@@ -155,6 +155,11 @@ async def health(request: web.Request) -> web.Response:
     return _json({"ready": ready, "listeners": service.health()})
 
 
+async def cluster(request: web.Request) -> web.Response:
+    """This broker, the others sharing its database, and the owner of each outbox lane."""
+    return _json(await _service(request).cluster())
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/worklist", worklist)
     app.router.add_get("/api/procedures/{key}", procedure)
@@ -168,3 +173,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/mappings", mappings)
     app.router.add_post("/api/mappings/reload", reload_mappings)
     app.router.add_get("/api/health", health)
+    app.router.add_get("/api/cluster", cluster)

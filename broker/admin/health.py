@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from broker.admin.ports import DicomStatus, MllpStatus, OutboxStatus, Row, WriterStatus
+from broker.admin.ports import (
+    DicomStatus,
+    MembershipStatus,
+    MllpStatus,
+    OutboxStatus,
+    Row,
+    WriterStatus,
+)
 from broker.outbound.outbox import Destination
 
 
@@ -36,3 +43,11 @@ def outbox(worker: OutboxStatus) -> Row:
 def writer(store: WriterStatus) -> Row:
     return {"name": "writer", "up": store.alive, "address": store.description,
             "detail": store.status()}
+
+
+def database(membership: MembershipStatus, address: str) -> Row:
+    """Whether this broker reached its database in the last few heartbeats (PostgreSQL
+    away: not ready, so a load balancer sends the RIS and the modalities elsewhere)."""
+    return {"name": "database", "up": membership.reachable, "address": address,
+            "detail": {"node": membership.node, "heartbeats": membership.beats,
+                       "last_reached_seconds_ago": membership.last_reached_ago()}}

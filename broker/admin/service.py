@@ -19,6 +19,7 @@ from broker.mapping.schema import MappingLoadError, describe, load_mappings
 from broker.metrics import Metrics
 from broker.model.orders import StepStatus
 from broker.store import admin_queries as q
+from broker.store.cluster import ALIVE_WINDOW
 
 log = logging.getLogger("broker.admin")
 PURGEABLE = ("delivered", "dead")
@@ -67,9 +68,11 @@ STEP_STATUSES = tuple(s.value for s in StepStatus)
 class AdminService:
     def __init__(self, writer: Writes, open_reader: Callable[[], Awaitable[q.AdminReader]],
                  outbox: OutboxControl, mappings: MappingSource, metrics: Metrics,
-                 health: Sequence[HealthSource]) -> None:
-        """``open_reader`` opens the read-only connection of the console and the REST API."""
+                 health: Sequence[HealthSource], node: str = "") -> None:
+        """``open_reader`` opens the read-only connection of the console and the REST API;
+        ``node`` is this broker's name among those sharing the database."""
         self.writer = writer
+        self.node = node
         self.open_reader = open_reader
         self.outbox_control = outbox
         self.mapping_source = mappings
@@ -179,9 +182,17 @@ class AdminService:
         return all(checks.values()), checks
 
     async def scrape(self) -> bytes:
-        """The metrics text, with the outbox gauges read from the store now."""
+        """The metrics text, with the outbox and cluster gauges read from the store now."""
         metrics = self.metrics
         stats = await self.reader.outbox_stats()
         age = time.time() - stats.oldest_pending_at if stats.oldest_pending_at else 0.0
         metrics.set_outbox(stats.depth, max(age, 0.0), stats.dead)
+        cluster = await self.cluster()
+        metrics.set_cluster(sum(1 for n in cluster["nodes"] if n["alive"]),
+                            {lane["lane"]: lane["held"] and lane["owner"] == self.node
+                             for lane in cluster["lanes"]})
         return metrics.render()
+
+    async def cluster(self) -> Row:
+        """This broker's name, every broker sharing the database, and who owns each lane."""
+        return {"node": self.node, **await self.reader.cluster(ALIVE_WINDOW)}

@@ -217,6 +217,9 @@ class OutboundSettings:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     poll: float = 1.0
+    #: seconds a broker owns a destination's lane without renewing (brokers sharing one
+    #: database: another takes a dead owner's lanes over after about this long)
+    lease_seconds: float = 5.0
 
 
 @dataclass

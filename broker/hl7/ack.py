@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -58,7 +59,18 @@ _counter = itertools.count(1)
 _prefix = f"{os.getpid() % 100000:05d}"
 
 
+def use_node(node: str) -> None:
+    """Make this process's control IDs distinct from those of the other brokers sharing its
+    database: five characters derived from the node name and the process."""
+    global _prefix
+    digest = hashlib.blake2b(f"{node}/{os.getpid()}".encode(), digest_size=8).digest()
+    number = int.from_bytes(digest, "big")
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    _prefix = "".join(alphabet[(number // 36 ** i) % 36] for i in range(5))
+
+
 def new_control_id() -> str:
+    """A control ID (MSH-10) for a message the broker sends: time, process, counter."""
     return f"B{time.strftime('%y%m%d%H%M%S')}{_prefix}{next(_counter):06d}"
 
 

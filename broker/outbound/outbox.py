@@ -22,8 +22,10 @@ from broker.hl7.mllp import MllpClient, MllpError
 from broker.logs import event
 from broker.model.ports import Settled
 from broker.outbound.encoding import EncodingError, encode, with_charset
+from broker.outbound.lanes import LaneLeases
+from broker.store.cluster import LaneLost, Lease
 from broker.store.errors import StoreError
-from broker.store.ports import OpenOutboxReader, OutboxReader, Writer
+from broker.store.ports import Listen, OpenOutboxReader, OutboxReader, Writer
 from broker.store.repo import OutboxRow
 from broker.store.unit_of_work import UnitOfWork
 
@@ -63,7 +65,9 @@ class OutboxWorker:
                  destinations: Sequence[Destination | RequestDestination], *,
                  backoff_base: float = 1.0, backoff_max: float = 60.0,
                  poll: float = 1.0, on_settled: Settled | None = None,
-                 batch_window: float = 0.005, metrics: Metrics | None = None) -> None:
+                 batch_window: float = 0.005, metrics: Metrics | None = None,
+                 node: str = "", lease_seconds: float = 5.0,
+                 listen: Listen | None = None) -> None:
         self.open_reader = open_reader
         self.writer = writer
         self.destinations = {d.name: d for d in destinations}
@@ -78,6 +82,9 @@ class OutboxWorker:
         self._reader: OutboxReader | None = None
         self.delivered = self.dead = self.retried = 0
         self.metrics = metrics
+        self.leases = LaneLeases(writer, node or "local", lease_seconds)
+        self.listen = listen
+        self._stop_listening: Callable[[], Awaitable[None]] | None = None
 
     @property
     def running(self) -> bool:
@@ -93,6 +100,8 @@ class OutboxWorker:
         if not self.destinations:
             return
         self._reader = await self.open_reader()
+        if self.listen is not None:  # other brokers' new messages wake the lanes this one owns
+            self._stop_listening = await self.listen("mwl_outbox", self.wake)
         for lane in [*self.destinations, None]:
             self._wakes[lane] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._run(lane), name=f"outbox-{lane}"))
@@ -103,6 +112,10 @@ class OutboxWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._stop_listening is not None:
+            await self._stop_listening()
+            self._stop_listening = None
+        await self.leases.release_all()
         for client in self._clients.values():
             await client.close()
         if self._reader is not None:
@@ -114,17 +127,27 @@ class OutboxWorker:
         wake = self._wakes[lane]
         while True:
             wake.clear()  # before reading: a wake-up during the read is not lost
+            upcoming: float | None = None
+            lease = await self.leases.hold(lane)
             try:
-                rows = await self._reader.due(time.time(), destination=lane, others=others)
-                settles = [await self._deliver(row) for row in rows]
-                if settles:  # recorded together: one commit for the batch
-                    await asyncio.gather(*settles)
-                    continue
-                upcoming = await self._reader.next_due_at(lane, others)
+                if lease is not None:
+                    rows = await self._reader.due(time.time(), destination=lane, others=others)
+                    settles = []
+                    for row in rows:
+                        if self.leases.valid(lane) is None:
+                            break  # the lease runs out: renew before sending more
+                        settles.append(await self._deliver(row, lease))
+                    if settles:  # recorded together: one commit for the batch
+                        await asyncio.gather(*settles)
+                        continue
+                    upcoming = await self._reader.next_due_at(lane, others)
+            except LaneLost as exc:
+                self.leases.lost(lane, str(exc))
             except StoreError as exc:
                 event(log, "outbox_store_error", logging.ERROR, error=str(exc))
-                upcoming = None
             wait = self.poll if upcoming is None else min(self.poll, upcoming - time.time())
+            if lease is None:  # another broker owns the lane: ask again before its lease ends
+                wait = min(self.poll, self.leases.seconds / 3)
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancel is never lost
                 async with asyncio.timeout(max(wait, 0.0)):
                     await wake.wait()
@@ -132,35 +155,38 @@ class OutboxWorker:
                 # woken by new messages: let the ones queued just after them join the batch
                 await asyncio.sleep(self.batch_window)
 
-    async def _deliver(self, row: OutboxRow) -> Awaitable[None]:
+    async def _deliver(self, row: OutboxRow, lease: Lease) -> Awaitable[None]:
         """Send one message; returns the (not yet awaited) recording of its outcome."""
+        outcome, reason, ack = await self._send(row)
+        return self._settle(row, outcome, reason, ack, lease)
+
+    async def _send(self, row: OutboxRow) -> tuple[str, str, str]:
+        """(outcome, reason, acknowledgement) of sending one message."""
         destination = self.destinations.get(row.destination)
         if destination is None:
-            return self._settle(row, "dead",
-                                f"destination {row.destination!r} is not configured")
+            return "dead", f"destination {row.destination!r} is not configured", ""
         if isinstance(destination, RequestDestination):
             try:
                 outcome, reason, detail = await asyncio.to_thread(destination.send, row)
             except Exception as exc:  # a request that failed in an unforeseen way: try again
                 outcome, reason, detail = "retry", f"{type(exc).__name__}: {exc}", ""
-            return self._settle(row, outcome, reason, detail)
+            return outcome, reason, detail
         try:
             payload = encode(with_charset(row.payload, destination.charset))
         except EncodingError as exc:
-            return self._settle(row, "dead", f"not sent to {destination.name}: {exc}")
+            return "dead", f"not sent to {destination.name}: {exc}", ""
         try:
             answer = await self._exchange(destination, row, payload)
         except (MllpError, OSError, TimeoutError) as exc:
             await self._drop_client(destination.name)
-            return self._settle(row, "retry", f"{type(exc).__name__}: {exc}" if str(exc)
-                                else f"no answer within {destination.timeout} s")
+            return "retry", (f"{type(exc).__name__}: {exc}" if str(exc)
+                             else f"no answer within {destination.timeout} s"), ""
         code, _ = ack_code_of(answer)
         if code in DELIVERED:
-            return self._settle(row, "delivered", "", answer)
+            return "delivered", "", answer
         if code in REFUSED:
-            return self._settle(row, "dead", f"{destination.name} answered {code}: "
-                                f"{_reason(answer)}", answer)
-        return self._settle(row, "retry", f"unexpected answer {answer[:80]!r}")
+            return "dead", f"{destination.name} answered {code}: {_reason(answer)}", answer
+        return "retry", f"unexpected answer {answer[:80]!r}", ""
 
     async def _exchange(self, destination: Destination, row: OutboxRow, payload: bytes) -> str:
         """Send ``payload`` (the row's text in its MSH-18 character set) and wait for the
@@ -196,25 +222,30 @@ class OutboxWorker:
         if self.on_settled is not None:
             self.on_settled(uow, row, outcome, reason)
 
-    async def _settle(self, row: OutboxRow, outcome: str, reason: str, ack: str = "") -> None:
+    async def _settle(self, row: OutboxRow, outcome: str, reason: str, ack: str,
+                      lease: Lease) -> None:
+        check = lease_check(lease)
         if outcome == "retry":
             delay = min(self.backoff_max, self.backoff_base * 2 ** row.attempts)
             delay *= random.uniform(0.8, 1.2)
             when = time.time() + delay
 
             def work(uow: UnitOfWork) -> None:
+                check(uow)
                 uow.outbox.retry_later(row.id, reason, when)
                 self._tell(uow, row, "retry", reason)
             self.retried += 1
             level, name = logging.WARNING, "outbox_retry"
         elif outcome == "dead":
             def work(uow: UnitOfWork) -> None:
+                check(uow)
                 uow.outbox.dead(row.id, reason, ack)
                 self._tell(uow, row, "dead", reason)
             self.dead += 1
             level, name = logging.ERROR, "outbox_dead_letter"
         else:
             def work(uow: UnitOfWork) -> None:
+                check(uow)
                 uow.outbox.delivered(row.id, ack)
                 self._tell(uow, row, "delivered", "")
             self.delivered += 1
@@ -225,6 +256,13 @@ class OutboxWorker:
         event(log, name, level, control_id=row.control_id, destination=row.destination,
               order=row.order_key, attempt=row.attempts + 1,
               **({"reason": reason} if reason else {}))
+
+
+def lease_check(lease: Lease) -> Callable[[UnitOfWork], None]:
+    """The fencing check a settlement runs first in its transaction."""
+    def check(uow: UnitOfWork) -> None:
+        uow.cluster.check(lease)
+    return check
 
 
 def _reason(ack: str) -> str:

@@ -234,6 +234,26 @@ async def outbox_stats(conn: Conn) -> OutboxStats:
     return OutboxStats(rows[0]["depth"], rows[0]["dead"], rows[0]["oldest"])
 
 
+# -- brokers sharing the database ----------------------------------------------------------
+async def cluster(conn: Conn, d: Dialect, window: float) -> Row:
+    """Every broker on record (alive: seen within ``window`` s) and who owns each lane."""
+    now = d.now()
+    nodes = await _rows(conn, f"""
+        SELECT node_id, host, mllp_port, dicom_port, admin_port, version, started_at, seen_at,
+               stopped_at, {now} - seen_at AS seen_seconds_ago,
+               CASE WHEN stopped_at IS NULL AND seen_at >= {now} - ? THEN 1 ELSE 0 END AS alive
+        FROM nodes ORDER BY node_id""", (window,))
+    lanes = await _rows(conn, f"""
+        SELECT destination AS lane, owner, fence, taken_at, expires_at,
+               CASE WHEN expires_at >= {now} THEN 1 ELSE 0 END AS held
+        FROM lanes ORDER BY destination""")
+    for n in nodes:
+        n["alive"] = bool(n["alive"])
+    for lane in lanes:
+        lane["held"] = bool(lane["held"])
+    return {"nodes": nodes, "lanes": lanes}
+
+
 class AdminReader:
     """The admin side's read connection and its reads; errors are the store's own."""
 
@@ -264,3 +284,6 @@ class AdminReader:
 
     async def outbox_stats(self) -> OutboxStats:
         return await outbox_stats(self._conn)
+
+    async def cluster(self, window: float) -> Row:
+        return await cluster(self._conn, self._dialect, window)

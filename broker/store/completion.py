@@ -19,6 +19,8 @@ class CommitmentRow:
     archive: str
     state: str
     reason: str
+    #: the broker that asked (several sharing one database)
+    node: str = ""
 
 
 @dataclass(slots=True)
@@ -29,7 +31,7 @@ class CompletionRow:
     detail: str
 
 
-_COMMITMENT = "id, transaction_uid, mpps_fk, archive, state, reason"
+_COMMITMENT = "id, transaction_uid, mpps_fk, archive, state, reason, node"
 
 
 class CompletionRepo(Repo):
@@ -94,11 +96,11 @@ class CompletionRepo(Repo):
 
     # -- storage commitment --------------------------------------------------------------------
     def new_commitment(self, transaction_uid: str, mpps_pk: int, archive: str,
-                       timeout_at: float, instances: list[Instance]) -> int:
+                       timeout_at: float, instances: list[Instance], node: str = "") -> int:
         pk = int(self.conn.execute(
-            "INSERT INTO commitments (transaction_uid, mpps_fk, archive, created_at, timeout_at)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (transaction_uid, mpps_pk, archive, self.now, timeout_at)).fetchone()[0])
+            "INSERT INTO commitments (transaction_uid, mpps_fk, archive, created_at, timeout_at,"
+            " node) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (transaction_uid, mpps_pk, archive, self.now, timeout_at, node)).fetchone()[0])
         self.conn.executemany(
             "INSERT INTO commitment_instances (commitment_fk, sop_instance_uid,"
             " sop_class_uid) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",

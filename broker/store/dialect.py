@@ -59,3 +59,11 @@ class Dialect:
 
     def lock(self, conn: Any, keys: Sequence[str]) -> None:
         """Transaction-scoped locks on business keys (none where one writer does it all)."""
+
+    def now(self) -> str:
+        """The database's clock, in seconds since the epoch (brokers sharing a database
+        agree on it: leases and timers use it, never a broker's own clock)."""
+        raise NotImplementedError
+
+    def notify(self, conn: Any, channel: str) -> None:
+        """Tell the other brokers, at commit, that ``channel`` has news (none on SQLite)."""

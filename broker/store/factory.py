@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from broker.config import DatabaseSettings, RetentionSettings
@@ -52,6 +53,11 @@ class Store(Protocol):
     async def admin_reader(self) -> AdminReader: ...
 
     def outbox_entries(self, state: str = "", limit: int = 100) -> list[OutboxRow]: ...
+
+    async def listen(self, channel: str, callback: Callable[[], None]
+                     ) -> Callable[[], Awaitable[None]]:
+        """Call ``callback`` when another broker signals ``channel``; returns what stops."""
+        ...
 
     def close(self) -> None:
         """Release what the store holds besides the writer (connection pools)."""

@@ -78,8 +78,12 @@ class AdminReader(Protocol):
 
     async def outbox_stats(self) -> OutboxStats: ...
 
+    async def cluster(self, window: float) -> Row: ...
+
     async def close(self) -> None: ...
 
 
 OpenOutboxReader = Callable[[], Awaitable[OutboxReader]]
+#: listen(channel, callback) → what stops listening: other brokers' notifications
+Listen = Callable[[str, Callable[[], None]], Awaitable[Callable[[], Awaitable[None]]]]
 OpenAdminReader = Callable[[], Awaitable[AdminReader]]

@@ -146,6 +146,7 @@ class OutboxRepo(Repo):
             " RETURNING id", (destination, order_key, control_id, message_type, payload,
                               self.now if due_at is None else due_at, self.now,
                               self.now)).fetchone()
+        self.dialect.notify(self.conn, "mwl_outbox")  # wakes the lane's owner, at commit
         return int(row[0])
 
     def delivered(self, pk: int, ack: str) -> None:

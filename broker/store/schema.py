@@ -228,6 +228,35 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 6: brokers sharing one database (PostgreSQL): each instance and when it was last seen,
+    #    the owner of each outbox lane with its fencing token, the instance that asked for
+    #    each storage commitment
+    """
+    CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL DEFAULT '',
+        mllp_port INTEGER NOT NULL DEFAULT 0,
+        dicom_port INTEGER NOT NULL DEFAULT 0,
+        admin_port INTEGER NOT NULL DEFAULT 0,
+        version TEXT NOT NULL DEFAULT '',
+        started_at REAL NOT NULL,
+        seen_at REAL NOT NULL,
+        stopped_at REAL
+    );
+
+    CREATE TABLE lanes (
+        destination TEXT PRIMARY KEY,
+        owner TEXT NOT NULL DEFAULT '',
+        fence INTEGER NOT NULL DEFAULT 0,
+        taken_at REAL NOT NULL DEFAULT 0,
+        expires_at REAL NOT NULL DEFAULT 0
+    );
+
+    ALTER TABLE commitments ADD COLUMN node TEXT NOT NULL DEFAULT '';
+    """
+)
+
 #: migrations that only add (tables, columns with defaults, indexes): a broker of the
 #: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
-ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5})
+ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6})

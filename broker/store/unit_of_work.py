@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from broker.store.cluster import ClusterRepo
 from broker.store.completion import CompletionRepo
 from broker.store.connection import Connection
 from broker.store.dialect import Dialect
@@ -25,8 +26,8 @@ class UnitOfWork:
     together.
     """
 
-    __slots__ = ("_conn", "completion", "dialect", "messages", "mpps", "now", "orders",
-                 "outbox", "retention")
+    __slots__ = ("_conn", "cluster", "completion", "dialect", "messages", "mpps", "now",
+                 "orders", "outbox", "retention")
 
     def __init__(self, conn: Connection, now: float | None = None,
                  dialect: Dialect = SQLITE) -> None:
@@ -39,6 +40,7 @@ class UnitOfWork:
         self.outbox = OutboxRepo(conn, self.now, dialect)
         self.completion = CompletionRepo(conn, self.now, dialect)
         self.retention = RetentionRepo(conn, dialect)
+        self.cluster = ClusterRepo(conn, self.now, dialect)
 
     def at(self, now: float | None) -> UnitOfWork:
         """The same transaction with its clock at ``now`` (None: this one's)."""

@@ -47,7 +47,9 @@ class WriteBackend(Protocol):
     def open(self) -> Any:
         """The write connection, with the schema migrated (StoreUnavailable when not)."""
 
-    def begin(self, conn: Any) -> None: ...
+    def begin(self, conn: Any) -> float | None:
+        """Open a transaction; returns the database's time when brokers share it (the
+        clock of the batch's jobs), None for this machine's."""
 
     def commit(self, conn: Any) -> None: ...
 
@@ -277,9 +279,9 @@ class BatchWriter:
             deliver([(job, None, exc) for job in batch])
             return
         try:
-            backend.begin(conn)
+            now = backend.begin(conn)
             for job in batch:
-                outcomes.append((job, job.work(UnitOfWork(conn, dialect=backend.dialect)), None))
+                outcomes.append((job, job.work(UnitOfWork(conn, now, backend.dialect)), None))
             backend.commit(conn)
         except Exception as exc:
             kind = backend.classify(exc)

@@ -20,10 +20,13 @@ from broker.mapping.outbound import OutboundRule
 from broker.mapping.specs import MappingSet
 from broker.model.instances import Facts, Instance
 from broker.model.ports import Summarize
+from broker.store.cluster import ALIVE_WINDOW
 from broker.store.unit_of_work import UnitOfWork
 from broker.workflow.mpps import COMPLETED
 from broker.workflow.notify import COMPLETION, StatusNotifier
 
+#: the advisory lock of the storage commitment and completion timers
+TIMERS = "timer:completion"
 log = logging.getLogger("broker.completion")
 ACTION_TYPE = "N-ACTION"
 
@@ -41,7 +44,9 @@ class Completion:
     rule, on the unit of work of the job they run in."""
 
     def __init__(self, mappings: Callable[[], MappingSet], notifier: StatusNotifier,
-                 policy: CompletionPolicy, summarize: Summarize) -> None:
+                 policy: CompletionPolicy, summarize: Summarize, node: str = "") -> None:
+        """``node``: this broker's name among those sharing the database."""
+        self.node = node
         self.mappings = mappings
         self.notifier = notifier
         self.policy = policy
@@ -64,7 +69,7 @@ class Completion:
             transaction = generate_uid()
             due = repo.now + self.policy.delay
             repo.new_commitment(transaction, mpps_pk, self.policy.archive,
-                                due + self.policy.report_timeout, instances)
+                                due + self.policy.report_timeout, instances, self.node)
             self._queue_request(uow, transaction, mpps_uid, instances, due)
             queued += 1
         rule = self._rule()
@@ -88,11 +93,15 @@ class Completion:
     def recover(self, uow: UnitOfWork) -> int:
         """At start-up: ask again (same Transaction UID) for every commitment the archive
         accepted but did not report on — its report may have come while the broker was down.
-        Reports are idempotent, and a decided completion is never sent again."""
+        Reports are idempotent, and a decided completion is never sent again. With several
+        brokers on one database, only the commitments this broker asked for, or a broker no
+        longer alive asked for: a live one still waits for its own reports."""
+        uow.lock(TIMERS)
         repo = uow.completion
+        live = uow.cluster.live_nodes(ALIVE_WINDOW) - {self.node}
         queued = 0
         for row in repo.unreported_commitments():
-            if not self.policy.archive:
+            if not self.policy.archive or row.node in live:
                 continue
             mpps = repo.mpps_by_pk(row.mpps_fk)
             repo.commitment_asked_again(row.id)
@@ -120,6 +129,7 @@ class Completion:
     def record_report(self, uow: UnitOfWork, transaction_uid: str, committed: list[str],
                       failed: dict[str, int]) -> tuple[bool, int]:
         """An N-EVENT-REPORT: (whether the transaction is known, messages queued)."""
+        uow.lock(f"commitment:{transaction_uid}")  # sent to any broker: recorded once
         repo = uow.completion
         row = repo.commitment(transaction_uid)
         if row is None:
@@ -139,8 +149,10 @@ class Completion:
     # -- timeouts ------------------------------------------------------------------------------
     def sweep(self, uow: UnitOfWork, now: float | None = None) -> int:
         """Time out commitment transactions with no report and completions past their
-        deadline; returns the messages queued."""
-        repo = uow.at(now).completion
+        deadline; returns the messages queued. Brokers sharing one database sweep in turn
+        (each deadline fires once) on the database's clock."""
+        uow.lock(TIMERS)
+        repo = uow.at(now if now is not None else uow.cluster.clock()).completion
         queued = 0
         for row in repo.overdue_commitments(repo.now):
             repo.commitment_timed_out(row.id)

@@ -67,6 +67,12 @@ class PostgresDialect(Dialect):
             conn.execute("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM"
                          " (SELECT unnest(CAST(? AS text[])) AS k) AS keys", (wanted,))
 
+    def now(self) -> str:
+        return "extract(epoch from clock_timestamp())::double precision"
+
+    def notify(self, conn: Any, channel: str) -> None:
+        conn.execute(f"NOTIFY {channel}")
+
 
 POSTGRES = PostgresDialect()
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from broker.config import DatabaseSettings, RetentionSettings
+from broker.logs import event
 from broker.store.admin_queries import AdminReader
 from broker.store.dialect import Dialect
 from broker.store.errors import Conflict, StoreError
@@ -25,6 +28,7 @@ from broker.store.repo import OutboxRow, outbox_entries
 from broker.store.unit_of_work import Job, UnitOfWork
 
 T = TypeVar("T")
+log = logging.getLogger("broker.store")
 
 
 class PostgresStore:
@@ -85,6 +89,34 @@ class PostgresStore:
         with self.read() as conn:
             assert conn is not None
             return outbox_entries(conn, state, limit)
+
+    async def listen(self, channel: str, callback: Callable[[], None]
+                     ) -> Callable[[], Awaitable[None]]:
+        """Call ``callback`` on each NOTIFY on ``channel`` (LISTEN on a connection of its
+        own, opened again after PostgreSQL went away); returns what stops listening."""
+        task = asyncio.create_task(self._listen(channel, callback), name=f"listen-{channel}")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return stop
+
+    async def _listen(self, channel: str, callback: Callable[[], None]) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                        self.url, autocommit=True,
+                        connect_timeout=max(1, round(self.settings.connect_timeout)),
+                        application_name=f"mwl-broker listen {self.node}".strip()) as conn:
+                    await conn.execute(f"LISTEN {channel}")
+                    callback()  # whatever was queued while not listening
+                    async for _ in conn.notifies():
+                        callback()
+            except psycopg.Error as exc:
+                event(log, "listen_failed", logging.WARNING, channel=channel,
+                      error=str(exc).strip())
+                await asyncio.sleep(1.0)
 
     def close(self) -> None:
         with self._lock:

@@ -43,8 +43,10 @@ class PostgresBackend:
         self._conn = conn
         return conn
 
-    def begin(self, conn: PgConnection) -> None:
-        """psycopg opens the transaction with the first statement."""
+    def begin(self, conn: PgConnection) -> float | None:
+        """psycopg opens the transaction with this first statement: the database's clock."""
+        row = conn.execute("SELECT " + POSTGRES.now()).fetchone()
+        return float(row[0]) if row else None
 
     def commit(self, conn: PgConnection) -> None:
         conn.raw.commit()

@@ -51,5 +51,8 @@ class SqliteDialect(Dialect):
                     out.append((str(child), str(fk[3]), str(fk[2]), has_id))
         return out
 
+    def now(self) -> str:
+        return "((julianday('now') - 2440587.5) * 86400.0)"
+
 
 SQLITE = SqliteDialect()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from broker.config import DatabaseSettings, RetentionSettings
@@ -76,6 +76,13 @@ class SqliteStore:
                 return []
             with read_errors():
                 return outbox_entries(conn, state, limit)
+
+    async def listen(self, channel: str, callback: Callable[[], None]
+                     ) -> Callable[[], Awaitable[None]]:
+        """Nothing to listen to: this broker is the only one on its file."""
+        async def stop() -> None:
+            return None
+        return stop
 
     def close(self) -> None:
         """Nothing to release beyond the writer (stopped by its owner)."""

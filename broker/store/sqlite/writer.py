@@ -56,8 +56,9 @@ class SqliteBackend:
             raise StoreUnavailable(f"cannot open the database {self.path}: {exc}") from exc
         return conn
 
-    def begin(self, conn: sqlite3.Connection) -> None:
+    def begin(self, conn: sqlite3.Connection) -> float | None:
         conn.execute("BEGIN IMMEDIATE")
+        return None
 
     def commit(self, conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")

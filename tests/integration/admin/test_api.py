@@ -229,13 +229,22 @@ async def test_readyz_follows_the_listeners(broker: Broker, admin: Admin) -> Non
     assert await admin.get("/healthz") == {"alive": True}
     ready = await admin.get("/readyz")
     assert ready == {"ready": True, "checks": {"mllp": True, "dicom": True, "outbox": True,
-                                               "writer": True}}
+                                               "writer": True, "database": True}}
     health = await admin.get("/api/health")
     assert {x["name"]: x["up"] for x in health["listeners"]}["dicom"] is True
     await asyncio.to_thread(broker.dicom.stop)
     down = await admin.get("/readyz", status=503)
     assert down["ready"] is False and down["checks"]["dicom"] is False
     assert (await admin.get("/healthz")) == {"alive": True}
+
+
+async def test_cluster_shows_this_broker_and_its_lanes(broker: Broker, admin: Admin) -> None:
+    view = await admin.get("/api/cluster")
+    assert view["node"] == broker.node
+    assert [(n["node_id"], n["alive"]) for n in view["nodes"]] == [(broker.node, True)]
+    assert view["nodes"][0]["mllp_port"] == broker.mllp.bound_port
+    metrics = await admin.get("/metrics")
+    assert "mwl_cluster_nodes_alive 1.0" in metrics
 
 
 async def test_mappings_in_force_and_reload_result(broker: Broker, admin: Admin) -> None:

@@ -294,3 +294,17 @@ def test_ack_code_of_round_trip_with_build_ack() -> None:
     inbound = load("ADT^A31-UpdatePersonInfo.hl7")
     for code in ("AA", "AE", "AR"):
         assert ack_code_of(build(code, inbound)) == (code, "100212")
+
+
+def test_brokers_sharing_a_database_send_distinct_control_ids() -> None:
+    from broker.hl7 import ack
+
+    saved = ack._prefix
+    try:
+        ack.use_node("mwl-a:2575")
+        first = {new_control_id()[13:18] for _ in range(3)}
+        ack.use_node("mwl-b:2575")
+        second = {new_control_id()[13:18] for _ in range(3)}
+    finally:
+        ack._prefix = saved
+    assert len(first) == len(second) == 1 and first != second

@@ -1,0 +1,1 @@
+"""Several brokers on one database: who is alive (membership)."""
