@@ -20,6 +20,7 @@ transforms replace each by ``/`` too (``pn_component``) and note it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_dict
@@ -33,6 +34,8 @@ DEFAULT_REPLACEMENT = "/"
 #: the PN component and component group delimiters
 PN_DELIMITERS = ("^", "=")
 PN_REPLACEMENT = "/"
+#: finds a PN delimiter in a text (one look at a whole name before any per-component work)
+find_pn_delimiter = re.compile("[" + re.escape("".join(PN_DELIMITERS)) + "]").search
 
 
 def pn_component(text: str) -> tuple[str, list[str]]:

@@ -85,6 +85,8 @@ def _components(ctx: TransformContext, raw: str) -> list[str]:
 
 def _name_components(ctx: TransformContext, texts: list[str]) -> list[str]:
     """Name components with no PN delimiter inside one of them (noted when one was replaced)."""
+    if dicom_safe.find_pn_delimiter("".join(texts)) is None:
+        return texts  # the usual name: one search of its text, not a call per component
     out: list[str] = []
     found: list[str] = []
     for text in texts:

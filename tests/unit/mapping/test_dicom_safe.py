@@ -20,7 +20,14 @@ from broker.hl7 import charset
 from broker.hl7.ack import Hl7Error, Hl7Reject
 from broker.hl7.message import parse
 from broker.hl7.path import Path as Hl7Path
-from broker.mapping.dicom_safe import BACKSLASH_ALLOWED, keyword_vr, safe_items, safe_value
+from broker.mapping.dicom_safe import (
+    BACKSLASH_ALLOWED,
+    find_pn_delimiter,
+    keyword_vr,
+    pn_component,
+    safe_items,
+    safe_value,
+)
 from broker.mapping.engine import map_message
 from broker.mapping.schema import MappingLoadError, load_mappings
 from broker.mapping.specs import FieldSpec, MessageMapping
@@ -255,6 +262,22 @@ def test_staff_names_replace_pn_delimiters_too(transform: str, raw: str, expecte
     ctx = TransformContext(parse("MSH|^~\\&|RIS|HOSP|PACS|RAD|20240101||ORM^O01|1|P|2.3.1"), {})
     assert TRANSFORMS[transform][0]([raw], ctx, None) == [expected]
     assert ctx.notes and ctx.notes[0].endswith("would be a DICOM PN delimiter; replaced by '/'")
+
+
+@pytest.mark.parametrize("text", ["SMITH^", "=JONES", "A^B=C"])
+def test_the_quick_look_finds_each_pn_delimiter(text: str) -> None:
+    """The one search a whole name gets before any per-component work (the usual name has no
+    delimiter and skips it) finds every delimiter pn_component replaces."""
+    assert find_pn_delimiter(text) is not None
+    assert pn_component(text)[1]
+
+
+def test_a_name_without_pn_delimiters_is_kept_as_it_is() -> None:
+    assert find_pn_delimiter("O'BRIEN-SMITH ANNA/MARIA") is None
+    ctx = TransformContext(parse("MSH|^~\\&|RIS|HOSP|PACS|RAD|20240101||ORM^O01|1|P|2.3.1"), {})
+    assert TRANSFORMS["physician_name"][0](["5101^NELL-NOLL^FRED^^JR^DR"], ctx, None) == [
+        "NELL-NOLL^FRED^^DR^JR"]
+    assert ctx.notes == []
 
 
 def test_an_id_component_is_not_a_name() -> None:
