@@ -7,7 +7,7 @@ import asyncio
 
 from broker.hl7.mllp import MllpClient
 from tests.integration.cluster.conftest import Cluster
-from tests.support.mllp import msa
+from tests.support.mllp import err, msa
 from tests.support.samples import order
 
 MESSAGES = 1000
@@ -72,4 +72,48 @@ async def test_the_same_order_at_two_instances_at_once(cluster: Cluster) -> None
     assert sum(originals_by_node.values()) == MESSAGES
     assert all(originals_by_node.values()), originals_by_node
     print(f"originals per broker: {originals_by_node}; deadlocks: {cluster.deadlocks()}")
+    cluster.assert_no_errors()
+
+
+CLASHES = 200
+
+
+async def test_one_control_id_two_messages_at_two_instances_at_once(cluster: Cluster) -> None:
+    """A control ID reused for another message, the two sent to both brokers at once: one
+    is accepted, the other refused (205, MSH-10) whichever broker is first."""
+    a, b = cluster.start(2)
+    answers: dict[int, tuple[str, str]] = {}
+    numbers = iter(range(1, CLASHES + 1))
+
+    def other(n: int) -> bytes:
+        return order(n, patient_name=f"OTHER^NAME{n}").encode()
+
+    async def worker() -> None:
+        async with MllpClient("127.0.0.1", a.port, timeout=30) as first, \
+                MllpClient("127.0.0.1", b.port, timeout=30) as second:
+            for n in numbers:
+                one, two = await asyncio.gather(first.send(order(n).encode()),
+                                                second.send(other(n)))
+                answers[n] = (one.decode(), two.decode())
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENT)))
+    outcomes = {n: (msa(one)[1], msa(two)[1]) for n, (one, two) in answers.items()}
+    assert set(outcomes.values()) <= {("AA", "AE"), ("AE", "AA")}, outcomes
+    for one, two in answers.values():
+        refusal = one if msa(one)[1] == "AE" else two
+        assert err(refusal)[2:4] == ["MSH^1^10", "205^Duplicate key identifier^HL70357"], \
+            refusal
+    won_by_a = sum(1 for pair in outcomes.values() if pair == ("AA", "AE"))
+    print(f"clashes won by broker a: {won_by_a} of {CLASHES}")
+    assert 0 < won_by_a < CLASHES, "the two never raced"
+
+    # the stored order is the accepted message's, and only that one was applied
+    names = dict(cluster.query(
+        "SELECT p.accession, pt.name FROM procedures p JOIN patients pt "
+        "ON pt.id = p.patient_fk"))
+    assert names == {f"A{n:07d}": (f"PATIENT^NUMBER{n}" if outcomes[n][0] == "AA"
+                                   else f"OTHER^NAME{n}") for n in range(1, CLASHES + 1)}
+    assert cluster.query(
+        "SELECT outcome, duplicate_of IS NULL, count(*) FROM message_log "
+        "GROUP BY 1, 2 ORDER BY 1") == [("AA", True, CLASHES), ("AE", True, CLASHES)]
     cluster.assert_no_errors()

@@ -114,3 +114,30 @@ async def test_merges_and_orders_for_the_merged_patient_race(cluster: Cluster) -
           f"deadlocks: {cluster.deadlocks()}")
     assert 0 < order_first < RACES, "the merges and orders did not race"
     cluster.assert_no_errors()
+
+
+async def test_two_orders_for_one_new_patient_at_two_instances(cluster: Cluster) -> None:
+    """Two orders for a patient nobody knows yet, one at each broker at the same moment:
+    one patient row, both orders on it."""
+    a, b = cluster.start(2)
+    acks: dict[int, tuple[str, str]] = {}
+    races = iter(range(RACES))
+
+    async def worker() -> None:
+        async with MllpClient("127.0.0.1", a.port, timeout=30) as first, \
+                MllpClient("127.0.0.1", b.port, timeout=30) as second:
+            for i in races:
+                patient = f"NP{i:05d}"
+                one, two = await asyncio.gather(
+                    first.send(order(40_000 + i, patient_id=patient, issuer=ISSUER).encode()),
+                    second.send(order(50_000 + i, patient_id=patient, issuer=ISSUER).encode()))
+                acks[i] = (msa(one.decode())[1], msa(two.decode())[1])
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENT)))
+    assert Counter(acks.values()) == {("AA", "AA"): RACES}
+    assert cluster.query("SELECT count(*), count(DISTINCT patient_id) FROM patients") == [
+        (RACES, RACES)]
+    per_patient = Counter(pid for (pid,) in cluster.query(
+        "SELECT pt.patient_id FROM procedures p JOIN patients pt ON pt.id = p.patient_fk"))
+    assert per_patient == {f"NP{i:05d}": 2 for i in range(RACES)}
+    cluster.assert_no_errors()

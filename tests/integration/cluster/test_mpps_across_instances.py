@@ -177,3 +177,50 @@ def test_two_completed_n_sets_at_once_on_two_instances(
     assert step_statuses(cluster) == {"COMPLETED": REPEATS}
     assert_queued_once(cluster)
     cluster.assert_no_errors(ignore="logger=pynetdicom")
+
+
+DUPLICATE_INSTANCE = 0x0111
+
+
+def test_one_n_create_at_two_instances_at_once(
+        cluster: Cluster, modalities: tuple[Association, Association]) -> None:
+    """The same N-CREATE at both brokers at once (a modality's resend reaching the other
+    instance) is stored once and answered 0000 by both; another N-CREATE under the same SOP
+    Instance UID at the same moment is a duplicate (0111) whichever broker is first."""
+    barrier = threading.Barrier(2, timeout=30)
+
+    def n_create(assoc: Association, uid: str, ds: Dataset) -> int:
+        barrier.wait()
+        status, _ = assoc.send_n_create(ds, ModalityPerformedProcedureStep, uid)
+        return int(status.Status)
+
+    answers: dict[int, tuple[int, int]] = {}
+    uids: dict[str, int] = {}
+    with ThreadPoolExecutor(2) as pool:
+        for n in range(1, REPEATS + 1):
+            uid = generate_uid()
+            uids[uid] = n
+            ours = performed(n)
+            theirs = performed(n)
+            if n % 2 == 0:  # every other one: another performed step under the same UID
+                theirs.PerformedProcedureStepID = "PPS-OTHER"
+            on_a = pool.submit(n_create, modalities[0], uid, ours)
+            on_b = pool.submit(n_create, modalities[1], uid, theirs)
+            answers[n] = (on_a.result(60), on_b.result(60))
+
+    same = Counter(answers[n] for n in range(1, REPEATS + 1, 2))
+    other = Counter(tuple(sorted(answers[n])) for n in range(2, REPEATS + 1, 2))
+    assert same == {(SUCCESS, SUCCESS): REPEATS // 2}, answers
+    assert other == {(SUCCESS, DUPLICATE_INSTANCE): REPEATS // 2}, answers
+    # one MPPS per UID (the accepted one's content), each step started once
+    stored = {uid: json.loads(dataset)["00400253"]["Value"][0]  # Performed Procedure Step ID
+              for uid, dataset in cluster.query("SELECT sop_instance_uid, dataset FROM mpps")}
+    assert set(stored) == set(uids)
+    for uid, n in uids.items():
+        winner = "PPS1" if n % 2 or answers[n][0] == SUCCESS else "PPS-OTHER"
+        assert stored[uid] == winner, (n, answers[n])
+    assert step_statuses(cluster) == {"STARTED": REPEATS}
+    statuses = Counter((key, order_status(payload)) for key, payload in cluster.query(
+        "SELECT order_key, payload FROM outbox WHERE destination = 'ris'"))
+    assert statuses == {(study_uid(n), "IP"): 1 for n in range(1, REPEATS + 1)}
+    cluster.assert_no_errors(ignore="logger=pynetdicom")
