@@ -38,10 +38,11 @@ from benchmarks.worklist_data import (
     items,
     write_files,
 )
+from broker.config import DatabaseSettings
 from broker.dicom import pynetdicom_patches
 from broker.dicom.client import WorklistClient, build_query, query_keys
 from broker.model.orders import OrderChange
-from broker.store.sqlite.writer import SqliteWriter as Writer
+from broker.store.factory import open_store
 from broker.store.unit_of_work import UnitOfWork
 from broker.workflow.orders import apply
 
@@ -59,15 +60,22 @@ def _apply_all(uow: UnitOfWork, orders: list[OrderChange]) -> None:
         apply(uow.orders, order)
 
 
-def populate(db: Path, orders: list[OrderChange]) -> float:
+def populate(db: Path | str, orders: list[OrderChange]) -> float:
+    """Store ``orders`` in the SQLite file or the PostgreSQL database (a URL) ``db``."""
     started = time.perf_counter()
-    writer = Writer(db, synchronous="NORMAL")
+    text = str(db)
+    if text.startswith(("postgresql://", "postgres://")):
+        store = open_store(DatabaseSettings(url=text))
+    else:
+        store = open_store(DatabaseSettings(path=text, synchronous="NORMAL", url=""))
+    writer = store.writer
     writer.start()
     try:
         for i in range(0, len(orders), 2000):
             writer.run_sync(partial(_apply_all, orders=orders[i:i + 2000]))
     finally:
         writer.stop()
+        store.close()
     return time.perf_counter() - started
 
 

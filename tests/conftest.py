@@ -111,6 +111,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On PostgreSQL: a database for brokers that fixtures wider than one test start (each
+    test gets its own on top, by database_backend)."""
+    if not ON_POSTGRES:
+        yield
+        return
+    cluster = request.getfixturevalue("postgres_cluster")
+    saved = os.environ.get("MWL_DATABASE_URL")
+    os.environ["MWL_DATABASE_URL"] = cluster.create_database(f"s_{secrets.token_hex(4)}")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MWL_DATABASE_URL", None)
+        else:
+            os.environ["MWL_DATABASE_URL"] = saved
+
+
 @pytest.fixture(autouse=True)
 def database_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
                      ) -> Iterator[str]:

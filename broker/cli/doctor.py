@@ -9,9 +9,10 @@ import os
 import shutil
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from broker.cli.doctor_findings import FAIL, OK, WARN, Finding
+from broker.cli.doctor_postgres import check_postgres
 from broker.cli.port_owner import port_owner
 from broker.config import ConfigError, Settings
 from broker.config.checks import check
@@ -20,22 +21,10 @@ from broker.store.schema import MIGRATIONS
 from broker.store.sqlite.connection import SYNCHRONOUS
 from broker.store.sqlite.health import UnreadableDatabase, inspect
 
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIB = 1 << 20
 DISK_FAIL_BYTES = 100 * MIB
 DISK_WARN_BYTES = 1024 * MIB
 PROBE_TIMEOUT = 3.0
-
-
-@dataclass(frozen=True)
-class Finding:
-    status: str
-    check: str
-    message: str
-
-    def line(self) -> str:
-        text = self.message.replace("\n", "\n" + " " * 19)
-        return f"{self.status:<5} {self.check:<12} {text}"
 
 
 def diagnose(load: Callable[[], Settings]) -> Iterator[Finding]:
@@ -51,8 +40,12 @@ def diagnose(load: Callable[[], Settings]) -> Iterator[Finding]:
         return
     yield Finding(OK, "settings", "loaded and valid")
     yield check_mappings(settings.mappings.directory)
-    yield from check_database(Path(settings.database.path), settings.database.busy_timeout_ms)
-    yield check_disk(Path(settings.database.path))
+    if settings.database.url:
+        yield from check_postgres(settings.database.url, settings.database.connect_timeout)
+    else:
+        yield from check_database(Path(settings.database.path),
+                                  settings.database.busy_timeout_ms)
+        yield check_disk(Path(settings.database.path))
     yield from check_ports(settings)
     yield from check_exposure(settings)
     yield from check_destinations(settings)

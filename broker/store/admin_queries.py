@@ -240,7 +240,7 @@ async def cluster(conn: Conn, d: Dialect, window: float) -> Row:
     now = d.now()
     nodes = await _rows(conn, f"""
         SELECT node_id, host, mllp_port, dicom_port, admin_port, version, started_at, seen_at,
-               stopped_at, {now} - seen_at AS seen_seconds_ago,
+               stopped_at, {now} - seen_at AS seen_seconds_ago, clock_offset,
                CASE WHEN stopped_at IS NULL AND seen_at >= {now} - ? THEN 1 ELSE 0 END AS alive
         FROM nodes ORDER BY node_id""", (window,))
     lanes = await _rows(conn, f"""

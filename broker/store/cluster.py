@@ -3,6 +3,7 @@ lanes each one owns. Times are the database's clock, so that brokers agree on th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from broker.store.repo import Repo
@@ -62,13 +63,15 @@ class ClusterRepo(Repo):
         now = self.dialect.now()
         self.conn.execute(
             "INSERT INTO nodes (node_id, host, mllp_port, dicom_port, admin_port, version,"
-            f" started_at, seen_at, stopped_at) VALUES (?, ?, ?, ?, ?, ?, {now}, {now}, NULL)"
+            " started_at, seen_at, stopped_at, clock_offset)"
+            f" VALUES (?, ?, ?, ?, ?, ?, {now}, {now}, NULL, ? - {now})"
             " ON CONFLICT (node_id) DO UPDATE SET host = excluded.host,"
             " mllp_port = excluded.mllp_port, dicom_port = excluded.dicom_port,"
             " admin_port = excluded.admin_port, version = excluded.version,"
-            " seen_at = excluded.seen_at, stopped_at = NULL",
+            " seen_at = excluded.seen_at, stopped_at = NULL,"
+            " clock_offset = excluded.clock_offset",
             (node.node_id, node.host, node.mllp_port, node.dicom_port, node.admin_port,
-             node.version))
+             node.version, time.time()))
         if stopping:
             self.conn.execute(f"UPDATE nodes SET stopped_at = {now} WHERE node_id = ?",
                               (node.node_id,))

@@ -242,7 +242,8 @@ MIGRATIONS.append(
         version TEXT NOT NULL DEFAULT '',
         started_at REAL NOT NULL,
         seen_at REAL NOT NULL,
-        stopped_at REAL
+        stopped_at REAL,
+        clock_offset REAL NOT NULL DEFAULT 0
     );
 
     CREATE TABLE lanes (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -49,7 +50,8 @@ class BrokerProcess:
 
     def __init__(self, folder: Path, options: tuple[str, ...] = ()) -> None:
         self.folder = folder
-        self.db = folder / "broker.sqlite"
+        #: the SQLite file, or (tests on PostgreSQL) the URL of the database it started on
+        self.db: Path | str = folder / "broker.sqlite"
         self.port = free_port()
         self.dicom_port = free_port()
         self.admin_port = free_port()
@@ -58,7 +60,12 @@ class BrokerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        args = [str(BIN / "mwl-broker"), "serve", "-o", f"database.path={self.db}",
+        url = os.environ.get("MWL_DATABASE_URL", "")
+        if url:  # tests on PostgreSQL (tests/conftest.py): the database of the starting test
+            self.db = url
+        path = self.folder / "broker.sqlite"
+        args = [str(BIN / "mwl-broker"), "serve", "-o", f"database.path={path}",
+                "-o", f"database.url={url}",
                 "-o", "mllp.host=127.0.0.1", "-o", f"mllp.port={self.port}",
                 "-o", "dicom.host=127.0.0.1", "-o", f"dicom.port={self.dicom_port}",
                 "-o", "admin.host=127.0.0.1", "-o", f"admin.port={self.admin_port}"]

@@ -14,8 +14,12 @@ class Db:
     """Read-only look at a broker's database (SQL with ``?`` placeholders on both)."""
 
     def __init__(self, path: Path | str) -> None:
+        """``path``: a SQLite file, or a PostgreSQL URL (BrokerProcess.db on PostgreSQL);
+        a file path while the tests run on PostgreSQL means the test's own database."""
+        text = str(path)
+        self.url = text if text.startswith(("postgresql://", "postgres://")) else \
+            os.environ.get("MWL_DATABASE_URL", "")
         self.path = Path(path)
-        self.url = os.environ.get("MWL_DATABASE_URL", "")
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         if self.url:
@@ -30,6 +34,32 @@ class Db:
             return conn.execute(sql, args).fetchall()
         finally:
             conn.close()
+
+    def execute(self, sql: str, *args: Any) -> int:
+        """Change rows behind the broker's back (tests that age rows): the rows changed."""
+        if self.url:
+            import psycopg
+
+            from broker.store.postgres.dialect import to_psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as pg:
+                return int(pg.execute(to_psycopg(sql), args).rowcount)
+        conn = sqlite3.connect(self.path, timeout=10)
+        try:
+            with conn:
+                return int(conn.execute(sql, args).rowcount)
+        finally:
+            conn.close()
+
+    def tables(self) -> set[str]:
+        """The tables the database has (none: no file, or an empty database)."""
+        if not self.url and not self.path.exists():
+            return set()
+        if self.url:
+            sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        else:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        return {str(r[0]) for r in self.query(sql)}
 
     def counts(self) -> dict[str, int]:
         return {t: self.query(f"SELECT COUNT(*) FROM {t}")[0][0]

@@ -76,6 +76,7 @@ def test_a_good_installation_passes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert found["mllp port"][1].endswith(" is free")
 
 
+@pytest.mark.sqlite_only
 def test_a_corrupt_database_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                   ports: list[str]) -> None:
     db = tmp_path / "broker.sqlite"

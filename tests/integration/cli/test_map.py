@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import sqlite3
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from broker.config.loading import load_settings
 from broker.flows.hl7_in import Ingestor
 from broker.mapping.schema import load_mappings
 from broker.store.factory import open_store
+from tests.support.db import Db
 from tests.support.samples import order
 
 CYRILLIC = "ИВАНОВ^ИВАН"
@@ -55,11 +55,7 @@ def serve(config: Path, raw: bytes) -> str:
 
 
 def patient_names(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [r[0] for r in conn.execute("SELECT name FROM patients")]
-    finally:
-        conn.close()
+    return [r[0] for r in Db(path).query("SELECT name FROM patients")]
 
 
 def test_map_applies_the_senders_charset_override_like_serve(tmp_path: Path) -> None:
@@ -70,7 +66,7 @@ def test_map_applies_the_senders_charset_override_like_serve(tmp_path: Path) -> 
     dry = run_map(config, message)
     assert dry["charset"] == "iso8859_5" and dry["outcome"] == "AA" and dry["exit"] == 0
     assert CYRILLIC in json.dumps(dry["events"], ensure_ascii=False)
-    assert not (tmp_path / "broker.sqlite").exists()  # a dry run stores nothing
+    assert Db(tmp_path / "broker.sqlite").tables() == set()  # a dry run stores nothing
     assert serve(config, raw) == "AA"
     assert patient_names(tmp_path / "broker.sqlite") == [CYRILLIC]
 
@@ -88,11 +84,7 @@ def test_map_meets_the_stored_data_and_changes_none_of_it(tmp_path: Path) -> Non
     message.write_bytes(changed)
     dry = run_map(config, message)
     assert dry["outcome"] == "AE" and dry["exit"] == 1  # same control ID, other content
-    conn = sqlite3.connect(tmp_path / "broker.sqlite")
-    try:
-        assert conn.execute("SELECT COUNT(*) FROM message_log").fetchone()[0] == 1
-    finally:
-        conn.close()
+    assert Db(tmp_path / "broker.sqlite").query("SELECT COUNT(*) FROM message_log") == [(1,)]
 
 
 @pytest.mark.parametrize("text", [

@@ -106,7 +106,7 @@ def ian(port: int, result: Result, availability: str = "ONLINE",
 
 
 def rows(broker: Broker, sql: str) -> list[tuple[object, ...]]:
-    return Db(broker.writer.path).query(sql)
+    return Db(broker.settings.database.path).query(sql)
 
 
 async def ordered(broker: Broker, n: int) -> str:

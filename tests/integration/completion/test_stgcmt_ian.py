@@ -273,7 +273,7 @@ async def started(settings: Settings, orders: tuple[int, ...] = (1,)) -> Broker:
 
 
 def rows(broker: Broker, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    return Db(broker.writer.path).query(sql, *args)
+    return Db(broker.settings.database.path).query(sql, *args)
 
 
 async def until(predicate: Callable[[], object], seconds: float = 15.0) -> None:
@@ -362,7 +362,7 @@ async def test_ian_links_by_mpps_then_study_then_accession(broker: Broker) -> No
     port = broker.dicom.bound_port
     mpps = {n: await asyncio.to_thread(perform, port, in_progress(n), completed(instance_uids(n)))
             for n in (1, 2, 3)}
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     procedure = {n: db.procedure(study_of(n))["_id"] for n in (1, 2, 3)}
     mpps_pk = {n: rows(broker, "SELECT id FROM mpps WHERE sop_instance_uid = ?", uid)[0][0]
                for n, uid in mpps.items()}

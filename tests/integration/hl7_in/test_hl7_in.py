@@ -33,7 +33,7 @@ def two_groups(first: dict[int, str], second: dict[int, str]) -> bytes:
 async def test_groups_without_sps_ids_are_numbered_per_procedure(broker: Broker) -> None:
     acks = await send(broker.mllp.bound_port, two_groups({18: "ACC77"}, {18: "ACC77"}))
     assert msa(acks[0])[1] == "AA", acks[0]
-    assert sorted(Db(broker.writer.path).steps(UID)) == ["1", "2"]
+    assert sorted(Db(broker.settings.database.path).steps(UID)) == ["1", "2"]
 
 
 async def test_duplicate_sps_ids_in_one_procedure_are_refused(broker: Broker) -> None:
@@ -41,7 +41,7 @@ async def test_duplicate_sps_ids_in_one_procedure_are_refused(broker: Broker) ->
                       two_groups({18: "A", 20: "S1"}, {18: "A", 20: "S1"})))[0]
     assert msa(ack)[1] == "AE" and err(ack)[3].startswith("205^")
     assert "SPS ID 'S1'" in ack and err(ack)[2] == "OBR^1^20"
-    assert Db(broker.writer.path).counts()["steps"] == 0
+    assert Db(broker.settings.database.path).counts()["steps"] == 0
 
 
 async def test_groups_of_one_study_that_disagree_are_refused(broker: Broker) -> None:
@@ -76,7 +76,7 @@ async def test_unexpected_error_while_storing_is_an_ae_and_is_logged(
     acks = await send(broker.mllp.bound_port, order(1).encode(), order(2).encode())
     assert [msa(a)[1] for a in acks] == ["AE", "AA"]
     assert err(acks[0])[3].startswith("207^") and "disk on fire" in acks[0]
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     assert db.counts()["steps"] == 1
     assert [(r[0], r[1]) for r in db.log()] == [("MSG00000001", "AE"), ("MSG00000002", "AA")]
 

@@ -16,7 +16,7 @@ async def post(broker: Broker, *payloads: bytes) -> list[str]:
 
 
 async def test_new_order_then_replacement_of_its_step_set(broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     assert await post(broker, order(1, sps_ids=["S1", "S2"]).encode()) == ["AA"]
     assert {k: v["_status"] for k, v in db.steps(UID).items()} == {
         "S1": "SCHEDULED", "S2": "SCHEDULED"}
@@ -31,7 +31,7 @@ async def test_new_order_then_replacement_of_its_step_set(broker: Broker) -> Non
 
 
 async def test_cancel_and_discontinue(broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     assert await post(broker, order(1).encode(), order(2).encode()) == ["AA", "AA"]
     cancel = order(1, control_id="C1", order_control="CA", order_status="CA")
     discontinue = order(2, control_id="D1", order_control="DC", order_status="CA")
@@ -42,7 +42,7 @@ async def test_cancel_and_discontinue(broker: Broker) -> None:
 
 
 async def test_cancel_found_by_placer_order_when_the_cancel_has_no_zds(broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     assert await post(broker, order(1).encode()) == ["AA"]
     cancel = order(1, control_id="C1", order_control="CA", order_status="CA", study_uid=None)
     assert await post(broker, cancel.encode()) == ["AA"]
@@ -50,7 +50,7 @@ async def test_cancel_found_by_placer_order_when_the_cancel_has_no_zds(broker: B
 
 
 async def test_missing_study_uid_is_generated_deterministically(broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     first = order(7, study_uid=None)
     assert await post(broker, first.encode()) == ["AA"]
     uid = db.query("SELECT study_uid FROM procedures")[0][0]
@@ -62,7 +62,7 @@ async def test_missing_study_uid_is_generated_deterministically(broker: Broker) 
 
 
 async def test_demographics_update_is_visible_on_every_open_step(broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     orders = [order(n, patient_id="PX", issuer="HOSP") for n in (1, 2)]
     assert await post(broker, *(o.encode() for o in orders)) == ["AA", "AA"]
     a08 = ("MSH|^~\\&|RIS|HOSP|MWLBROKER|RAD|20261122100000||ADT^A08|A08-1|P|2.5.1\r"
@@ -75,7 +75,7 @@ async def test_demographics_update_is_visible_on_every_open_step(broker: Broker)
 
 
 async def test_merge_moves_orders_to_the_surviving_patient(broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     assert await post(broker, order(1, patient_id="OLD", issuer="HOSP").encode()) == ["AA"]
     a40 = ("MSH|^~\\&|RIS|HOSP|MWLBROKER|RAD|20261122100000||ADT^A40^ADT_A39|A40-1|P|2.5.1\r"
            "PID|||NEW^^^HOSP||SMITH^ANN\rMRG|OLD^^^HOSP\r")
@@ -88,7 +88,7 @@ async def test_merge_moves_orders_to_the_surviving_patient(broker: Broker) -> No
 
 
 async def test_change_of_patient_id_everywhere_and_conflict(broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     assert await post(broker, order(1, patient_id="P-OLD", issuer="HOSP").encode()) == ["AA"]
     a47 = ("MSH|^~\\&|RIS|HOSP|MWLBROKER|RAD|20261122100000||ADT^A47^ADT_A30|{cid}|P|2.5.1\r"
            "PID|||{new}^^^HOSP||SMITH^ANN\rMRG|{old}^^^HOSP\r")
@@ -107,7 +107,7 @@ async def test_change_of_patient_id_everywhere_and_conflict(broker: Broker) -> N
 
 
 async def test_duplicate_control_id_is_answered_from_the_log_not_applied(broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     first = await send(broker.mllp.bound_port, order(1).encode())
     # a resend: same sender, MSH-10 and content; only MSH-7 (time stamp) and line ends differ
     resend = order(1).text().replace("20261122093000", "20261122093105", 1)
@@ -118,7 +118,7 @@ async def test_duplicate_control_id_is_answered_from_the_log_not_applied(broker:
 
 async def test_reused_control_id_with_other_content_is_refused(broker: Broker) -> None:
     """Answering the stored ACK here would acknowledge a message that is never applied."""
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     assert await post(broker, order(1).encode()) == ["AA"]
     before = db.domain_snapshot()
     changed = order(1, modality="MR")  # same sender and MSH-10, different content
@@ -130,7 +130,7 @@ async def test_reused_control_id_with_other_content_is_refused(broker: Broker) -
 
 
 async def test_same_control_id_from_another_sender_is_a_new_message(broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     assert await post(broker, order(1).encode()) == ["AA"]
     other = order(2, control_id="MSG00000001", sending_application="OTHER_RIS")
     assert await post(broker, other.encode()) == ["AA"]
@@ -139,7 +139,7 @@ async def test_same_control_id_from_another_sender_is_a_new_message(broker: Brok
 
 async def test_rejected_message_with_same_control_id_can_be_resent_corrected(
         broker: Broker) -> None:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     assert await post(broker, order(1, birth_date="19xx").encode()) == ["AE"]
     assert await post(broker, order(1).encode()) == ["AA"]
     assert db.counts()["steps"] == 1

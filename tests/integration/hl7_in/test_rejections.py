@@ -26,7 +26,7 @@ async def still_serving(broker: Broker, n: int = 9000) -> None:
 
 async def assert_rejected(broker: Broker, payload: bytes, code: str, err_code: str,
                           location: str) -> str:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     before = db.domain_snapshot()
     ack = (await send(broker.mllp.bound_port, payload))[0]
     assert msa(ack)[1] == code, ack
@@ -45,7 +45,7 @@ async def test_garbage_before_first_frame(broker: Broker) -> None:
     data = await asyncio.wait_for(reader.readuntil(END), 5)
     assert b"MSA|AA|MSG00000001" in data
     writer.close()
-    assert Db(broker.writer.path).counts()["steps"] == 1
+    assert Db(broker.settings.database.path).counts()["steps"] == 1
 
 
 async def test_nul_and_newlines_between_frames(broker: Broker) -> None:
@@ -68,7 +68,7 @@ async def test_frame_with_no_end_is_dropped_at_idle_timeout(tmp_path: Path) -> N
         await still_serving(b)  # another connection is served meanwhile
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
         writer.close()
-        db = Db(b.writer.path)
+        db = Db(b.settings.database.path)
         assert [row[0] for row in db.log()] == ["MSG00009000"]
     finally:
         await b.stop()
@@ -99,7 +99,7 @@ async def test_fifty_mib_frame_gets_ar_and_the_connection_closes(broker: Broker)
     assert await asyncio.wait_for(reader.read(), 10) == b""
     await asyncio.wait_for(pumping, 30)
     writer.close()
-    assert Db(broker.writer.path).counts()["steps"] == 0
+    assert Db(broker.settings.database.path).counts()["steps"] == 0
     await still_serving(broker)
 
 
@@ -181,7 +181,7 @@ async def test_gb18030_name_accepted_with_sender_override(tmp_path: Path) -> Non
         payload = order(1, patient_name=GB_NAME, charset="UNICODE UTF-8").encode("gb18030")
         ack = (await send(b.mllp.bound_port, payload))[0]
         assert msa(ack)[1] == "AA"
-        assert Db(b.writer.path).patient("P0000001", "HOSP")["PatientName"] == GB_NAME
+        assert Db(b.settings.database.path).patient("P0000001", "HOSP")["PatientName"] == GB_NAME
     finally:
         await b.stop()
 

@@ -31,7 +31,7 @@ async def test_in_progress_then_completed(ordered: Broker, scu: Association) -> 
             for m in asked.matches] == ["STARTED"]
     assert update(scu, uid, completion()).Status == 0x0000
     assert step_status(ordered) == ["COMPLETED"]
-    row = Db(ordered.writer.path).query("SELECT status, dataset FROM mpps")[0]
+    row = Db(ordered.settings.database.path).query("SELECT status, dataset FROM mpps")[0]
     stored = Dataset.from_json(json.loads(row[1]))
     assert row[0] == "COMPLETED"
     image = stored.PerformedSeriesSequence[0].ReferencedImageSequence[0]
@@ -67,12 +67,12 @@ async def test_discontinued(ordered: Broker, scu: Association) -> None:
 ])
 async def test_bad_n_create(ordered: Broker, scu: Association, ds: Dataset, code: int,
                             text: str) -> None:
-    before = Db(ordered.writer.path).domain_snapshot()
+    before = Db(ordered.settings.database.path).domain_snapshot()
     status = create(scu, ds)
     assert status.Status == code
     assert text in status.ErrorComment
-    assert Db(ordered.writer.path).domain_snapshot() == before
-    assert Db(ordered.writer.path).query("SELECT COUNT(*) FROM mpps") == [(0,)]
+    assert Db(ordered.settings.database.path).domain_snapshot() == before
+    assert Db(ordered.settings.database.path).query("SELECT COUNT(*) FROM mpps") == [(0,)]
 
 
 async def test_duplicate_and_unknown_instances(ordered: Broker, scu: Association) -> None:
@@ -80,7 +80,7 @@ async def test_duplicate_and_unknown_instances(ordered: Broker, scu: Association
     assert create(scu, mpps(), uid).Status == 0x0000
     assert create(scu, mpps(PerformedProcedureStepID="PPS2"), uid).Status == 0x0111
     assert create(scu, mpps(), uid).Status == 0x0000  # the same request again: a resend
-    assert Db(ordered.writer.path).query("SELECT COUNT(*) FROM mpps") == [(1,)]
+    assert Db(ordered.settings.database.path).query("SELECT COUNT(*) FROM mpps") == [(1,)]
     assert update(scu, generate_uid(), completion()).Status == 0x0112
 
 
@@ -96,7 +96,7 @@ async def test_completion_needs_end_date_and_time(ordered: Broker, scu: Associat
 async def test_unscheduled_mpps_is_kept_and_flagged(ordered: Broker, scu: Association) -> None:
     assert create(scu, mpps(study_uid="1.2.3.999", sps_id="NOPE",
                             accession="NOPE")).Status == 0x0000
-    assert Db(ordered.writer.path).query("SELECT unscheduled FROM mpps") == [(1,)]
+    assert Db(ordered.settings.database.path).query("SELECT unscheduled FROM mpps") == [(1,)]
     assert step_status(ordered) == ["SCHEDULED"]
 
 
@@ -115,12 +115,12 @@ async def test_one_mpps_for_two_steps(ordered: Broker, scu: Association) -> None
     assert create(scu, ds).Status == 0x0000
     assert step_status(ordered) == ["STARTED"]
     assert step_status(ordered, "1.2.826.0.1.3680043.8.498.3") == ["STARTED"]
-    assert Db(ordered.writer.path).query("SELECT COUNT(*) FROM mpps_steps") == [(2,)]
+    assert Db(ordered.settings.database.path).query("SELECT COUNT(*) FROM mpps_steps") == [(2,)]
 
 
 async def test_sop_instance_uid_assigned_when_the_modality_omits_it(ordered: Broker,
                                                                      scu: Association) -> None:
     status, _ = scu.send_n_create(mpps(), ModalityPerformedProcedureStep, None)
     assert status.Status == 0x0000
-    uids = Db(ordered.writer.path).query("SELECT sop_instance_uid FROM mpps")
+    uids = Db(ordered.settings.database.path).query("SELECT sop_instance_uid FROM mpps")
     assert len(uids) == 1 and uids[0][0].startswith("1.2.826.0.1.3680043.8.498.")

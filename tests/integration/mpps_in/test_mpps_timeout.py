@@ -65,7 +65,7 @@ def busy_store(broker: Broker) -> Iterator[None]:
 
 
 def counts(broker: Broker) -> tuple[int, int]:
-    db = Db(broker.writer.path)
+    db = Db(broker.settings.database.path)
     return (db.query("SELECT COUNT(*) FROM mpps")[0][0],
             db.query("SELECT COUNT(*) FROM outbox")[0][0])
 

@@ -65,7 +65,7 @@ async def test_senders_not_on_the_list_get_an_ar_saying_why(
     assert msa(wrong_place)[1] == "AR"
     assert "LAB/CHEM (MSH-3/MSH-4) may not send from address 127.0.0.1" in err(wrong_place)[8]
 
-    db = Db(guarded.writer.path)
+    db = Db(guarded.settings.database.path)
     log = db.log()
     assert [(c, o) for c, o, *_ in log] == [("MSG00000001", "AA"), ("MSG00000002", "AR"),
                                            ("MSG00000003", "AR")]
@@ -112,6 +112,6 @@ async def test_addresses_not_on_the_list_are_closed_at_once(tmp_path: Path) -> N
         assert await asyncio.to_thread(echo, b.dicom.bound_port, "CT01") == (False, -1)
         await until(lambda: rejections(b, "mllp", "address_not_allowed") == 1
                     and rejections(b, "dicom", "address_not_allowed") == 1)
-        assert Db(b.writer.path).log() == []
+        assert Db(b.settings.database.path).log() == []
     finally:
         await b.stop()

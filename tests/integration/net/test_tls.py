@@ -104,7 +104,7 @@ async def test_mllp_over_tls_refuses_clients_without_a_valid_certificate(
 
     ack = await tls_send(port, client_ssl(pki, pki.client), order(4).encode())
     assert msa(ack)[1] == "AA"  # still serving
-    assert [row[:2] for row in Db(tls_broker.writer.path).log()] == [
+    assert [row[:2] for row in Db(tls_broker.settings.database.path).log()] == [
         ("MSG00000001", "AA"), ("MSG00000004", "AA")]
 
 
@@ -167,7 +167,7 @@ async def test_outbound_hl7_to_a_tls_ris(tmp_path: Path, pki: Pki) -> None:
         async with MllpClient("127.0.0.1", broker.mllp.bound_port, timeout=5.0) as client:
             assert msa((await client.send(order(1).encode())).decode())[1] == "AA"
         await asyncio.to_thread(perform, broker)
-        db = Db(broker.writer.path)
+        db = Db(broker.settings.database.path)
 
         def states(destination: str) -> list[tuple[str, str]]:
             return db.query("SELECT state, last_error FROM outbox WHERE destination = ? "

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite file itself
+
 from broker import cli
 from broker.model.orders import PatientKey
 from broker.store.messages import MessageRecord

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite file itself
+
 from broker import cli
 from tests.support.broker import BrokerProcess
 from tests.support.mllp import msa, send

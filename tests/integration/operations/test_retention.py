@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,14 +27,9 @@ OLD = time.time() - 120 * 86400  # past every default age
 UID = "1.2.826.0.1.3680043.8.498.{}"  # order(n)'s Study Instance UID is UID.format(n + 1)
 
 
-def backdate(path: Path, sql: str, *args: Any) -> int:
+def backdate(path: Path | str, sql: str, *args: Any) -> int:
     """Age rows the way time would (the broker keeps running meanwhile)."""
-    conn = sqlite3.connect(path, timeout=10)
-    try:
-        with conn:
-            return conn.execute(sql, args).rowcount
-    finally:
-        conn.close()
+    return Db(path).execute(sql, *args)
 
 
 async def start_broker(folder: Path, mappings: Path | None = None, **retention: Any
@@ -69,8 +63,8 @@ def statuses(db: Db, n: int) -> dict[str, str]:
 
 
 async def test_purge_removes_what_expired_and_keeps_the_rest(retained: Broker) -> None:
-    broker, db = retained, Db(retained.writer.path)
-    path = broker.writer.path
+    broker, db = retained, Db(retained.settings.database.path)
+    path = broker.settings.database.path
     assert await post(broker, *(order(n).encode() for n in (1, 2, 3, 4)),
                       order(5, sps_ids=["S1", "S2"]).encode()) == ["AA"] * 5
     assert await post(broker, order(1, control_id="C1", order_control="CA",
@@ -145,13 +139,13 @@ async def test_purge_deletes_in_chunks_between_other_writes(tmp_path: Path) -> N
         assert await post(broker, order(1, sps_ids=sps).encode(),
                           order(1, control_id="C1", order_control="CA",
                                 order_status="CA").encode()) == ["AA", "AA"]
-        backdate(broker.writer.path, "UPDATE steps SET updated_at = ?", OLD)
+        backdate(broker.settings.database.path, "UPDATE steps SET updated_at = ?", OLD)
         jobs = broker.writer.jobs
         purge = asyncio.create_task(asyncio.to_thread(broker.purger.purge))
         assert await post(broker, order(2).encode()) == ["AA"]  # not held up by the purge
         assert await purge == {"steps": 45, "procedures": 1}
         assert broker.writer.jobs - jobs >= 5 + 1  # five chunks of at most 10, one message
-        assert Db(broker.writer.path).counts()["steps"] == 1
+        assert Db(broker.settings.database.path).counts()["steps"] == 1
     finally:
         await broker.stop()
 
@@ -161,8 +155,8 @@ async def test_the_running_broker_purges_periodically(tmp_path: Path) -> None:
     try:
         assert await post(broker, order(1).encode(), order(
             1, control_id="C1", order_control="CA", order_status="CA").encode()) == ["AA"] * 2
-        backdate(broker.writer.path, "UPDATE steps SET updated_at = ?", OLD)
-        db = Db(broker.writer.path)
+        backdate(broker.settings.database.path, "UPDATE steps SET updated_at = ?", OLD)
+        db = Db(broker.settings.database.path)
         for _ in range(100):
             if db.counts()["steps"] == 0:
                 break
@@ -222,7 +216,7 @@ async def test_a_kept_mpps_keeps_the_steps_it_covers(tmp_path: Path) -> None:
     broker = await start_broker(tmp_path, mpps_days=0, message_log_days=0)
     try:
         assert await post(broker, order(1).encode(), order(2).encode()) == ["AA", "AA"]
-        db = Db(broker.writer.path)
+        db = Db(broker.settings.database.path)
         step_of_1 = db.query("SELECT s.id FROM steps s JOIN procedures p ON p.id = "
                              "s.procedure_fk WHERE p.study_uid = ?", UID.format(2))[0][0]
 
@@ -231,9 +225,9 @@ async def test_a_kept_mpps_keeps_the_steps_it_covers(tmp_path: Path) -> None:
             repo.link(repo.insert_mpps("9.done", "COMPLETED", {}, "CT01", False), [step_of_1])
 
         await broker.writer.run(seed)
-        backdate(broker.writer.path, "UPDATE steps SET status = 'COMPLETED', updated_at = ?",
+        backdate(broker.settings.database.path, "UPDATE steps SET status = 'COMPLETED', updated_at = ?",
                  OLD)
-        backdate(broker.writer.path, "UPDATE mpps SET updated_at = ?", OLD)
+        backdate(broker.settings.database.path, "UPDATE mpps SET updated_at = ?", OLD)
         # mpps_days 0 keeps 9.done for ever, and so the step it covers and its procedure;
         # order 2's ended step, covered by no MPPS, goes
         expected = {"steps": 1, "procedures": 1}
@@ -253,7 +247,7 @@ async def test_the_dry_run_counts_every_row_the_purge_deletes(tmp_path: Path) ->
     try:
         assert await post(broker, order(1, station="CT01~CT02").encode(),
                           order(2, station="CT01", sps_ids=["A", "B"]).encode()) == ["AA"] * 2
-        path = broker.writer.path
+        path = broker.settings.database.path
         db = Db(path)
         assert db.query("SELECT COUNT(*) FROM step_stations")[0][0] == 4
         steps = [r[0] for r in db.query("SELECT id FROM steps ORDER BY id")]

@@ -95,7 +95,7 @@ def modality(broker: Broker, uid: str, final: str | None = "COMPLETED") -> list[
 
 
 def outbox(broker: Broker) -> list[tuple[Any, ...]]:
-    return Db(broker.writer.path).query(
+    return Db(broker.settings.database.path).query(
         "SELECT message_type, state, last_error FROM outbox ORDER BY id")
 
 
@@ -122,7 +122,7 @@ async def test_create_and_set_reach_the_downstream_scp_in_order(
 async def test_downstream_down_then_up_gets_both_in_order(forwarding: Broker,
                                                           downstream_port: int) -> None:
     assert await asyncio.to_thread(modality, forwarding, "1.2.3.4.200") == [0, 0]
-    await until(lambda: Db(forwarding.writer.path).query(
+    await until(lambda: Db(forwarding.settings.database.path).query(
         "SELECT MAX(attempts) FROM outbox")[0][0] >= 2)
     assert {s for _, s, _ in outbox(forwarding)} == {"pending"}
     scp = DownstreamScp(downstream_port).start()

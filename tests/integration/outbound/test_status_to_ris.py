@@ -45,7 +45,7 @@ async def linked(tmp_path: Path, ris: Ris) -> AsyncIterator[Broker]:
 
 
 def outbox(broker: Broker) -> list[tuple[str, int, str]]:
-    return Db(broker.writer.path).query(
+    return Db(broker.settings.database.path).query(
         "SELECT state, attempts, last_error FROM outbox ORDER BY id")
 
 
@@ -124,7 +124,7 @@ async def test_cancel_of_a_started_step_is_refused(linked: Broker, ris: Ris) -> 
     ack = (await send(linked.mllp.bound_port, cancel.encode()))[0]
     assert msa(ack)[1] == "AE" and err(ack)[3].startswith("205^")
     assert "is STARTED" in ack and "hl7.cancel_started_steps" in ack
-    steps = Db(linked.writer.path).steps(UID)
+    steps = Db(linked.settings.database.path).steps(UID)
     assert [s["_status"] for s in steps.values()] == ["STARTED"]
 
 
