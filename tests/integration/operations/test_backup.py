@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.sqlite_only  # the SQLite file itself
-
 from broker import cli
 from broker.model.orders import PatientKey
 from broker.store.messages import MessageRecord
 from broker.store.sqlite.backup import BackupError, backup
 from broker.store.sqlite.writer import SqliteWriter as Writer
 from broker.store.unit_of_work import UnitOfWork
+
+pytestmark = pytest.mark.sqlite_only  # the SQLite file itself
 
 JOBS = 1000
 

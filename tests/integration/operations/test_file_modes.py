@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.sqlite_only  # the SQLite file itself
-
 from broker import cli
 from tests.support.broker import BrokerProcess
 from tests.support.mllp import msa, send
 from tests.support.samples import order
+
+pytestmark = pytest.mark.sqlite_only  # the SQLite file itself
 
 
 def mode(path: Path) -> int:

@@ -225,8 +225,8 @@ async def test_a_kept_mpps_keeps_the_steps_it_covers(tmp_path: Path) -> None:
             repo.link(repo.insert_mpps("9.done", "COMPLETED", {}, "CT01", False), [step_of_1])
 
         await broker.writer.run(seed)
-        backdate(broker.settings.database.path, "UPDATE steps SET status = 'COMPLETED', updated_at = ?",
-                 OLD)
+        backdate(broker.settings.database.path,
+                 "UPDATE steps SET status = 'COMPLETED', updated_at = ?", OLD)
         backdate(broker.settings.database.path, "UPDATE mpps SET updated_at = ?", OLD)
         # mpps_days 0 keeps 9.done for ever, and so the step it covers and its procedure;
         # order 2's ended step, covered by no MPPS, goes
