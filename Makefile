@@ -27,6 +27,7 @@ typecheck: $(STAMP)
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/mwl-broker check-mappings
 	$(BIN)/python -m pytest -q
+	MWL_TEST_BACKEND=postgresql $(BIN)/python -m pytest -q tests/integration tests/e2e
 	$(MAKE) bench-quick
 
 bench: $(STAMP) system-deps

@@ -25,13 +25,20 @@ BOTH_DICOM_PATHS = ("tests/integration/worklist/test_mwl_scp.py",
                     "tests/integration/mpps_in/test_mpps_scp.py",
                     "tests/integration/completion/test_stgcmt_ian.py")
 ROOT = Path(__file__).resolve().parent.parent
+#: ``MWL_TEST_BACKEND=postgresql``: every integration and end-to-end test runs its brokers
+#: on a database of its own on the session's PostgreSQL (through MWL_DATABASE_URL, which
+#: every broker, in process or not, takes as its database.url); SQLite otherwise
+BACKEND = os.environ.get("MWL_TEST_BACKEND", "sqlite")
+ON_POSTGRES = BACKEND == "postgresql"
+DATABASE_TESTS = ("tests/integration/", "tests/e2e/")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     path = metafunc.definition.path.resolve().relative_to(ROOT).as_posix()
     if path in BOTH_DICOM_PATHS:
-        metafunc.parametrize("dicom_fast_path", [True, False], ids=["fast", "stock"],
-                             indirect=True, scope="module")
+        # the DICOM wire path does not depend on the store: on PostgreSQL, the fast one only
+        paths, ids = ([True], ["fast"]) if ON_POSTGRES else ([True, False], ["fast", "stock"])
+        metafunc.parametrize("dicom_fast_path", paths, ids=ids, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -94,12 +101,7 @@ def postgres_url(postgres_cluster: PostgresCluster, request: pytest.FixtureReque
             postgres_cluster.drop_database(name)
 
 
-#: ``MWL_TEST_BACKEND=postgresql``: every integration and end-to-end test runs its brokers
-#: on a database of its own on the session's PostgreSQL (through MWL_DATABASE_URL, which
-#: every broker, in process or not, takes as its database.url); SQLite otherwise
-BACKEND = os.environ.get("MWL_TEST_BACKEND", "sqlite")
-ON_POSTGRES = BACKEND == "postgresql"
-DATABASE_TESTS = ("tests/integration/", "tests/e2e/")
+
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -356,8 +356,19 @@ async def health(request: web.Request) -> web.Response:
     rows = [[h.esc(x["name"]), h.status("up" if x["up"] else "down"), h.esc(x["address"]),
              h.esc(", ".join(f"{k}={v}" for k, v in x["detail"].items()))]
             for x in service.health()]
+    cluster = await service.cluster()
+    nodes = [[h.esc(n["node_id"] + (" (this one)" if n["node_id"] == cluster["node"] else "")),
+              h.status("up" if n["alive"] else "down"), h.esc(n["host"]),
+              h.esc(f"{n['seen_seconds_ago']:.1f} s ago"), h.esc(f"{n['clock_offset']:+.3f} s")]
+             for n in cluster["nodes"]]
+    lanes = [[h.esc(lane["lane"]), h.esc(lane["owner"] or "nobody"),
+              h.status("up" if lane["held"] else "down"), h.esc(lane["fence"])]
+             for lane in cluster["lanes"]]
     content = (f"<p>Ready: {h.status('up' if ready else 'down')}</p>"
-               + h.table(["Component", "State", "Address", "Counters"], rows))
+               + h.table(["Component", "State", "Address", "Counters"], rows)
+               + "<h2>Brokers on this database</h2>"
+               + h.table(["Node", "State", "Host", "Last seen", "Clock"], nodes)
+               + "<h2>Outbox lanes</h2>" + h.table(["Lane", "Owner", "Lease", "Fence"], lanes))
     return _page(request, "Health", content, "/health")
 
 

@@ -159,9 +159,17 @@ def _doomed_own(rule_name: str) -> Callable[[Connection, Dialect, str, Cutoffs],
 
 
 def _unlink_duplicates(conn: Connection, d: Dialect, ids: str) -> None:
-    """A kept resend that pointed at a deleted log row becomes the original of record."""
-    conn.execute("UPDATE message_log SET duplicate_of = NULL WHERE duplicate_of IN "
-                 + d.json_values(integer=True), (ids,))
+    """The first kept resend of a deleted log row becomes the original of record, and the
+    later resends its duplicates (one accepted original per control ID)."""
+    ids_sql = d.json_values(integer=True)
+    # the rows about to go leave the one-original index first (deleted in this transaction)
+    conn.execute(f"UPDATE message_log SET outcome = 'purged' WHERE id IN {ids_sql}", (ids,))
+    first = ("(SELECT MIN(r.id) FROM message_log r"
+             " WHERE r.duplicate_of = message_log.duplicate_of)")
+    conn.execute(f"UPDATE message_log SET duplicate_of = {first} WHERE duplicate_of IN"
+                 f" {ids_sql} AND id > {first}", (ids,))
+    conn.execute(f"UPDATE message_log SET duplicate_of = NULL WHERE duplicate_of IN {ids_sql}",
+                 (ids,))
 
 
 #: an MPPS still kept: not ended, or ended after the MPPS cutoff

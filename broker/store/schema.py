@@ -258,6 +258,27 @@ MIGRATIONS.append(
     """
 )
 
+_SAME_ORIGINAL = (
+    "o.outcome = 'AA' AND o.duplicate_of IS NULL"
+    " AND o.sender_application = message_log.sender_application"
+    " AND o.sender_facility = message_log.sender_facility"
+    " AND o.control_id = message_log.control_id")
+
+MIGRATIONS.append(
+    # 7: one accepted original per sender and control ID, enforced by the database (brokers
+    #    sharing one database claim a control ID in the transaction of its effects); a
+    #    second original left by an older retention run becomes a duplicate of the first
+    f"""
+    UPDATE message_log SET duplicate_of = (
+        SELECT MIN(o.id) FROM message_log o WHERE {_SAME_ORIGINAL})
+    WHERE outcome = 'AA' AND duplicate_of IS NULL AND control_id != ''
+      AND id > (SELECT MIN(o.id) FROM message_log o WHERE {_SAME_ORIGINAL});
+    CREATE UNIQUE INDEX message_log_original
+        ON message_log(sender_application, sender_facility, control_id)
+        WHERE outcome = 'AA' AND duplicate_of IS NULL AND control_id != '';
+    """
+)
+
 #: migrations that only add (tables, columns with defaults, indexes): a broker of the
 #: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
-ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6})
+ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7})

@@ -330,7 +330,8 @@ async def test_console_pages_render_escaped(broker: Broker, admin: Admin) -> Non
         "/procedures/A0000003": ["HL7 messages in", "MSG00000003", "SPS0000003"],
         "/messages?q=A0000003": ["MSG00000003", "ORM^O01"],
         "/mappings?check=1": ["the folder is valid", "ORM^O01"],
-        "/health": ["mllp", "dicom", "writer"],
+        "/health": ["mllp", "dicom", "writer", "database", "Brokers on this database",
+                    f"{broker.node} (this one)", "Outbox lanes"],
         "/outbox?state=dead": ["the outbox is empty"],
     }
     for path, texts in html_pages.items():
