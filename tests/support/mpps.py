@@ -73,7 +73,7 @@ def update(assoc: Association, uid: str, ds: Dataset) -> Dataset:
 
 
 def step_status(broker: Broker, study_uid: str = UID) -> list[str]:
-    return [s["_status"] for s in Db(broker.writer.path).steps(study_uid).values()]
+    return [s["_status"] for s in Db(broker.settings.database.path).steps(study_uid).values()]
 
 
 def perform(broker: Broker, status_after: str | None = "COMPLETED") -> str:

@@ -83,9 +83,12 @@ _TOKEN = re.compile(r"'(?:[^']|'')*'|::|\?|:([A-Za-z_][A-Za-z0-9_]*)|%")
 @lru_cache(maxsize=4096)
 def to_psycopg(sql: str) -> str:
     """The shared SQL's ``?`` and ``:name`` placeholders as psycopg's ``%s`` and
-    ``%(name)s`` (a literal ``%`` doubled), quoted strings and casts left alone."""
+    ``%(name)s``, quoted strings and casts left alone (every literal ``%`` doubled: psycopg
+    reads placeholders inside quotes too)."""
     def replace(match: re.Match[str]) -> str:
         token = match.group(0)
+        if token.startswith("'"):
+            return token.replace("%", "%%")
         if token == "?":
             return "%s"
         if token == "%":

@@ -63,7 +63,8 @@ def test_ris_down_and_broker_restarted(tmp_path: Path) -> None:
         proc.start()
         perform(proc.dicom_port, range(PROCEDURES // 2, PROCEDURES))
         db = Db(proc.db)
-        assert db.query("SELECT COUNT(*), SUM(state = 'pending') FROM outbox") == [
+        assert db.query("SELECT COUNT(*), SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END)"
+                        " FROM outbox") == [
             (2 * PROCEDURES, 2 * PROCEDURES)]
 
         async def ris_comes_back() -> list[str]:

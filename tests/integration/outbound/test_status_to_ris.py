@@ -136,7 +136,7 @@ async def test_outbox_command_lists_and_retries_dead_letters(linked: Broker, ris
     ris.mode = "AE"
     await asyncio.to_thread(perform, linked, None)
     await until(lambda: [r[0] for r in outbox(linked)] == ["dead"])
-    db_option = f"database.path={linked.writer.path}"
+    db_option = f"database.path={linked.settings.database.path}"
     listed = subprocess.run([str(BIN / "mwl-broker"), "outbox", "list", "--state", "dead",
                              "-o", db_option], capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and "dead" in listed.stdout

@@ -15,6 +15,8 @@ def test_placeholders_become_psycopg_ones_outside_strings_and_casts() -> None:
         "SELECT '?', ':x', 'it''s ?' WHERE a LIKE %s ESCAPE '\\'"
     assert to_psycopg("SELECT CAST(x AS text), y::bigint, 5 % 2") == \
         "SELECT CAST(x AS text), y::bigint, 5 %% 2"
+    assert to_psycopg("SELECT 1 WHERE a LIKE 'ORU%' AND b = ?") == \
+        "SELECT 1 WHERE a LIKE 'ORU%%' AND b = %s"
 
 
 def test_dicom_wildcards_become_like_patterns_with_every_other_character_literal() -> None:
