@@ -127,8 +127,8 @@ class Crasher:
         kill = Kill(phase, done)
         kill.killed_at = time.monotonic()
         await asyncio.to_thread(self.broker.kill)  # SIGKILL, then reaped
-        rows = await asyncio.to_thread(Db(self.broker.db).query, "PRAGMA integrity_check")
-        kill.integrity = ";".join(str(r[0]) for r in rows)
+        problems = await asyncio.to_thread(Db(self.broker.db).integrity)
+        kill.integrity = ";".join(problems) or "ok"
         await asyncio.sleep(self.rng.uniform(0.1, 1.0))
         await asyncio.to_thread(self.broker.start)
         kill.restarted_at = time.monotonic()
@@ -424,11 +424,11 @@ async def crash_suite(cfg: Config, folder: Path) -> dict[str, Any]:
     finally:
         await asyncio.to_thread(broker.kill)
         await ris.stop()
-    integrity = Db(broker.db).query("PRAGMA integrity_check")
+    integrity = Db(broker.db).integrity()
     errors = [f"hl7: {e}" for e in hl7["errors"]] + [f"mpps: {e}" for e in mpps["errors"]]
     errors += [f"integrity after the {k.phase} kill at {k.at_progress}: {k.integrity}"
                for k in crasher.kills if k.integrity != "ok"]
-    if integrity != [("ok",)]:
+    if integrity:
         errors.append(f"integrity at the end: {integrity}")
     if exit_code != 0:
         errors.append(f"broker exited with {exit_code} on SIGTERM")

@@ -113,16 +113,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def session_database(request: pytest.FixtureRequest) -> Iterator[None]:
-    """On PostgreSQL: a database for brokers that fixtures wider than one test start (each
-    test gets its own on top, by database_backend)."""
-    if not ON_POSTGRES:
+@pytest.fixture(scope="module", autouse=True)
+def module_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On PostgreSQL: a database of the module's own for brokers that module-wide fixtures
+    start (each test gets its own on top, by database_backend)."""
+    path = Path(str(request.node.path)).resolve().relative_to(ROOT).as_posix()
+    if not ON_POSTGRES or not path.startswith(DATABASE_TESTS):
         yield
         return
     cluster = request.getfixturevalue("postgres_cluster")
     saved = os.environ.get("MWL_DATABASE_URL")
-    os.environ["MWL_DATABASE_URL"] = cluster.create_database(f"s_{secrets.token_hex(4)}")
+    os.environ["MWL_DATABASE_URL"] = cluster.create_database(f"m_{secrets.token_hex(4)}")
     try:
         yield
     finally:

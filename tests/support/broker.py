@@ -50,8 +50,10 @@ class BrokerProcess:
 
     def __init__(self, folder: Path, options: tuple[str, ...] = ()) -> None:
         self.folder = folder
-        #: the SQLite file, or (tests on PostgreSQL) the URL of the database it started on
-        self.db: Path | str = folder / "broker.sqlite"
+        #: tests on PostgreSQL: the database of the test (or module) that made this broker
+        self.url = os.environ.get("MWL_DATABASE_URL", "")
+        #: the SQLite file, or the URL of its PostgreSQL database
+        self.db: Path | str = self.url or folder / "broker.sqlite"
         self.port = free_port()
         self.dicom_port = free_port()
         self.admin_port = free_port()
@@ -60,9 +62,7 @@ class BrokerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        url = os.environ.get("MWL_DATABASE_URL", "")
-        if url:  # tests on PostgreSQL (tests/conftest.py): the database of the starting test
-            self.db = url
+        url = self.url
         path = self.folder / "broker.sqlite"
         args = [str(BIN / "mwl-broker"), "serve", "-o", f"database.path={path}",
                 "-o", f"database.url={url}",

@@ -51,6 +51,28 @@ class Db:
         finally:
             conn.close()
 
+    def integrity(self) -> list[str]:
+        """Damage found: SQLite's integrity_check, or amcheck of every B-tree index and
+        heap on PostgreSQL; [] when none."""
+        if not self.url:
+            rows = [str(r[0]) for r in self.query("PRAGMA integrity_check")]
+            return [] if rows == ["ok"] else rows
+        self.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        import psycopg
+
+        try:  # amcheck raises on a damaged index
+            self.query("SELECT count(bt_index_check(i.indexrelid, true)) FROM pg_index i"
+                       " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON"
+                       " a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace"
+                       " WHERE a.amname = 'btree' AND n.nspname = current_schema()")
+        except psycopg.Error as exc:
+            return [str(exc)]
+        problems = [f"{r[0]}: {r[1]}" for r in self.query(
+            "SELECT c.relname, v.msg FROM pg_class c JOIN pg_namespace n ON"
+            " n.oid = c.relnamespace, verify_heapam(c.oid) v WHERE c.relkind = 'r'"
+            " AND n.nspname = current_schema()")]
+        return problems
+
     def tables(self) -> set[str]:
         """The tables the database has (none: no file, or an empty database)."""
         if not self.url and not self.path.exists():

@@ -193,7 +193,8 @@ def test_purge_command_counts_then_deletes(tmp_path: Path,
     assert re.search(r"^steps +1 deleted$", out, re.M)
     assert re.search(r"^procedures +1 deleted$", out, re.M)
     assert Db(db_path).counts()["steps"] == 0
-    assert cli.main(["purge", "-o", f"database.path={tmp_path / 'none.sqlite'}"]) == 2
+    missing = f"database.path={tmp_path / 'none.sqlite'}"
+    assert cli.main(["purge", "-o", missing, "-o", "database.url="]) == 2
 
 
 @pytest.mark.parametrize("override", ["retention.steps_days=-1", "retention.chunk=0"])
@@ -207,8 +208,7 @@ def test_negative_ages_and_empty_chunks_are_refused(override: str) -> None:
 
 def table_counts(path: Path) -> dict[str, int]:
     db = Db(path)
-    tables = [r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                     "AND name NOT LIKE 'sqlite_%'")]
+    tables = sorted(t for t in db.tables() if not t.startswith("sqlite_"))
     return {t: db.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables}
 
 
@@ -262,7 +262,8 @@ async def test_the_dry_run_counts_every_row_the_purge_deletes(tmp_path: Path) ->
                              "VALUES (?, ?)", (pk, f"8.{n}"))
                 commitment = conn.execute(
                     "INSERT INTO commitments (transaction_uid, mpps_fk, archive, created_at, "
-                    "timeout_at) VALUES (?, ?, 'archive', 0, 0)", (f"7.{n}", pk)).lastrowid
+                    "timeout_at) VALUES (?, ?, 'archive', 0, 0) RETURNING id",
+                    (f"7.{n}", pk)).fetchone()[0]
                 conn.execute("INSERT INTO commitment_instances (commitment_fk, "
                              "sop_instance_uid, sop_class_uid) VALUES (?, ?, '1.2')",
                              (commitment, f"8.{n}"))

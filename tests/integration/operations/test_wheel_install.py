@@ -69,6 +69,7 @@ def build_and_install(tmp: Path) -> tuple[Path, dict[str, str]]:
     return venv / "bin", env
 
 
+@pytest.mark.sqlite_only  # the README's walk: make run on the embedded SQLite default
 def test_wheel_in_a_fresh_virtualenv_runs_the_readme_walk(tmp_path: Path) -> None:
     bin_, env = build_and_install(tmp_path)
     broker = str(bin_ / "mwl-broker")
