@@ -186,8 +186,9 @@ class Ingestor:
         uow = uow.at(record.received_at)
         # brokers sharing one database: one of them claims a control ID at a time, and the
         # events of one patient, order or study are applied in turn
-        uow.lock(f"hl7:{record.sender_application}|{record.sender_facility}|"
-                 f"{record.control_id}", *lock_keys(events))
+        if uow.locks:
+            uow.lock(f"hl7:{record.sender_application}|{record.sender_facility}|"
+                     f"{record.control_id}", *lock_keys(events))
         log_ = uow.messages
         if rejection is None and record.control_id:
             accepted = log_.accepted_message(record.sender_application, record.sender_facility,

@@ -69,7 +69,8 @@ class MppsIn:
         merge = checks.merger(modifications, uid)
 
         def job(uow: UnitOfWork) -> Outcome:
-            uow.lock(f"mpps:{uid}", *[study_lock(s) for s in uow.mpps.studies_of(uid)])
+            if uow.locks:
+                uow.lock(f"mpps:{uid}", *[study_lock(s) for s in uow.mpps.studies_of(uid)])
             outcome, summary = mpps.update(uow.mpps, uid, merge)
             if outcome.replayed:
                 return outcome

@@ -18,6 +18,8 @@ class Dialect:
     name = ""
     #: the database can call Python functions from SQL (SQLite's create_function)
     python_functions = False
+    #: lock() takes locks (brokers share the database); else one writer serialises all
+    locks = False
 
     def json_rows(self, names: Sequence[str], integers: Sequence[str] = ()) -> str:
         """A FROM source of the rows of one JSON array-of-arrays parameter: a column per

@@ -245,9 +245,18 @@ class OrderRepo(Repo):
         """New steps of a procedure, in this order, with their stations."""
         if not steps:
             return
-        rows = [[_text(a, "ScheduledProcedureStepID"), *_step_columns(a)] for a in steps]
-        created = self.conn.execute(insert_steps_sql(self.dialect), (
-            procedure_fk, status.value, self.now, self.now, _dump_rows(rows))).fetchall()
+        if len(steps) == 1:  # the usual order: one row, without the JSON round trip
+            created = self.conn.execute(
+                "INSERT INTO steps (procedure_fk, status, created_at, updated_at, sps_id,"
+                " modality, start_date, start_time, start_dt, performing_physician,"
+                " station_name, location, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id, sps_id", (procedure_fk, status.value, self.now, self.now,
+                                          _text(steps[0], "ScheduledProcedureStepID"),
+                                          *_step_columns(steps[0]))).fetchall()
+        else:
+            rows = [[_text(a, "ScheduledProcedureStepID"), *_step_columns(a)] for a in steps]
+            created = self.conn.execute(insert_steps_sql(self.dialect), (
+                procedure_fk, status.value, self.now, self.now, _dump_rows(rows))).fetchall()
         ids = {str(sps): int(pk) for pk, sps in created}
         self._add_stations([(ids[_text(a, "ScheduledProcedureStepID")], a) for a in steps])
 

@@ -48,6 +48,11 @@ class UnitOfWork:
             return self
         return UnitOfWork(self._conn, now, self.dialect)
 
+    @property
+    def locks(self) -> bool:
+        """Whether :meth:`lock` takes locks (else skip computing the keys)."""
+        return self.dialect.locks
+
     def lock(self, *keys: str) -> None:
         """Serialise this transaction with every other one that locks one of ``keys``
         (business keys: a patient, an order, a study) until it ends. SQLite's single writer

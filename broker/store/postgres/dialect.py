@@ -14,6 +14,7 @@ from broker.store.dialect import Dialect
 class PostgresDialect(Dialect):
     name = "postgresql"
     python_functions = False
+    locks = True
 
     def json_rows(self, names: Sequence[str], integers: Sequence[str] = ()) -> str:
         columns = ", ".join(
