@@ -59,8 +59,9 @@ class LaneLeases:
             return held.lease
         started = time.monotonic()
         try:
+            fresh = held is None  # not held by this process: never adopt an older token
             lease = await self.writer.run(
-                lambda uow: uow.cluster.acquire(name, self.node, self.seconds))
+                lambda uow: uow.cluster.acquire(name, self.node, self.seconds, fresh))
         except StoreError as exc:
             event(log, "outbox_lane_renew_failed", logging.WARNING, lane=name, node=self.node,
                   error=str(exc))

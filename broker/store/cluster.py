@@ -95,21 +95,23 @@ class ClusterRepo(Repo):
     def live_nodes(self, window: float) -> set[str]:
         return {n.node_id for n in self.nodes(window) if n.alive}
 
-    def acquire(self, lane: str, owner: str, ttl: float) -> Lease | None:
+    def acquire(self, lane: str, owner: str, ttl: float, fresh: bool = False
+                ) -> Lease | None:
         """Take or renew the lease of ``lane`` for ``ttl`` seconds; None while another
-        broker holds it. A new owner gets a new fencing token."""
+        broker holds it. A new owner gets a new fencing token, and so does a ``fresh`` take
+        by the same owner (a restarted process: its paused predecessor's token is void)."""
         now = self.dialect.now()
         row = self.conn.execute(
             "INSERT INTO lanes (destination, owner, fence, taken_at, expires_at)"
             f" VALUES (?, ?, 1, {now}, {now} + ?)"
             " ON CONFLICT (destination) DO UPDATE SET owner = excluded.owner,"
-            " fence = CASE WHEN lanes.owner = excluded.owner THEN lanes.fence"
+            " fence = CASE WHEN lanes.owner = excluded.owner AND ? = 0 THEN lanes.fence"
             " ELSE lanes.fence + 1 END,"
             " taken_at = CASE WHEN lanes.owner = excluded.owner THEN lanes.taken_at"
             " ELSE excluded.taken_at END,"
             " expires_at = excluded.expires_at"
             f" WHERE lanes.owner = excluded.owner OR lanes.expires_at < {now}"
-            " RETURNING fence", (lane, owner, ttl)).fetchone()
+            " RETURNING fence", (lane, owner, ttl, int(fresh))).fetchone()
         return Lease(lane, owner, int(row[0])) if row else None
 
     def check(self, lease: Lease) -> None:

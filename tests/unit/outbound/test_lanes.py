@@ -51,6 +51,14 @@ async def test_one_owner_per_lane_and_takeover_after_the_lease_ran_out(
     assert lanes[UNCONFIGURED].owner == "b"
 
 
+async def test_a_restarted_owner_gets_a_new_token(writer: SqliteWriter) -> None:
+    old = await LaneLeases(writer, "a", 30.0).hold("ris")
+    restarted = await LaneLeases(writer, "a", 30.0).hold("ris")  # same node id, new process
+    assert old is not None and restarted is not None and restarted.fence == old.fence + 1
+    with pytest.raises(LaneLost):  # the old process (paused, not dead) records nothing
+        await writer.run(lambda uow: uow.cluster.check(old))
+
+
 async def test_a_clean_stop_hands_the_lanes_over_at_once(writer: SqliteWriter) -> None:
     a, b = LaneLeases(writer, "a", 30.0), LaneLeases(writer, "b", 30.0)
     assert await a.hold("ris") is not None
