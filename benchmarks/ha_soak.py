@@ -215,7 +215,8 @@ async def ris_sender(soak: Soak, numbers: range) -> None:
                     soak.acks[control] = ack
                     soak.acked += 1
                     break
-                soak.non_aa.append(f"{control}: {ack[-120:]}")
+                code = ack.split("MSA|", 1)[1][:2] if "MSA|" in ack else "?"
+                soak.non_aa.append(f"{control}: MSA {code} …{ack[-100:]}")
                 await asyncio.sleep(0.2)  # AR/AE: a RIS resends after a pause
     finally:
         if client is not None:
@@ -259,16 +260,21 @@ async def modality(soak: Soak, station: str, numbers: range, pause: float) -> No
                             break
                         await asyncio.sleep(0.1)
                         continue
-                    if response.status == 0:
+                    status = response.status
+                    if status == 0:
                         if tries > 1:
-                            soak.mpps_retry_statuses[f"{name} 0x0000"] += 1
+                            soak.mpps_retry_statuses[f"{name} resend 0x0000"] += 1
                         break
-                    if tries > 1:
-                        soak.mpps_retry_statuses[f"{name} {response.status:#06x}"] += 1
+                    already = tries > 1 and (
+                        (name == "N-CREATE" and status == 0x0111) or
+                        (name == "N-SET" and status == 0x0110
+                         and "no longer be updated" in response.comment))
+                    if already:  # a resend of what the killed broker had done
+                        soak.mpps_retry_statuses[f"{name} resend {status:#06x} (done)"] += 1
                         break
-                    if response.status in (0xA700, 0xC001, 0x0110) and tries < ATTEMPTS:
+                    if status in (0xA700, 0xC001, 0x0110) and tries < ATTEMPTS:
                         # out of resources / database away: try again shortly
-                        soak.mpps_retry_statuses[f"{name} first {response.status:#06x}"] += 1
+                        soak.mpps_retry_statuses[f"{name} {status:#06x}, retried"] += 1
                         await asyncio.sleep(0.2)
                         continue
                     soak.mpps_errors.append(f"{name} {uid}: {response.status:#06x} "
@@ -281,12 +287,12 @@ async def modality(soak: Soak, station: str, numbers: range, pause: float) -> No
                 await assoc.release()
 
 
-async def chaos(soak: Soak, full: bool) -> None:
-    """Three SIGKILLs of a random instance at ¼, ½ and ¾ of the ORMs, each restarted a second
-    later; in the full run PostgreSQL restarted (immediate) at ⅝."""
+async def chaos(soak: Soak, pg_restart: bool) -> None:
+    """Three SIGKILLs of a random instance at ¼, ½ and ¾ of the acknowledged ORMs, each
+    restarted a second later; with ``pg_restart`` PostgreSQL restarted (immediate) at ⅝."""
     rng = random.Random(13)
     plan: list[tuple[float, str]] = [(0.25, "kill"), (0.5, "kill"), (0.75, "kill")]
-    if full:
+    if pg_restart:
         plan.insert(2, (0.625, "pg_restart"))
     for fraction, what in plan:
         while soak.acked < fraction * soak.total:
@@ -322,7 +328,7 @@ def find(port: int, keys: dict[str, str]) -> tuple[int, list[str]]:
 
 
 async def soak_run(tmp: Path, pg: PostgresCluster, senders: int, per_sender: int,
-                   modalities: int, pairs: int, full: bool) -> dict[str, Any]:
+                   modalities: int, pairs: int, pg_restart: bool) -> dict[str, Any]:
     url = new_database(pg, "soak")
     db = Db(url)
     ris = await Ris().start()
@@ -344,28 +350,44 @@ async def soak_run(tmp: Path, pg: PostgresCluster, senders: int, per_sender: int
             cpu0 = {x.folder.name: cpu_seconds(x.proc.pid if x.proc else None) for x in (a, b)}
             pg0 = pg_cpu_seconds(pg)
             t0 = time.perf_counter()
-            mpps_pause = 0.05
-            await asyncio.gather(
-                chaos(soak, full),
-                *(ris_sender(soak, range(SOAK_FIRST + k * per_sender,
-                                         SOAK_FIRST + (k + 1) * per_sender))
-                  for k in range(senders)),
-                *(modality(soak, f"CT{k + 1:02d}",
-                           range(MPPS_FIRST + k * pairs, MPPS_FIRST + (k + 1) * pairs),
-                           mpps_pause) for k in range(modalities)))
-            elapsed = time.perf_counter() - t0
+            mpps_pause = 0.15  # the modalities' pairs spread over the whole soak
+
+            async def timed(work: Any) -> float:
+                await work
+                return time.perf_counter() - t0
+
+            async def all_of(*works: Any) -> float:
+                await asyncio.gather(*works)
+                return time.perf_counter() - t0
+
+            orm_elapsed, mpps_elapsed, elapsed = await asyncio.gather(
+                all_of(*(ris_sender(soak, range(SOAK_FIRST + k * per_sender,
+                                                SOAK_FIRST + (k + 1) * per_sender))
+                         for k in range(senders))),
+                all_of(*(modality(soak, f"CT{k + 1:02d}",
+                                  range(MPPS_FIRST + k * pairs, MPPS_FIRST + (k + 1) * pairs),
+                                  mpps_pause) for k in range(modalities))),
+                timed(chaos(soak, pg_restart)))
+            elapsed = max(elapsed, orm_elapsed, mpps_elapsed)
             broker_cpu = soak.killed_cpu + sum(
                 cpu_seconds(x.proc.pid if x.proc else None) for x in (a, b)) - sum(cpu0.values())
             pg_cpu = pg_cpu_seconds(pg) - pg0  # (a PostgreSQL restart resets this counter)
             results["seconds"] = round(elapsed, 2)
-            results["orm_per_s"] = round(total / elapsed, 1)
+            results["orm_seconds"] = round(orm_elapsed, 2)
+            results["orm_per_s"] = round(total / orm_elapsed, 1)
             results["mpps_pairs"] = len(soak.mpps)
+            results["mpps_seconds"] = round(mpps_elapsed, 2)
+            results["mpps_pairs_per_s"] = round(len(soak.mpps) / mpps_elapsed, 1)
+            results["mpps_pause_between_pairs_s"] = mpps_pause
             results["broker_cpu_s"] = round(broker_cpu, 2)
             results["broker_cpu_ms_per_orm_incl_mpps_load"] = round(broker_cpu / total * 1000, 3)
-            results["postgres_cpu_s"] = round(pg_cpu, 2)
+            # a PostgreSQL restart resets the postmaster's counters: no figure then
+            results["postgres_cpu_s"] = None if pg_restart else round(pg_cpu, 2)
             results["events"] = soak.events
             results["resent_messages"] = sum(1 for c in soak.attempts.values() if c > 1)
-            results["non_aa_answers"] = {"count": len(soak.non_aa), "examples": soak.non_aa[:5]}
+            results["non_aa_answers"] = {
+                "count": len(soak.non_aa), "examples": soak.non_aa[:3],
+                "by_code": dict(Counter(x.split("MSA ")[1][:2] for x in soak.non_aa))}
             results["mpps_retry_statuses"] = dict(soak.mpps_retry_statuses)
             results["mpps_errors"] = {"count": len(soak.mpps_errors),
                                       "examples": soak.mpps_errors[:5]}
@@ -389,11 +411,29 @@ async def soak_run(tmp: Path, pg: PostgresCluster, senders: int, per_sender: int
                 c - 1 for c in Counter(m.split("\r")[0].split("|")[9]
                                        for m in ris.received).values())
 
+            results["outbox_order"] = outbox_order(db, ris)
             results["checks"] = checks(db, soak, [a, b])
             results["cfind"] = await cfind_checks(a, b)
     finally:
         await ris.stop()
     return results
+
+
+def outbox_order(db: Db, ris: Ris) -> dict[str, Any]:
+    """Per order key, the RIS's first arrivals of the outbox's control IDs are in outbox
+    order (delivery in order per order)."""
+    first_seen: dict[str, int] = {}
+    for i, message in enumerate(ris.received):
+        first_seen.setdefault(message.split("\r")[0].split("|")[9], i)
+    lanes: dict[str, list[str]] = {}
+    for key, control in db.query("SELECT order_key, control_id FROM outbox ORDER BY id"):
+        lanes.setdefault(key, []).append(control)
+    missing = [c for controls in lanes.values() for c in controls if c not in first_seen]
+    out_of_order = [key for key, controls in lanes.items()
+                    if [c for c in sorted(controls, key=lambda c: first_seen.get(c, -1))]
+                    != controls]
+    return {"order_keys": len(lanes), "not_received": len(missing),
+            "out_of_order_keys": len(out_of_order), "examples": out_of_order[:3]}
 
 
 def checks(db: Db, soak: Soak, brokers: list[BrokerUnderTest]) -> dict[str, Any]:
@@ -428,9 +468,9 @@ def checks(db: Db, soak: Soak, brokers: list[BrokerUnderTest]) -> dict[str, Any]
         "mpps_sent": len(soak.mpps), "mpps_not_stored_once": len(mpps_not_once),
         "mpps_not_completed": len(mpps_not_completed),
         "amcheck_problems": integrity[:5],
-        "broker_error_lines": {b.folder.name: sum(1 for line in b.log_text().splitlines()
-                                                  if "level=ERROR" in line
-                                                  or "Traceback" in line) for b in brokers},
+        "broker_error_lines": {b.folder.name: [line[:300] for line in b.log_text().splitlines()
+                                               if "level=ERROR" in line
+                                               or "Traceback" in line][:4] for b in brokers},
     }
     out["ok"] = (not not_once and not extra and not ack_differs and procedures == soak.total
                  and not mpps_not_once and not mpps_not_completed and not integrity
@@ -442,7 +482,7 @@ async def cfind_checks(a: BrokerUnderTest, b: BrokerUnderTest) -> dict[str, Any]
     identifiers = {
         "accession": query_keys(["AccessionNumber=A5000007"]),
         "patient_prefix": query_keys(["PatientName=PATIENT^NUMBER500012*"]),
-        "mpps_patient_prefix": query_keys(["PatientName=PATIENT^NUMBER700001*"]),
+        "patient_prefix_1000": query_keys(["PatientName=PATIENT^NUMBER5007*"]),
         "patient_id": query_keys(["PatientID=P5001234"]),
     }
     out: dict[str, Any] = {}
@@ -455,14 +495,14 @@ async def cfind_checks(a: BrokerUnderTest, b: BrokerUnderTest) -> dict[str, Any]
     return out
 
 
-async def main(quick: bool) -> int:
+async def main(quick: bool, pg_restart: bool) -> int:
     pynetdicom_patches.apply(fast_path=True)
     ingest_per_sender = 250 if quick else 2500
-    senders, per_sender = 8, (400 if quick else 2500)
-    modalities, pairs = (4, 40) if quick else (8, 250)
+    senders, per_sender = 8, (1000 if quick else 2500)
+    modalities, pairs = (4, 100) if quick else (8, 250)
     command = " ".join([Path(sys.executable).name, *sys.argv])
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "command": command,
-                               "others_before": others()}
+                               "pg_restart": pg_restart, "others_before": others()}
     with tempfile.TemporaryDirectory() as tmp_name, PostgresCluster(durable=True) as pg:
         tmp = Path(tmp_name)
         version = pg.psql("SHOW server_version")[0][0]
@@ -472,7 +512,7 @@ async def main(quick: bool) -> int:
         results["ingest"] = await ingest_figures(tmp, pg, ingest_per_sender)
         results["others_mid"] = others()
         results["soak"] = await soak_run(tmp, pg, senders, per_sender, modalities, pairs,
-                                         not quick)
+                                         pg_restart)
     results["others_after"] = others()
     ing, soak, chk = results["ingest"], results["soak"], results["soak"]["checks"]
 
@@ -487,12 +527,13 @@ async def main(quick: bool) -> int:
     table = [
         ("figure", "measured", "latency", "CPU", "notes"),
         row("sqlite_1"), row("postgres_1"), row("postgres_2_haproxy"),
-        ("soak ORMs (8 senders, 3 SIGKILLs" + ("" if quick else ", PG restart") + ")",
-         f"{soak['orm_per_s']} ORM/s", f"{soak['seconds']} s",
+        ("soak ORMs (8 senders, 3 SIGKILLs" + (", PG restart" if pg_restart else "") + ")",
+         f"{soak['orm_per_s']} ORM/s", f"{soak['orm_seconds']} s",
          f"broker {soak['broker_cpu_ms_per_orm_incl_mpps_load']} ms CPU/ORM (incl. MPPS)",
          f"{soak['orms']} ORMs, {soak['resent_messages']} resent, "
          f"{soak['non_aa_answers']['count']} non-AA answers"),
-        ("soak MPPS pairs", f"{soak['mpps_pairs']}", "", "",
+        ("soak MPPS pairs", f"{soak['mpps_pairs']} ({soak['mpps_pairs_per_s']}/s, paced)",
+         f"{soak['mpps_seconds']} s", "",
          f"{soak['mpps_errors']['count']} errors, retries {soak['mpps_retry_statuses']}"),
         ("AA'd stored once / ACK differs", f"{chk['acked_messages']} acked",
          "", "", f"not once {chk['originals_not_exactly_once']['count']}, "
@@ -500,24 +541,32 @@ async def main(quick: bool) -> int:
         ("MPPS once & COMPLETED", f"{chk['mpps_sent']} sent", "", "",
          f"not once {chk['mpps_not_stored_once']}, not COMPLETED {chk['mpps_not_completed']}"),
         ("outbox", f"{soak['outbox_states']}", "", "",
-         f"RIS: {soak['ris_received']}"),
+         f"RIS: {soak['ris_received']}; order: {soak['outbox_order']}"),
         ("C-FIND identical a/b", f"{soak['cfind']['all_identical']}", "", "", ""),
         ("amcheck", "clean" if not chk["amcheck_problems"] else str(chk["amcheck_problems"]),
          "", "", ""),
         ("checks ok", f"{chk['ok']}", "", "", ""),
     ]
-    write_results("ha_soak_quick" if quick else "ha_soak", results, table)
-    md = Path(__file__).resolve().parent / "results" / (
-        "ha_soak_quick.md" if quick else "ha_soak.md")
+    name = ("ha_soak_quick" if quick else "ha_soak") + (
+        "_pg_restart" if pg_restart and quick else "")
+    write_results(name, results, table)
+    md = Path(__file__).resolve().parent / "results" / f"{name}.md"
     md.write_text(md.read_text() + f"\nCommand: `{command}`\n\nSoak events: "
                   f"{json.dumps(soak['events'])}\n\nOther load (before / mid / after): "
                   f"{results['others_before']['loadavg']} / {results['others_mid']['loadavg']}"
                   f" / {results['others_after']['loadavg']}\n\n```\n"
                   + "\n".join(results["others_mid"]["top_processes"]) + "\n```\n")
-    return 0 if chk["ok"] and soak["cfind"]["all_identical"] else 1
+    order_ok = not soak["outbox_order"]["not_received"] and \
+        not soak["outbox_order"]["out_of_order_keys"] and \
+        set(soak["outbox_states"]) <= {"delivered"}
+    return 0 if chk["ok"] and soak["cfind"]["all_identical"] and order_ok else 1
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short bounded run")
-    sys.exit(asyncio.run(main(parser.parse_args().quick)))
+    parser.add_argument("--pg-restart", action="store_true",
+                        help="restart PostgreSQL (immediate) mid-soak in a quick run too "
+                             "(the full run always does; results: ha_soak_quick_pg_restart)")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.quick, args.pg_restart or not args.quick)))
