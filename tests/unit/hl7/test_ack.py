@@ -136,7 +136,7 @@ def test_generated_control_ids_are_unique() -> None:
     assert len(ids) == 100
     assert all(len(i) <= 199 and i.startswith("B") for i in ids)
     text = build_ack("AA", None)
-    assert re.match(r"^B\d+$", ack_segments(text)["MSH"][0][10])
+    assert re.match(r"^B[0-9A-Z]+$", ack_segments(text)["MSH"][0][10])
 
 
 # -- ERR --------------------------------------------------------------------------------------
