@@ -15,19 +15,6 @@ from broker.store.postgres.dialect import POSTGRES, to_psycopg
 from broker.store.worklist_query import WorklistRow, build, rows
 
 
-class _Rows:
-    """Fetched rows as the cursor ``rows()`` reads."""
-
-    def __init__(self, data: list[Any]) -> None:
-        self._data = data
-        self._at = 0
-
-    def fetchmany(self, size: int = 64) -> list[Any]:
-        chunk = self._data[self._at:self._at + size]
-        self._at += size
-        return chunk
-
-
 class PostgresWorklistReader:
     """Worklist queries for one DICOM association, each on a connection of the pool."""
 
@@ -37,15 +24,18 @@ class PostgresWorklistReader:
         self._timeout = timeout
 
     def search(self, query: WorklistQuery) -> Iterator[WorklistRow]:
-        """Matching steps, earliest start first (read at once, the connection returned)."""
+        """Matching steps, earliest start first, read lazily through a server-side cursor
+        (a C-CANCEL stops the reading; the pooled connection is returned when it ends)."""
         statement = build(query, POSTGRES)
         try:
-            with read_errors(self._url), self._pool.connection(self._timeout) as conn:
-                data = conn.execute(to_psycopg(statement.sql), statement.params).fetchall()
+            with read_errors(self._url), self._pool.connection(self._timeout) as conn, \
+                    conn.transaction(), conn.cursor(name="worklist") as cursor:
+                cursor.itersize = 64
+                cursor.execute(to_psycopg(statement.sql), statement.params)
+                yield from rows(cursor, statement.filters)
         except PoolTimeout as exc:
             raise StoreUnavailable(f"no database connection free in {self._timeout}s "
                                    "(database.pool_size)") from exc
-        yield from rows(_Rows(data), statement.filters)
 
     def close(self) -> None:
         """The connections belong to the pool."""

@@ -59,6 +59,7 @@ def ports() -> Iterator[list[str]]:
            f"admin.port={free_port()}"]
 
 
+@pytest.mark.sqlite_only  # the file and its disk (PostgreSQL: test_doctor_postgres.py)
 def test_a_good_installation_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     ports: list[str]) -> None:
     make_database(tmp_path / "broker.sqlite")
