@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from broker.cli.doctor_findings import FAIL, OK, WARN, Finding
+from broker.config.checks import safe_url
 from broker.store.errors import StoreUnavailable
-from broker.store.postgres.connection import safe_url
 from broker.store.postgres.health import inspect
 from broker.store.schema import MIGRATIONS
 

@@ -11,7 +11,7 @@ from broker.config import ConfigError, DicomSettings, Settings, is_loopback
 DICOM_CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """A database URL without its password."""
     from urllib.parse import urlsplit
 
@@ -33,7 +33,7 @@ def check(settings: Settings, where: str = "settings") -> None:
                           "destinations, dicom.mpps_forward, storage_commitment.name)")
     url = settings.database.url
     if url and not url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"{where}: database.url {_safe_url(url)!r} must start with "
+        raise ConfigError(f"{where}: database.url {safe_url(url)!r} must start with "
                           "postgresql:// (or be empty for the SQLite file database.path)")
     if settings.database.pool_size < 1:
         raise ConfigError(f"{where}: database.pool_size must be at least 1")

@@ -5,22 +5,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
 
+from broker.config.checks import safe_url
 from broker.store.connection import Params
 from broker.store.errors import StoreUnavailable
 from broker.store.postgres.dialect import to_psycopg
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password (for logs, the console, error messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 class PgConnection:

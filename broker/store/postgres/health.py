@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 
+from broker.config.checks import safe_url
 from broker.store.cluster import ALIVE_WINDOW
 from broker.store.errors import StoreUnavailable
-from broker.store.postgres.connection import safe_url
 
 
 @dataclass(slots=True)

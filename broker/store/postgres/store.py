@@ -13,12 +13,13 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from broker.config import DatabaseSettings, RetentionSettings
+from broker.config.checks import safe_url
 from broker.logs import event
 from broker.store.admin_queries import AdminReader
 from broker.store.dialect import Dialect
 from broker.store.errors import Conflict, StoreError
 from broker.store.outbox_reader import OutboxReader
-from broker.store.postgres.connection import AsyncPg, PgConnection, connect, read_errors, safe_url
+from broker.store.postgres.connection import AsyncPg, PgConnection, connect, read_errors
 from broker.store.postgres.dialect import POSTGRES
 from broker.store.postgres.readers import PostgresWorklistReader
 from broker.store.postgres.schema import migrate

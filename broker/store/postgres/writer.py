@@ -9,8 +9,9 @@ from collections.abc import Callable
 import psycopg
 from psycopg import errors
 
+from broker.config.checks import safe_url
 from broker.store.dialect import Dialect
-from broker.store.postgres.connection import PgConnection, connect, safe_url
+from broker.store.postgres.connection import PgConnection, connect
 from broker.store.postgres.dialect import POSTGRES
 from broker.store.postgres.schema import migrate
 from broker.store.writer import BatchWriter
@@ -85,4 +86,3 @@ class PostgresWriter(BatchWriter):
                  connect_timeout: float = 5.0, node: str = "") -> None:
         self.postgres = PostgresBackend(url, connect_timeout=connect_timeout, node=node)
         super().__init__(self.postgres, max_batch=max_batch, poll_ms=poll_ms)
-        self.url = url
