@@ -9,8 +9,12 @@
 3. Slot release: a connection closed before any A-ASSOCIATE-RQ wakes the association waiting
    for one, so it ends now instead of holding an association slot for the ACSE timeout.
 4. The PDU bound (pdu_bound) and the DIMSE message bound (message_bound).
+5. Reading while sending: the stock reactor reads the socket only when it has nothing left to
+   send, so an SCP answering a long C-FIND faster than the network drains never reads the
+   peer's C-CANCEL (or A-ABORT) until every answer is out; here every ``READ_EVERY``-th turn
+   of a busy reactor looks at the socket first.
 
-The DUL reactor is the stock one with 2 and 3 added; it waits through two hooks,
+The DUL reactor is the stock one with 2, 3 and 5 added; it waits through two hooks,
 ``_reactor_idle`` (stock: sleep ``_run_loop_delay``) and ``_reactor_done``, which the
 speed-ups replace with event-driven wake-ups.
 """
@@ -31,6 +35,8 @@ from broker.dicom.pynetdicom_patches import message_bound, pdu_bound
 
 _stock_serve_request = _assoc_mod.Association._serve_request
 _stock_run_reactor = _dul_mod.DULServiceProvider.run_reactor
+#: a busy reactor looks for incoming PDUs at least once in this many turns
+READ_EVERY = 8
 
 
 def _serve_request(self: Any, msg: Any, context_id: int) -> None:
@@ -47,6 +53,7 @@ def _run_reactor(self: Any) -> None:
     """pynetdicom 3.0.4's DUL reactor, aborting on any error and releasing a slot held by a
     connection that closed unassociated."""
     self._idle_timer.start()
+    turn = 0
     try:
         while True:
             if not self.assoc._dul_ready.is_set():
@@ -55,8 +62,13 @@ def _run_reactor(self: Any) -> None:
                 break
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
+            turn += 1
             try:
-                if self._process_recv_primitive():
+                # one event per turn, as stock; a busy turn reads first now and then
+                if (turn % READ_EVERY == 0 and self.state_machine.current_state != "Sta13"
+                        and self._is_transport_event()):
+                    self._idle_timer.restart()
+                elif self._process_recv_primitive():
                     pass
                 elif self._is_transport_event():
                     self._idle_timer.restart()

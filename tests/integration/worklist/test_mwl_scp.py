@@ -171,9 +171,6 @@ def test_echoscu(fed_broker: BrokerProcess) -> None:
     assert out.returncode == 0, out.stderr
 
 
-# On PostgreSQL the fresh-clone CI run (cf213e3) sent all 2,000 items before the C-CANCEL was
-# seen, even through a server-side cursor; open in issue 13's notes until understood
-@pytest.mark.sqlite_only
 def test_cancel_stops_the_search(tmp_path: Path) -> None:
     """2,000 items answered as fast as the SCP can: a C-CANCEL after the fifth stops it."""
     from benchmarks.mwl_query import populate
