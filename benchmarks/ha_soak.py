@@ -136,7 +136,8 @@ async def ingest(port: int, per_sender: int, first: int, pids: list[int | None],
     return result
 
 
-async def ingest_figures(tmp: Path, pg: PostgresCluster, per_sender: int) -> dict[str, Any]:
+async def ingest_figures(tmp: Path, pg: PostgresCluster, per_sender: int,
+                         options: tuple[str, ...] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {}
     saved = os.environ.pop("MWL_DATABASE_URL", None)  # the SQLite broker: its own file
     try:
@@ -148,11 +149,11 @@ async def ingest_figures(tmp: Path, pg: PostgresCluster, per_sender: int) -> dic
         if saved is not None:
             os.environ["MWL_DATABASE_URL"] = saved
     url = new_database(pg, "ingest1")
-    with pg_broker(tmp / "pg1", url, "a") as broker:
+    with pg_broker(tmp / "pg1", url, "a", *options) as broker:
         assert broker.proc is not None
         out["postgres_1"] = await ingest(broker.port, per_sender, 0, [broker.proc.pid], pg)
     url = new_database(pg, "ingest2")
-    a, b = pg_broker(tmp / "pg2", url, "a"), pg_broker(tmp / "pg2", url, "b")
+    a, b = pg_broker(tmp / "pg2", url, "a", *options), pg_broker(tmp / "pg2", url, "b", *options)
     with a, b, front([a, b]) as haproxy:
         await asyncio.to_thread(wait_up, haproxy, ["a", "b"])
         pids = [x.proc.pid if x.proc else None for x in (a, b)]
@@ -495,6 +496,15 @@ async def cfind_checks(a: BrokerUnderTest, b: BrokerUnderTest) -> dict[str, Any]
     return out
 
 
+async def ingest_only(per_sender: int, options: tuple[str, ...]) -> int:
+    """The ingest figures alone (SQLite, PostgreSQL with 1 and 2 instances), printed;
+    ``options`` (``key=value``) for the PostgreSQL brokers."""
+    with tempfile.TemporaryDirectory() as tmp_name, PostgresCluster(durable=True) as pg:
+        figures = await ingest_figures(Path(tmp_name), pg, per_sender, options)
+    print(json.dumps({"ingest": figures, "others": others()}))
+    return 0
+
+
 async def main(quick: bool, pg_restart: bool) -> int:
     pynetdicom_patches.apply(fast_path=True)
     ingest_per_sender = 250 if quick else 2500
@@ -568,5 +578,12 @@ if __name__ == "__main__":
     parser.add_argument("--pg-restart", action="store_true",
                         help="restart PostgreSQL (immediate) mid-soak in a quick run too "
                              "(the full run always does; results: ha_soak_quick_pg_restart)")
+    parser.add_argument("--ingest-only", type=int, metavar="PER_SENDER",
+                        help="only the ingest figures, PER_SENDER ORMs from each of 8 senders, "
+                             "printed (no results file)")
+    parser.add_argument("-o", dest="options", action="append", default=[],
+                        help="key=value setting of the PostgreSQL brokers (with --ingest-only)")
     args = parser.parse_args()
+    if args.ingest_only:
+        sys.exit(asyncio.run(ingest_only(args.ingest_only, tuple(args.options))))
     sys.exit(asyncio.run(main(args.quick, args.pg_restart or not args.quick)))

@@ -37,6 +37,9 @@ class DatabaseSettings:
     url: str = field(default_factory=lambda: os.environ.get("MWL_DATABASE_URL", ""))
     #: PostgreSQL connections kept for worklist queries and other reads
     pool_size: int = 8
+    #: PostgreSQL connections (and threads) committing writes; their transactions overlap
+    #: one another's round trips (SQLite has one writer)
+    writers: int = 1
     #: seconds to wait for PostgreSQL to accept a connection
     connect_timeout: float = 5.0
 

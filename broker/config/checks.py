@@ -35,6 +35,8 @@ def check(settings: Settings, where: str = "settings") -> None:
     if url and not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"{where}: database.url {safe_url(url)!r} must start with "
                           "postgresql:// (or be empty for the SQLite file database.path)")
+    if settings.database.writers < 1:
+        raise ConfigError(f"{where}: database.writers must be at least 1")
     if settings.database.pool_size < 1:
         raise ConfigError(f"{where}: database.pool_size must be at least 1")
     for forward in settings.dicom.mpps_forward:

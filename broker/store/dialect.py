@@ -67,5 +67,9 @@ class Dialect:
         agree on it: leases and timers use it, never a broker's own clock)."""
         raise NotImplementedError
 
+    def changed(self, conn: Any, cursor: Any) -> int:
+        """The number of rows the statement of ``cursor`` (run on ``conn``) changed."""
+        return int(cursor.rowcount)
+
     def notify(self, conn: Any, channel: str) -> None:
         """Tell the other brokers, at commit, that ``channel`` has news (none on SQLite)."""

@@ -163,7 +163,7 @@ class OrderRepo(Repo):
         cur = self.conn.execute(
             "UPDATE procedures SET patient_fk = ?, updated_at = ? WHERE patient_fk = ?",
             (to_pk, self.now, from_pk))
-        return int(cur.rowcount)
+        return self.dialect.changed(self.conn, cur)
 
     # -- procedures -------------------------------------------------------------------------
     def procedure_by_uid(self, study_uid: str) -> ProcedureRow | None:
@@ -245,18 +245,27 @@ class OrderRepo(Repo):
         """New steps of a procedure, in this order, with their stations."""
         if not steps:
             return
-        if len(steps) == 1:  # the usual order: one row, without the JSON round trip
-            created = self.conn.execute(
+        if len(steps) == 1:  # the usual order: one row, no result to wait for
+            sps_id = _text(steps[0], "ScheduledProcedureStepID")
+            columns = _step_columns(steps[0])
+            self.conn.execute(
                 "INSERT INTO steps (procedure_fk, status, created_at, updated_at, sps_id,"
                 " modality, start_date, start_time, start_dt, performing_physician,"
-                " station_name, location, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " RETURNING id, sps_id", (procedure_fk, status.value, self.now, self.now,
-                                          _text(steps[0], "ScheduledProcedureStepID"),
-                                          *_step_columns(steps[0]))).fetchall()
-        else:
-            rows = [[_text(a, "ScheduledProcedureStepID"), *_step_columns(a)] for a in steps]
-            created = self.conn.execute(insert_steps_sql(self.dialect), (
-                procedure_fk, status.value, self.now, self.now, _dump_rows(rows))).fetchall()
+                " station_name, location, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (procedure_fk, status.value, self.now, self.now, sps_id, *columns))
+            stations = [[str(aet), columns[3]] for aet in _stations(steps[0]) if aet]
+            if stations:
+                self.conn.execute(
+                    "INSERT INTO step_stations (station_aet, start_dt, step_fk)"
+                    " SELECT v.station_aet, v.start_dt, (SELECT max(id) FROM steps"
+                    " WHERE procedure_fk = ? AND sps_id = ?) FROM "
+                    + self.dialect.json_rows(("station_aet", "start_dt"))
+                    + " AS v WHERE true ON CONFLICT DO NOTHING",
+                    (procedure_fk, sps_id, _dump_rows(stations)))
+            return
+        rows = [[_text(a, "ScheduledProcedureStepID"), *_step_columns(a)] for a in steps]
+        created = self.conn.execute(insert_steps_sql(self.dialect), (
+            procedure_fk, status.value, self.now, self.now, _dump_rows(rows))).fetchall()
         ids = {str(sps): int(pk) for pk, sps in created}
         self._add_stations([(ids[_text(a, "ScheduledProcedureStepID")], a) for a in steps])
 

@@ -173,11 +173,11 @@ class OutboxRepo(Repo):
             sql = ("UPDATE outbox SET state = 'pending', next_attempt_at = ?, updated_at = ?"
                    " WHERE id = ? AND state != 'delivered'")
             args.append(pk)
-        return int(self.conn.execute(sql, args).rowcount)
+        return self.dialect.changed(self.conn, self.conn.execute(sql, args))
 
     def purge(self, state: str, older_than: float) -> int:
-        return int(self.conn.execute("DELETE FROM outbox WHERE state = ? AND updated_at < ?",
-                                     (state, older_than)).rowcount)
+        return self.dialect.changed(self.conn, self.conn.execute(
+            "DELETE FROM outbox WHERE state = ? AND updated_at < ?", (state, older_than)))
 
 
 def outbox_entries(conn: Connection, state: str = "", limit: int = 100

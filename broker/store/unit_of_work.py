@@ -57,7 +57,9 @@ class UnitOfWork:
         """Serialise this transaction with every other one that locks one of ``keys``
         (business keys: a patient, an order, a study) until it ends. SQLite's single writer
         serialises everything already; PostgreSQL takes transaction-scoped advisory locks,
-        so that brokers sharing one database apply the events of one key in turn."""
+        so that brokers sharing one database apply the events of one key in turn. (The
+        writer's pipeline sends the lock without waiting for it: every later statement of the
+        transaction runs under it, and the first result read waits for it.)"""
         self.dialect.lock(self._conn, keys)
 
 

@@ -69,18 +69,33 @@ class WriteBackend(Protocol):
         """Background maintenance until ``stop`` is set (SQLite: WAL checkpoints)."""
 
 
+class _Worker:
+    """One writer thread's backend and write connection."""
+
+    __slots__ = ("backend", "conn", "thread")
+
+    def __init__(self, backend: WriteBackend) -> None:
+        self.backend = backend
+        self.conn: Any = None
+        self.thread: threading.Thread | None = None
+
+
 class BatchWriter:
-    """The writer over one backend; ``start`` opens (and migrates) the database."""
+    """The writer over one backend; ``start`` opens (and migrates) the database.
+
+    ``more`` are further backends on the same database, each with a thread and connection of
+    its own taking batches from the one queue (PostgreSQL: a batch's round trips overlap the
+    next batch's work; the jobs' own locks order what must be ordered). SQLite has one."""
 
     def __init__(self, backend: WriteBackend, *, max_batch: int = 64, poll_ms: float = 0.5,
-                 busy_timeout_ms: int = 5000) -> None:
+                 busy_timeout_ms: int = 5000, more: tuple[WriteBackend, ...] = ()) -> None:
         self.backend = backend
+        self._workers = [_Worker(b) for b in (backend, *more)]
+        self._running = 0
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max(1, max_batch)
         self.spin_seconds = max(0.0, poll_ms) / 1000
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self.commits = 0
         self.jobs = 0
@@ -93,7 +108,6 @@ class BatchWriter:
         self._syncer: threading.Thread | None = None
         self._upkeep_stop = threading.Event()
         self._upkeeper: threading.Thread | None = None
-        self._conn: Any = None
 
     @property
     def description(self) -> str:
@@ -108,11 +122,16 @@ class BatchWriter:
             self._syncer = threading.Thread(target=self._sync_loop, name="store-syncer",
                                             daemon=True)
             self._syncer.start()
-        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._startup_error is not None:
-            raise self._startup_error
+        for k, worker in enumerate(self._workers):  # the first one migrates the schema
+            ready = threading.Event()
+            worker.thread = threading.Thread(target=self._run, args=(worker, ready),
+                                             name="store-writer" + (f"-{k}" if k else ""),
+                                             daemon=True)
+            worker.thread.start()
+            ready.wait()
+            if self._startup_error is not None:
+                self.stop()
+                raise self._startup_error
         self._upkeeper = threading.Thread(target=self.backend.upkeep, name="store-upkeep",
                                           args=(self._upkeep_stop, lambda: self.commits),
                                           daemon=True)
@@ -120,7 +139,7 @@ class BatchWriter:
 
     @property
     def alive(self) -> bool:
-        """The writer thread runs and takes work."""
+        """The writer threads run and take work."""
         return self._alive
 
     def stop(self) -> None:
@@ -128,10 +147,13 @@ class BatchWriter:
             self._upkeep_stop.set()
             self._upkeeper.join()
             self._upkeeper = None
-        if self._thread is not None:
+        started = [w for w in self._workers if w.thread is not None]
+        for _ in started:
             self._queue.put(STOP)
-            self._thread.join()
-            self._thread = None
+        for worker in started:
+            assert worker.thread is not None
+            worker.thread.join()
+            worker.thread = None
         if self._syncer is not None:
             self._synced.put(STOP)
             self._syncer.join()
@@ -181,25 +203,28 @@ class BatchWriter:
         result: T = handoff.result(timeout)
         return result
 
-    def _run(self) -> None:
+    def _run(self, worker: _Worker, ready: threading.Event) -> None:
         try:
-            self._conn = self.backend.open()
+            worker.conn = worker.backend.open()
         except BaseException as exc:  # reported to start()
             self._startup_error = exc
-            self._ready.set()
+            ready.set()
             return
+        self._running += 1
         self._alive = True
-        self._ready.set()
+        ready.set()
         try:
-            self._serve()
+            self._serve(worker)
         finally:
-            self._alive = False
-            if self._conn is not None:
+            if worker.conn is not None:
                 with contextlib.suppress(Exception):
-                    self.backend.close(self._conn)
-            self._fail_waiting("the store writer stopped")
-            event(log, "writer_stopped", commits=self.commits, jobs=self.jobs,
-                  mean_batch=round(self.jobs / self.commits, 2) if self.commits else 0)
+                    worker.backend.close(worker.conn)
+            self._running -= 1
+            if not self._running:
+                self._alive = False
+                self._fail_waiting("the store writer stopped")
+                event(log, "writer_stopped", commits=self.commits, jobs=self.jobs,
+                      mean_batch=round(self.jobs / self.commits, 2) if self.commits else 0)
 
     def _fail_waiting(self, reason: str) -> None:
         """Answer every job still queued, so that no caller waits for ever."""
@@ -212,7 +237,7 @@ class BatchWriter:
             if isinstance(item, QueuedJob):
                 deliver([(item, None, failure)])
 
-    def _serve(self) -> None:
+    def _serve(self, worker: _Worker) -> None:
         try:
             while True:
                 first = self._next_job()
@@ -220,7 +245,10 @@ class BatchWriter:
                     break
                 batch: list[QueuedJob] = [first]
                 stop = False
-                while len(batch) < self.max_batch:
+                limit = self.max_batch
+                if len(self._workers) > 1:  # leave the other writers their share
+                    limit = min(limit, -(-(self._queue.qsize() + 1) // len(self._workers)))
+                while len(batch) < limit:
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -229,7 +257,7 @@ class BatchWriter:
                         stop = True
                         break
                     batch.append(item)
-                self._commit_batch(batch)
+                self._commit_batch(worker, batch)
                 if stop:
                     break
         except BaseException as exc:
@@ -248,33 +276,34 @@ class BatchWriter:
                     return self._queue.get()
                 time.sleep(0)
 
-    def _connection(self) -> Any:
+    def _connection(self, worker: _Worker) -> Any:
         """The write connection, opened again when it was lost (StoreUnavailable while the
         database cannot be reached)."""
-        if self._conn is None:
+        if worker.conn is None:
             try:
-                self._conn = self.backend.open()
+                worker.conn = worker.backend.open()
             except StoreError:
                 raise
             except Exception as exc:
                 raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
             self.reconnects += 1
-            event(log, "store_reconnected", database=self.backend.description)
-        return self._conn
+            event(log, "store_reconnected", database=worker.backend.description)
+        return worker.conn
 
-    def _lose(self, exc: BaseException) -> None:
+    @staticmethod
+    def _lose(worker: _Worker, exc: BaseException) -> None:
         event(log, "store_connection_lost", logging.ERROR, error=str(exc).strip(),
-              database=self.backend.description)
+              database=worker.backend.description)
         with contextlib.suppress(Exception):
-            self.backend.close(self._conn)
-        self._conn = None
+            worker.backend.close(worker.conn)
+        worker.conn = None
 
-    def _commit_batch(self, batch: list[QueuedJob], attempt: int = 0) -> None:
+    def _commit_batch(self, worker: _Worker, batch: list[QueuedJob], attempt: int = 0) -> None:
         started = time.perf_counter()
         outcomes: list[Outcome] = []
-        backend = self.backend
+        backend = worker.backend
         try:
-            conn = self._connection()
+            conn = self._connection(worker)
         except StoreError as exc:
             deliver([(job, None, exc) for job in batch])
             return
@@ -286,14 +315,14 @@ class BatchWriter:
         except Exception as exc:
             kind = backend.classify(exc)
             if kind == "lost":
-                self._lose(exc)
+                self._lose(worker, exc)
             else:
                 with contextlib.suppress(Exception):
                     backend.rollback(conn)
             if kind == "retry" and attempt < RETRIES:
                 self.retries += 1
                 time.sleep(0.001 * (attempt + 1))
-                self._commit_batch(batch, attempt + 1)
+                self._commit_batch(worker, batch, attempt + 1)
             elif len(batch) == 1:
                 self._fail_ordeliver(batch, exc, kind)
             elif kind == "lost":
@@ -301,7 +330,7 @@ class BatchWriter:
                 deliver([(job, None, failure) for job in batch])
             else:
                 for job in batch:  # isolate the failing job: one transaction each
-                    self._commit_batch([job])
+                    self._commit_batch(worker, [job])
             return
         self.commits += 1
         self.jobs += len(batch)

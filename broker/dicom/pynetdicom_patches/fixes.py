@@ -65,7 +65,7 @@ def _run_reactor(self: Any) -> None:
             turn += 1
             try:
                 # one event per turn, as stock; a busy turn reads first now and then
-                if (turn % READ_EVERY == 0 and self.state_machine.current_state != "Sta13"
+                if (turn % READ_EVERY == 0 and self.state_machine.current_state == "Sta6"
                         and self._is_transport_event()):
                     self._idle_timer.restart()
                 elif self._process_recv_primitive():

@@ -18,10 +18,12 @@ from broker.store.postgres.dialect import to_psycopg
 class PgConnection:
     """A psycopg connection with the repositories' ``execute`` / ``executemany``."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("pipeline", "raw")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        #: the writer's batch runs in pipeline mode (results read when asked for)
+        self.pipeline: psycopg.Pipeline | None = None
 
     def execute(self, sql: str, parameters: Params = (), /) -> psycopg.Cursor[Any]:
         return self.raw.execute(to_psycopg(sql), parameters)

@@ -74,6 +74,13 @@ class PostgresDialect(Dialect):
     def notify(self, conn: Any, channel: str) -> None:
         conn.execute(f"NOTIFY {channel}")
 
+    def changed(self, conn: Any, cursor: Any) -> int:
+        """In the writer's pipeline a statement's row count is known once it is synced."""
+        pipeline = getattr(conn, "pipeline", None)
+        if pipeline is not None:
+            pipeline.sync()
+        return int(cursor.rowcount)
+
 
 POSTGRES = PostgresDialect()
 

@@ -44,8 +44,8 @@ class PostgresStore:
         self.node = node
         self.description = safe_url(settings.url)
         self.writer = PostgresWriter(settings.url, max_batch=settings.max_batch,
-                                     poll_ms=settings.writer_poll_ms,
-                                     connect_timeout=settings.connect_timeout, node=node)
+                                     connect_timeout=settings.connect_timeout, node=node,
+                                     connections=settings.writers)
         self._pool: ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
 

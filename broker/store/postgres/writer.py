@@ -3,8 +3,10 @@ is durable when it returns (the server's ``synchronous_commit``)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg import errors
@@ -32,6 +34,7 @@ class PostgresBackend:
         self.node = node
         self.description = safe_url(url)
         self._conn: PgConnection | None = None
+        self._pipeline: contextlib.AbstractContextManager[Any] | None = None
 
     def open(self) -> PgConnection:
         conn = connect(self.url, connect_timeout=self.connect_timeout,
@@ -45,18 +48,35 @@ class PostgresBackend:
         return conn
 
     def begin(self, conn: PgConnection) -> float | None:
-        """psycopg opens the transaction with this first statement: the database's clock."""
+        """Open the batch's transaction in pipeline mode: a statement whose result is not read
+        (a lock, the message log row) costs no round trip of its own; its first statement
+        reads the database's clock."""
+        self._pipeline = conn.raw.pipeline()
+        conn.pipeline = self._pipeline.__enter__()
         row = conn.execute("SELECT " + POSTGRES.now()).fetchone()
         return float(row[0]) if row else None
 
     def commit(self, conn: PgConnection) -> None:
         conn.raw.commit()
+        self._end_pipeline(conn)
 
     def rollback(self, conn: PgConnection) -> None:
+        self._end_pipeline(conn, failed=True)
         if not conn.raw.closed:
             conn.raw.rollback()
 
+    def _end_pipeline(self, conn: PgConnection, failed: bool = False) -> None:
+        pipeline, self._pipeline, conn.pipeline = self._pipeline, None, None
+        if pipeline is None:
+            return
+        if failed:
+            with contextlib.suppress(Exception):  # the error that failed the batch is raised
+                pipeline.__exit__(RuntimeError, RuntimeError("rolled back"), None)
+        else:
+            pipeline.__exit__(None, None, None)
+
     def close(self, conn: PgConnection) -> None:
+        self._pipeline = conn.pipeline = None
         conn.raw.close()
 
     def classify(self, exc: BaseException) -> str:
@@ -80,9 +100,12 @@ class PostgresBackend:
 
 
 class PostgresWriter(BatchWriter):
-    """The writer of one broker on a shared PostgreSQL database."""
+    """The writer of one broker on a shared PostgreSQL database: ``connections`` threads,
+    each with a connection of its own, take batches from one queue."""
 
-    def __init__(self, url: str, *, max_batch: int = 64, poll_ms: float = 0.5,
-                 connect_timeout: float = 5.0, node: str = "") -> None:
-        self.postgres = PostgresBackend(url, connect_timeout=connect_timeout, node=node)
-        super().__init__(self.postgres, max_batch=max_batch, poll_ms=poll_ms)
+    def __init__(self, url: str, *, max_batch: int = 64, poll_ms: float = 0.0,
+                 connect_timeout: float = 5.0, node: str = "", connections: int = 1) -> None:
+        backends = tuple(PostgresBackend(url, connect_timeout=connect_timeout, node=node)
+                         for _ in range(max(1, connections)))
+        self.postgres = backends[0]
+        super().__init__(backends[0], max_batch=max_batch, poll_ms=poll_ms, more=backends[1:])

@@ -138,6 +138,9 @@ def test_advisory_locks_serialise_two_writers_on_one_key(postgres_url: str) -> N
 
     def wait_for_it(uow: UnitOfWork) -> None:
         uow.lock("patient:P1", "order:X")
+        # the writer's pipeline sends the lock without waiting: what follows it in the
+        # database (here a read) runs once it is granted
+        uow.orders.patient(PatientKey("P1", ""))
         order.append("second in")
 
     try:
