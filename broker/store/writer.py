@@ -92,6 +92,7 @@ class BatchWriter:
         self.backend = backend
         self._workers = [_Worker(b) for b in (backend, *more)]
         self._running = 0
+        self._running_lock = threading.Lock()
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max(1, max_batch)
         self.spin_seconds = max(0.0, poll_ms) / 1000
@@ -210,7 +211,8 @@ class BatchWriter:
             self._startup_error = exc
             ready.set()
             return
-        self._running += 1
+        with self._running_lock:
+            self._running += 1
         self._alive = True
         ready.set()
         try:
@@ -219,8 +221,10 @@ class BatchWriter:
             if worker.conn is not None:
                 with contextlib.suppress(Exception):
                     worker.backend.close(worker.conn)
-            self._running -= 1
-            if not self._running:
+            with self._running_lock:
+                self._running -= 1
+                last = not self._running
+            if last:
                 self._alive = False
                 self._fail_waiting("the store writer stopped")
                 event(log, "writer_stopped", commits=self.commits, jobs=self.jobs,
