@@ -3,6 +3,11 @@ real SQLite writer, CONCURRENCY at a time; CPU of the event-loop thread and of t
 thread per ORM (best and median of ROUNDS), then parse and map_message alone.
 
     python benchmarks/ingest_cpu.py [N] [CONCURRENCY] [ROUNDS]     # 6000 50 6
+    python benchmarks/ingest_cpu.py --postgres [N] [CONCURRENCY] [ROUNDS]
+
+``--postgres`` runs the PostgreSQL writer against a throwaway durable cluster
+(tests/support/postgres.py) and also counts, per ORM, the statements the writer sent and
+the server's CPU (its processes' /proc times).
 
 Thread CPU clocks, so other load on the machine inflates but rarely deflates a round: compare
 the best rounds of checkouts run alternately. Works from an older checkout too (copy it in).
@@ -11,6 +16,7 @@ the best rounds of checkouts run alternately. Works from an older checkout too (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -46,10 +52,52 @@ def writer_of(settings: Settings) -> Any:
     return open_store(settings.database).writer
 
 
-def main(n: int, concurrency: int, rounds: int) -> None:
+class StatementCounter:
+    """Counts the statements the PostgreSQL connections send (execute / executemany rows)."""
+
+    def __init__(self) -> None:
+        from broker.store.postgres.connection import PgConnection
+        self.count = 0
+        execute, executemany = PgConnection.execute, PgConnection.executemany
+        counter = self
+
+        def counted_execute(conn: Any, sql: str, parameters: Any = ()) -> Any:
+            counter.count += 1
+            return execute(conn, sql, parameters)
+
+        def counted_executemany(conn: Any, sql: str, parameters: Any) -> Any:
+            rows = list(parameters)
+            counter.count += len(rows)
+            return executemany(conn, sql, rows)
+
+        PgConnection.execute = counted_execute  # type: ignore[method-assign]
+        PgConnection.executemany = counted_executemany  # type: ignore[method-assign]
+
+
+def cpu_of(pids: list[int]) -> float:
+    """User + system seconds of these processes (those still alive)."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def main(n: int, concurrency: int, rounds: int, postgres: bool = False) -> None:
     settings = Settings()
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         settings.database.path = f"{tmp}/broker.sqlite"
+        counter = cluster = None
+        if postgres:
+            from tests.support.postgres import PostgresCluster
+            cluster = stack.enter_context(PostgresCluster(durable=True))
+            settings.database.url = cluster.create_database("ingest_cpu")
+            counter = StatementCounter()
         writer = writer_of(settings)
         writer.start()
         thread = next(t for t in threading.enumerate() if t.name == "store-writer")
@@ -71,13 +119,17 @@ def main(n: int, concurrency: int, rounds: int) -> None:
 
         asyncio.run(send(raws[:500]))  # warm-up
         per = n // rounds
-        loop_ms, writer_ms = [], []
+        loop_ms, writer_ms, server_ms, statements = [], [], [], []
         for r in range(rounds):
+            pids = cluster.processes() if cluster is not None else []
+            s0, c0 = cpu_of(pids), counter.count if counter else 0
             m0, w0 = time.thread_time(), time.clock_gettime(clock)
             asyncio.run(send(raws[500 + r * per: 500 + (r + 1) * per]))
             m1, w1 = time.thread_time(), time.clock_gettime(clock)
             loop_ms.append(1000 * (m1 - m0) / per)
             writer_ms.append(1000 * (w1 - w0) / per)
+            server_ms.append(1000 * (cpu_of(pids) - s0) / per)
+            statements.append(((counter.count if counter else 0) - c0) / per)
         writer.stop()
         message = parse(raws[0].decode())
         parse_us, map_us = [], []
@@ -96,8 +148,12 @@ def main(n: int, concurrency: int, rounds: int) -> None:
           f"writer {min(writer_ms):.3f} (median {med(writer_ms):.3f}); parse {min(parse_us):.1f} "
           f"us, map_message {min(map_us):.1f} us (median {med(map_us):.1f}); "
           f"{rounds} x {per} ORMs, {concurrency} at a time")
+    if postgres:
+        print(f"postgresql: server CPU {min(server_ms):.3f} ms/ORM (median "
+              f"{med(server_ms):.3f}), {med(statements):.2f} statements/ORM")
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:4]]
-    main(*(args + [6000, 50, 6][len(args):]))
+    pg = "--postgres" in sys.argv
+    args = [int(a) for a in sys.argv[1:] if a != "--postgres"][:3]
+    main(*(args + [6000, 50, 6][len(args):]), postgres=pg)

@@ -5,6 +5,7 @@ utime+stime over the load window, split by thread (names from ``py-spy dump``), 
     python benchmarks/thread_cpu.py hl7 8        # the MLLP senders only
     python benchmarks/thread_cpu.py cfind 8      # the C-FIND associations only
     python benchmarks/thread_cpu.py mixed 10 --spy out.txt   # and a py-spy raw profile (-t)
+    python benchmarks/thread_cpu.py hl7 8 --postgres  # on a throwaway durable PostgreSQL
 
 Prints one JSON line (nothing is written under results/). Throughput on a shared 2-core
 machine is noisy; CPU per message is the steadier figure (benchmarks/results/
@@ -54,6 +55,15 @@ def cpu(pid: int) -> tuple[float, dict[int, float]]:
     return _cpu_s(f"/proc/{pid}/stat"), threads
 
 
+def server_cpu(pids: list[int]) -> float:
+    """CPU seconds of the PostgreSQL processes still alive."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += _cpu_s(f"/proc/{pid}/stat")
+    return total
+
+
 def thread_names(pid: int) -> dict[int, str]:
     """Thread id → Python thread name with its numbers dropped (Thread-12 → Thread)."""
     dump = subprocess.run([str(PY_SPY), "dump", "--pid", str(pid), "--nonblocking"],
@@ -65,13 +75,24 @@ def thread_names(pid: int) -> dict[int, str]:
     return names
 
 
-def measure(mode: str, seconds: float, spy: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"checkout": os.getcwd(), "mode": mode, "seconds": seconds}
+def measure(mode: str, seconds: float, spy: str | None, postgres: bool = False
+            ) -> dict[str, Any]:
+    out: dict[str, Any] = {"checkout": os.getcwd(), "mode": mode, "seconds": seconds,
+                           "backend": "postgresql" if postgres else "sqlite"}
     samples: dict[str, tuple[float, dict[int, float]]] = {}
     names: dict[int, str] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = BrokerUnderTest(Path(tmp), "logging.level=WARNING")
-        populate(broker.db, list(items(load.WORKLIST)))
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        options = ["logging.level=WARNING"]
+        cluster = None
+        if postgres:
+            if mode != "hl7":
+                raise SystemExit("--postgres: hl7 mode only (the worklist is loaded into SQLite)")
+            from tests.support.postgres import PostgresCluster
+            cluster = stack.enter_context(PostgresCluster(durable=True))
+            options.append(f"database.url={cluster.create_database('thread_cpu')}")
+        broker = BrokerUnderTest(Path(tmp), *options)
+        if not postgres:
+            populate(broker.db, list(items(load.WORKLIST)))
         with broker, multiprocessing.get_context("spawn").Pool(1) as pool:
             assert broker.proc is not None
             pid = broker.proc.pid
@@ -80,10 +101,14 @@ def measure(mode: str, seconds: float, spy: str | None) -> dict[str, Any]:
             def sampler() -> None:
                 time.sleep(max(0.0, start_at - time.time()))
                 samples["start"] = cpu(pid)
+                if cluster is not None:
+                    samples["server_start"] = (server_cpu(cluster.processes()), {})
                 time.sleep(max(0.0, seconds - 1.0))
                 names.update(thread_names(pid))
                 time.sleep(max(0.0, start_at + seconds - time.time()))
                 samples["end"] = cpu(pid)
+                if cluster is not None:
+                    samples["server_end"] = (server_cpu(cluster.processes()), {})
 
             sampling = threading.Thread(target=sampler)
             sampling.start()
@@ -118,6 +143,11 @@ def measure(mode: str, seconds: float, spy: str | None) -> dict[str, Any]:
             out[key].pop("error_examples", None)
     orms = out.get("hl7", {}).get("requests", 0)
     if orms:
+        out["broker_ms_per_orm"] = round(1000 * (t1 - t0) / orms, 3)
+    if orms and "server_end" in samples:
+        out["postgres_ms_per_orm"] = round(
+            1000 * (samples["server_end"][0] - samples["server_start"][0]) / orms, 3)
+    if orms:
         out["ms_per_orm"] = {k: round(1000 * roles.get(k, 0.0) / orms, 3)
                              for k in ("MainThread", "store-writer")}
     return out
@@ -129,5 +159,7 @@ if __name__ == "__main__":
     parser.add_argument("mode", choices=("mixed", "hl7", "cfind"))
     parser.add_argument("seconds", type=float)
     parser.add_argument("--spy", help="also record a py-spy raw profile into this file")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the broker on a throwaway durable PostgreSQL (hl7 mode)")
     args = parser.parse_args()
-    print(json.dumps(measure(args.mode, args.seconds, args.spy)))
+    print(json.dumps(measure(args.mode, args.seconds, args.spy, args.postgres)))
