@@ -20,6 +20,9 @@ class Dialect:
     python_functions = False
     #: lock() takes locks (brokers share the database); else one writer serialises all
     locks = False
+    #: INSERTs can feed each other inside one statement (a data-modifying WITH): a new
+    #: order is one round trip where each one costs (broker.store.placing)
+    chained_inserts = False
 
     def json_rows(self, names: Sequence[str], integers: Sequence[str] = ()) -> str:
         """A FROM source of the rows of one JSON array-of-arrays parameter: a column per

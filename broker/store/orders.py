@@ -12,6 +12,7 @@ from typing import Any
 from broker.model.orders import Attrs, PatientKey, StepStatus
 from broker.model.worklist import name_keys
 from broker.store.dialect import Dialect
+from broker.store.placing import STEP_COLUMNS, place_order_sql
 from broker.store.repo import Repo, _dump, _text
 
 #: the patient of a key, or the one it was merged into (merges followed to the end)
@@ -23,10 +24,6 @@ RESOLVE_PATIENT = """
         SELECT p.id, p.patient_id, p.issuer, p.attrs, p.merged_into, c.depth + 1
         FROM patients p JOIN chain c ON p.id = c.merged_into WHERE c.depth < 64)
     SELECT id, patient_id, issuer, attrs, merged_into FROM chain ORDER BY depth DESC LIMIT 1"""
-
-
-STEP_COLUMNS = ("modality", "start_date", "start_time", "start_dt", "performing_physician",
-                "station_name", "location", "attrs")
 
 
 @cache
@@ -80,6 +77,17 @@ class StepRow:
     sps_id: str
     status: StepStatus
     attrs: Attrs
+
+
+@dataclass(slots=True)
+class PlacedOrder:
+    """Where a new order went: its patient's row id, the patient row as it was when it
+    existed already (None: created with the order), and the new procedure's id (None: the
+    Study Instance UID exists and nothing of the procedure was written)."""
+
+    patient_fk: int
+    existing: PatientRow | None
+    procedure_fk: int | None
 
 
 @dataclass(slots=True)
@@ -164,6 +172,45 @@ class OrderRepo(Repo):
             "UPDATE procedures SET patient_fk = ?, updated_at = ? WHERE patient_fk = ?",
             (to_pk, self.now, from_pk))
         return self.dialect.changed(self.conn, cur)
+
+    # -- a new order ------------------------------------------------------------------------
+    def place_order(self, key: PatientKey, patient_attrs: Attrs, procedure_attrs: Attrs,
+                    control: str, steps: list[Attrs], status: StepStatus) -> PlacedOrder:
+        """A new order: its patient created (or found, merges followed, left unchanged), its
+        requested procedure and steps inserted unless the Study Instance UID exists."""
+        if self.dialect.chained_inserts:
+            return self._place_order_at_once(key, patient_attrs, procedure_attrs, control,
+                                             steps, status)
+        existing = None
+        patient_fk = self.insert_patient(key, patient_attrs)
+        if patient_fk is None:
+            existing = self.resolve_patient(key)
+            assert existing is not None
+            patient_fk = existing.id
+        procedure_fk = self.insert_procedure(patient_fk, procedure_attrs, control)
+        if procedure_fk is not None:
+            self.insert_steps(procedure_fk, steps, status)
+        return PlacedOrder(patient_fk, existing, procedure_fk)
+
+    def _place_order_at_once(self, key: PatientKey, patient_attrs: Attrs,
+                             procedure_attrs: Attrs, control: str, steps: list[Attrs],
+                             status: StepStatus) -> PlacedOrder:
+        name = _text(patient_attrs, "PatientName")
+        rows, stations = [], []
+        for attrs in steps:
+            sps_id, columns = _text(attrs, "ScheduledProcedureStepID"), _step_columns(attrs)
+            rows.append([sps_id, *columns])
+            stations += [[sps_id, str(aet), columns[3]] for aet in _stations(attrs) if aet]
+        row = self.conn.execute(place_order_sql(self.dialect), (
+            key.patient_id, key.issuer, name, _text(patient_attrs, "PatientBirthDate"),
+            _text(patient_attrs, "PatientSex"), _dump(patient_attrs), self.now, self.now,
+            json.dumps(sorted(name_keys(name)), ensure_ascii=False),
+            key.patient_id, key.issuer,
+            *self._procedure_columns(procedure_attrs), control, self.now, self.now,
+            status.value, self.now, self.now, _dump_rows(rows), _dump_rows(stations),
+        )).fetchone()
+        existing = None if row[3] is None else _patient(row[:5])
+        return PlacedOrder(int(row[0]), existing, None if row[5] is None else int(row[5]))
 
     # -- procedures -------------------------------------------------------------------------
     def procedure_by_uid(self, study_uid: str) -> ProcedureRow | None:

@@ -156,17 +156,22 @@ def apply_order(repo: OrderRepo, event: OrderChange, cancel_started: bool = Fals
 def _upsert_order(repo: OrderRepo, event: OrderChange, row: ProcedureRow | None = None) -> None:
     """Create the requested procedure with its steps, or replace the step set of one."""
     assert event.patient is not None
-    patient_fk = upsert_patient(repo, event.patient)
     new_steps = event.procedure.steps
     if row is None:
-        proc_fk = repo.insert_procedure(patient_fk, event.procedure.attrs, event.control)
-        if proc_fk is not None:
-            repo.insert_steps(proc_fk, [s.attrs for s in new_steps], event.status)
+        placed = repo.place_order(event.patient.key, merge_attrs({}, event.patient.attrs),
+                                  event.procedure.attrs, event.control,
+                                  [s.attrs for s in new_steps], event.status)
+        patient_fk, known = placed.patient_fk, placed.existing
+        if known is not None and event.patient.attrs:
+            repo.update_patient(patient_fk, merge_attrs(known.attrs, event.patient.attrs),
+                                previous=known.attrs)
+        if placed.procedure_fk is not None:
             return
         found = repo.procedure_with_steps(event.procedure.study_uid)
         assert found is not None
         row, current = found
     else:
+        patient_fk = upsert_patient(repo, event.patient)
         current = repo.steps(row.id)
     attrs = merge_attrs(row.attrs, event.procedure.attrs)
     attrs["StudyInstanceUID"] = row.study_uid

@@ -15,6 +15,7 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     python_functions = False
     locks = True
+    chained_inserts = True
 
     def json_rows(self, names: Sequence[str], integers: Sequence[str] = ()) -> str:
         columns = ", ".join(
