@@ -61,7 +61,20 @@ class BrokerProcess:
         self.log = folder / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, attempts: int = 3) -> None:
+        """Start and wait until every listener answers; new ports and another try when one
+        was taken between choosing it and binding it."""
+        for attempt in range(attempts):
+            try:
+                self._start()
+                return
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                self.port, self.dicom_port, self.admin_port = (free_port(), free_port(),
+                                                               free_port())
+
+    def _start(self) -> None:
         url = self.url
         path = self.folder / "broker.sqlite"
         args = [str(BIN / "mwl-broker"), "serve", "-o", f"database.path={path}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,9 +23,32 @@ from pathlib import Path
 OWNER_FILE = "owner"
 
 
+#: independent of the seeding of ``random`` by tests (hypothesis, pytest plugins)
+_RANDOM = random.SystemRandom()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on at the moment on 127.0.0.1 (another process may take it
-    before the caller binds it: callers retry on a bind failure)."""
+    """A TCP port nothing listens on at the moment on 127.0.0.1, below the kernel's
+    ephemeral range: a port the kernel hands out (bind to 0, an outgoing connection) could be
+    taken by any client's connection before the caller binds it. Another process may still
+    take it first: callers retry on a bind failure."""
+    low = _ephemeral_range()[0]
+    for _ in range(100):
+        port = _RANDOM.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
