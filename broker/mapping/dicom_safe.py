@@ -21,6 +21,7 @@ transforms replace each by ``/`` too (``pn_component``) and note it.
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_dict
@@ -50,6 +51,7 @@ def replacement(vr: str) -> str:
     return REPLACEMENT.get(vr, DEFAULT_REPLACEMENT)
 
 
+@cache
 def keyword_vr(keyword: str) -> str:
     """The VR of a DICOM keyword ('' when it is not one)."""
     tag = keyword_dict.get(keyword)
@@ -68,6 +70,8 @@ def safe_value(vr: str, value: Any) -> tuple[Any, bool]:
 def safe_items(keyword: str, vr: str,
                items: list[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
     """The mapped values of ``keyword`` made safe, and what was changed: (where, VR)."""
+    if all(type(item) is str and "\\" not in item for item in items):
+        return items, []  # the usual field: text with no backslash, nothing to look at
     changed: list[tuple[str, str]] = []
     out: list[Any] = []
     for item in items:
