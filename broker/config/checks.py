@@ -4,6 +4,7 @@ limits and addresses."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from broker.config import ConfigError, DicomSettings, Settings, is_loopback
 
@@ -11,14 +12,20 @@ from broker.config import ConfigError, DicomSettings, Settings, is_loopback
 DICOM_CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
 
 
-def safe_url(url: str) -> str:
-    """A database URL without its password."""
-    from urllib.parse import urlsplit
+#: the password of a URL's user part (``postgresql://mwl:SECRET@db/mwl``)
+_URL_PASSWORD = re.compile(r"(://[^/?#@\s:]*:)[^/?#\s]*@")
+#: a secret parameter of a URL query or a libpq ``key=value`` connection string
+#: (``?password=SECRET``, ``&sslpassword=SECRET``, ``host=db password=SECRET``)
+_SECRET_PARAMETER = re.compile(
+    r"((?:^|[?&;\s])[A-Za-z_]*(?:password|passwd|secret|token|key)[A-Za-z_]*\s*=\s*)"
+    r"('(?:[^'\\]|\\.)*'|[^&;\s]*)", re.IGNORECASE)
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+
+def safe_url(url: str) -> str:
+    """A database URL (or libpq connection string) with its password and every secret
+    parameter shown as ``***``."""
+    url = _URL_PASSWORD.sub(r"\1***@", url)
+    return _SECRET_PARAMETER.sub(r"\1***", url)
 
 
 def check(settings: Settings, where: str = "settings") -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from broker.cli.commands import build_parser
 from broker.cli.redact import redact_argument, redact_command
+from broker.config.checks import safe_url
 
 
 @pytest.mark.parametrize("argument", [
@@ -48,3 +49,20 @@ def test_a_value_with_an_equals_sign_is_hidden_whole() -> None:
     assert redact_argument("--option=admin.token=a=b") == "--option=admin.token=***"
     config = "--config=/etc/mwl-broker/broker.yaml"
     assert redact_argument(config) == config
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://mwl:hunter2@db:5432/mwl", "postgresql://mwl:***@db:5432/mwl"),
+    ("postgresql://mwl:p@ss@db/mwl", "postgresql://mwl:***@db/mwl"),
+    ("postgresql://mwl@127.0.0.1:1/mwl?password=hunter2&sslmode=require",
+     "postgresql://mwl@127.0.0.1:1/mwl?password=***&sslmode=require"),
+    ("postgresql://db/mwl?user=mwl&sslpassword=hunter2", "postgresql://db/mwl?user=mwl&sslpassword=***"),
+    ("host=db user=mwl password=hunter2 dbname=mwl", "host=db user=mwl password=*** dbname=mwl"),
+    ("host=db password='hun ter2' dbname=mwl", "host=db password=*** dbname=mwl"),
+    ("postgresql://mwl@db/mwl", "postgresql://mwl@db/mwl"),
+    ("postgresql:///mwl?host=/run/postgresql", "postgresql:///mwl?host=/run/postgresql"),
+])
+def test_database_urls_lose_their_passwords(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
+    assert "hunter2" not in redact_argument(f"database.url={url}")
+    assert "hunter2" not in redact_command(["mwl-broker", "serve", "-o", f"database.url={url}"])
