@@ -211,15 +211,25 @@ class MllpServer:
         framer = Framer(self.max_frame)
         loop = asyncio.get_running_loop()
         frame_started: float | None = None  # loop time of the unfinished frame's start block
+        # between frames the idle time runs from the connection's start or its last answer:
+        # bytes outside a frame (filler, garbage) do not keep a connection open; inside a
+        # frame it runs from the last read, and the whole frame has mllp.frame_timeout
+        idle_since = loop.time()
+        garbage = _GarbageReport()
         while not self._stopping:
-            wait = self.idle_timeout
+            now = loop.time()
+            if frame_started is None:
+                idle_left = idle_since + self.idle_timeout - now
+            else:
+                idle_left = self.idle_timeout
+            wait = idle_left
             if frame_started is not None and self.frame_timeout > 0:
-                wait = min(wait, frame_started + self.frame_timeout - loop.time())
+                wait = min(wait, frame_started + self.frame_timeout - now)
             try:
                 async with asyncio.timeout(max(wait, 0.0)):
                     data = await reader.read(65536)
             except TimeoutError:
-                if wait < self.idle_timeout:
+                if wait < idle_left:
                     self._rejected("frame_timeout")
                     event(log, "mllp_frame_timeout", logging.WARNING, peer=conn.peer,
                           seconds=self.frame_timeout, unfinished_frame_bytes=framer.pending,
@@ -243,8 +253,11 @@ class MllpServer:
             for item in items:
                 if isinstance(item, Garbage):
                     self._rejected("garbage")
-                    event(log, "mllp_garbage", logging.WARNING, peer=conn.peer,
-                          bytes=len(item.data), looks_like=looks_like(item.data))
+                    repeats = garbage.due(read_at, len(item.data))
+                    if repeats is not None:
+                        event(log, "mllp_garbage", logging.WARNING, peer=conn.peer,
+                              bytes=len(item.data), looks_like=looks_like(item.data),
+                              **repeats)
                 elif isinstance(item, Oversize):
                     self._rejected("frame_too_large")
                     event(log, "mllp_frame_too_large", logging.WARNING, peer=conn.peer,
@@ -263,8 +276,33 @@ class MllpServer:
                     finally:
                         conn.busy = False
                         conn.idle.set()
+                    idle_since = loop.time()
                     if self._stopping:
                         return
+
+
+class _GarbageReport:
+    """At most one ``mllp_garbage`` line per connection every ``every`` seconds: a peer
+    sending bytes outside frames cannot flood the log (each is still counted in metrics)."""
+
+    __slots__ = ("bytes", "chunks", "every", "last")
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.last: float | None = None
+        self.chunks = self.bytes = 0
+
+    def due(self, now: float, size: int) -> dict[str, int] | None:
+        """The fields of the line to write now (what was left unlogged since the last one),
+        or None to stay silent."""
+        if self.last is not None and now - self.last < self.every:
+            self.chunks += 1
+            self.bytes += size
+            return None
+        fields = ({"unlogged_chunks": self.chunks, "unlogged_bytes": self.bytes}
+                  if self.chunks else {})
+        self.last, self.chunks, self.bytes = now, 0, 0
+        return fields
 
 
 def looks_like(data: bytes) -> str:

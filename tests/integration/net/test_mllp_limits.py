@@ -122,3 +122,35 @@ def test_a_trickling_frame_is_closed_at_the_frame_timeout(capped: BrokerProcess)
     assert "event=mllp_frame_timeout" in log and "seconds=1.0" in log
     # the idle timeout (300 s) did not fire: the deadline is per frame
     assert "event=mllp_idle_timeout" not in log
+
+
+def test_bytes_outside_frames_do_not_keep_a_connection_open(tmp_path: Path) -> None:
+    """A byte of garbage a second (outside any frame) neither resets the idle timeout nor
+    writes a log line each: the connection closes at mllp.idle_timeout, a few lines logged."""
+    proc = BrokerProcess(tmp_path, ("mllp.idle_timeout=2", "mllp.frame_timeout=1"))
+    proc.start()
+    try:
+        with connect_from(OTHER, proc.port) as noisy:
+            started = time.monotonic()
+            closed = False
+            for _ in range(12):  # 6 s of garbage at most: three idle timeouts
+                if closed_by_peer(noisy, 0.5):
+                    closed = True
+                    break
+                try:
+                    noisy.sendall(b"X")
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                    break
+            held = time.monotonic() - started
+            assert closed, "bytes outside frames kept the connection open"
+        # another address is served meanwhile and after
+        assert msa_code(exchange(proc.port, order(4).encode())) == "AA"
+        garbage = scraped_rejections(proc, "mllp", "garbage")
+    finally:
+        proc.stop()
+    log = proc.log_text()
+    assert "event=mllp_idle_timeout" in log
+    assert held < 5.0, held
+    assert garbage >= 2  # every chunk is counted …
+    assert log.count("event=mllp_garbage") == 1  # … one line per connection per 10 s
