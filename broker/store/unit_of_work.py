@@ -12,39 +12,84 @@ from broker.store.connection import Connection
 from broker.store.dialect import Dialect
 from broker.store.messages import MessageLog
 from broker.store.orders import OrderRepo
-from broker.store.repo import MppsRepo, OutboxRepo
+from broker.store.repo import MppsRepo, OutboxRepo, Repo
 from broker.store.retention import RetentionRepo
 from broker.store.sqlite.dialect import SQLITE
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Repo)
 
 
 class UnitOfWork:
     """The repositories of one write transaction, all on the same clock (``now``).
 
     The writer builds one per job; everything a job does through it commits or rolls back
-    together.
+    together. ``now`` may be a function (the database's clock, read once per batch): it is
+    called when a job first needs the time, so a job on a clock of its own (``at``) costs
+    no read of it. Each repository is made when the job first uses it.
     """
 
-    __slots__ = ("_conn", "cluster", "completion", "dialect", "messages", "mpps", "now",
-                 "orders", "outbox", "retention")
+    __slots__ = ("_clock", "_conn", "_now", "_repos", "dialect")
 
-    def __init__(self, conn: Connection, now: float | None = None,
+    def __init__(self, conn: Connection, now: float | Callable[[], float] | None = None,
                  dialect: Dialect = SQLITE) -> None:
         self._conn = conn
         self.dialect = dialect
-        self.now = time.time() if now is None else now
-        self.messages = MessageLog(conn, self.now, dialect)
-        self.orders = OrderRepo(conn, self.now, dialect)
-        self.mpps = MppsRepo(conn, self.now, dialect)
-        self.outbox = OutboxRepo(conn, self.now, dialect)
-        self.completion = CompletionRepo(conn, self.now, dialect)
-        self.retention = RetentionRepo(conn, dialect)
-        self.cluster = ClusterRepo(conn, self.now, dialect)
+        self._clock: Callable[[], float] | None = None
+        self._now: float | None = None
+        if callable(now):
+            self._clock = now
+        else:
+            self._now = time.time() if now is None else now
+        self._repos: dict[type, object] = {}
+
+    @property
+    def now(self) -> float:
+        if self._now is None:
+            assert self._clock is not None
+            self._now = self._clock()
+        return self._now
+
+    def _repo(self, kind: type[R]) -> R:
+        repo = self._repos.get(kind)
+        if repo is None:
+            repo = self._repos[kind] = kind(self._conn, self.now, self.dialect)
+        return repo  # type: ignore[return-value]
+
+    @property
+    def messages(self) -> MessageLog:
+        return self._repo(MessageLog)
+
+    @property
+    def orders(self) -> OrderRepo:
+        return self._repo(OrderRepo)
+
+    @property
+    def mpps(self) -> MppsRepo:
+        return self._repo(MppsRepo)
+
+    @property
+    def outbox(self) -> OutboxRepo:
+        return self._repo(OutboxRepo)
+
+    @property
+    def completion(self) -> CompletionRepo:
+        return self._repo(CompletionRepo)
+
+    @property
+    def cluster(self) -> ClusterRepo:
+        return self._repo(ClusterRepo)
+
+    @property
+    def retention(self) -> RetentionRepo:
+        repo = self._repos.get(RetentionRepo)
+        if repo is None:
+            repo = self._repos[RetentionRepo] = RetentionRepo(self._conn, self.dialect)
+        return repo  # type: ignore[return-value]
 
     def at(self, now: float | None) -> UnitOfWork:
         """The same transaction with its clock at ``now`` (None: this one's)."""
-        if now is None or now == self.now:
+        if now is None or now == self._now:
             return self
         return UnitOfWork(self._conn, now, self.dialect)
 

@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from broker.logs import event
@@ -47,9 +48,10 @@ class WriteBackend(Protocol):
     def open(self) -> Any:
         """The write connection, with the schema migrated (StoreUnavailable when not)."""
 
-    def begin(self, conn: Any) -> float | None:
-        """Open a transaction; returns the database's time when brokers share it (the
-        clock of the batch's jobs), None for this machine's."""
+    def begin(self, conn: Any) -> Callable[[], float] | None:
+        """Open a transaction; returns the database's clock when brokers share it (the
+        time of the batch's jobs, read when a job first asks for it), None for this
+        machine's."""
 
     def commit(self, conn: Any) -> None: ...
 

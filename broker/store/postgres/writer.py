@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,14 +48,21 @@ class PostgresBackend:
         self._conn = conn
         return conn
 
-    def begin(self, conn: PgConnection) -> float | None:
+    def begin(self, conn: PgConnection) -> Callable[[], float]:
         """Open the batch's transaction in pipeline mode: a statement whose result is not read
-        (a lock, the message log row) costs no round trip of its own; its first statement
-        reads the database's clock."""
+        (a lock, the message log row) costs no round trip of its own. The database's clock
+        is read once, when a job first asks for the time (an HL7 job brings its own: its
+        message's reception time)."""
         self._pipeline = conn.raw.pipeline()
         conn.pipeline = self._pipeline.__enter__()
-        row = conn.execute("SELECT " + POSTGRES.now()).fetchone()
-        return float(row[0]) if row else None
+        read: list[float] = []
+
+        def clock() -> float:
+            if not read:
+                row = conn.execute("SELECT " + POSTGRES.now()).fetchone()
+                read.append(float(row[0]) if row else time.time())
+            return read[0]
+        return clock
 
     def commit(self, conn: PgConnection) -> None:
         conn.raw.commit()

@@ -56,7 +56,7 @@ class SqliteBackend:
             raise StoreUnavailable(f"cannot open the database {self.path}: {exc}") from exc
         return conn
 
-    def begin(self, conn: sqlite3.Connection) -> float | None:
+    def begin(self, conn: sqlite3.Connection) -> Callable[[], float] | None:
         conn.execute("BEGIN IMMEDIATE")
         return None
 

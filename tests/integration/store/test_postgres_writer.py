@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from broker.model.orders import PatientKey
 from broker.store.errors import Conflict
 from broker.store.messages import MessageRecord
+from broker.store.postgres.connection import PgConnection
 from broker.store.postgres.writer import PostgresWriter
 from broker.store.unit_of_work import UnitOfWork
 from tests.integration.store.test_postgres_store import add_order
@@ -108,3 +110,47 @@ def test_several_write_connections_share_the_queue(postgres_url: str, connection
         writer.stop()
     assert not writer.alive
     assert {t.name for t in threading.enumerate() if t.name.startswith("store-writer")} == set()
+
+
+def test_the_database_clock_is_read_once_per_batch_and_only_when_asked(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose jobs bring their own clock (HL7 jobs: the message's reception time)
+    sends no clock query; jobs that ask for the time share one reading of the database's
+    clock per batch."""
+    clock_reads: list[str] = []
+    execute = PgConnection.execute
+
+    def counting(conn: PgConnection, sql: str, parameters: Any = ()) -> Any:
+        if "clock_timestamp()" in sql:
+            clock_reads.append(threading.current_thread().name)
+        return execute(conn, sql, parameters)
+
+    monkeypatch.setattr(PgConnection, "execute", counting)
+    writer = PostgresWriter(postgres_url)
+    writer.start()
+    try:
+        def own_clock(n: int) -> Any:
+            def work(uow: UnitOfWork) -> float:
+                uow = uow.at(1_700_000_000.0 + n)
+                uow.messages.log_message(record(f"OWN{n}", n))
+                return uow.now
+            return work
+
+        def database_clock(uow: UnitOfWork) -> float:
+            return uow.now
+
+        async def batch(jobs: list[Any]) -> list[Any]:
+            return await asyncio.gather(*(writer.run(job) for job in jobs))
+
+        writer.run_sync(lambda uow: None)  # the connection, its migrations
+        clock_reads.clear()
+        assert asyncio.run(batch([own_clock(n) for n in range(6)])) == [
+            1_700_000_000.0 + n for n in range(6)]
+        assert clock_reads == []
+        commits = writer.commits
+        times = asyncio.run(batch([database_clock for _ in range(6)]))
+        assert 1 <= len(clock_reads) <= writer.commits - commits  # one per batch at most
+        assert len(set(times)) == len(clock_reads)
+        assert abs(times[0] - time.time()) < 60
+    finally:
+        writer.stop()
