@@ -8,10 +8,13 @@ delivered, C-FIND identical from both instances, amcheck clean. Broker CPU from 
 
 Before the soak, side by side in the same run, ingest with 8 senders (benchmarks/hl7_ingest.py's
 ``throughput``): SQLite 1 instance, PostgreSQL 1 instance, PostgreSQL 2 instances behind
-HAProxy (each on a fresh database of the same durable cluster).
+HAProxy (each on a fresh database of the same durable cluster); then the same with an
+unmodified peer, 8 python-hl7 ``mllp_send`` processes (each sends its file of distinct ORMs
+on one connection, waiting for each ACK).
 
     python benchmarks/ha_soak.py --quick   # bounded (a few minutes on 2 cores)
     python benchmarks/ha_soak.py           # full: 8 × 2,500 ORMs, 8 modalities, PG restart
+    python benchmarks/ha_soak.py --ingest-only 1000   # the ingest figures alone, printed
 """
 
 from __future__ import annotations
@@ -136,6 +139,43 @@ async def ingest(port: int, per_sender: int, first: int, pids: list[int | None],
     return result
 
 
+MLLP_SEND = Path(sys.executable).parent / "mllp_send"
+
+
+async def ingest_mllp_send(port: int, per_sender: int, first: int, folder: Path,
+                           pids: list[int | None], pg: PostgresCluster | None
+                           ) -> dict[str, Any]:
+    """8 python-hl7 ``mllp_send`` processes, each with a file of distinct ORMs: messages/s
+    from the first start to the last exit (process start-up included), broker CPU per
+    message; every answer must be an AA."""
+    files = []
+    for k in range(8):
+        path = folder / f"mllp_send_{first}_{k}.hl7"
+        path.write_bytes(b"\n".join(order(first + k * per_sender + n).encode().rstrip(b"\r")
+                                     for n in range(per_sender)) + b"\n")
+        files.append(path)
+    cpu0 = sum(cpu_seconds(p) for p in pids)
+    pg0 = pg_cpu_seconds(pg) if pg else 0.0
+    started = time.perf_counter()
+    procs = [await asyncio.create_subprocess_exec(
+        str(MLLP_SEND), "--loose", "-f", str(path), "-p", str(port), "127.0.0.1",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for path in files]
+    outputs = [await p.communicate() for p in procs]
+    seconds = time.perf_counter() - started
+    broker_cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+    messages = 8 * per_sender
+    aa = sum(out.count(b"MSA|AA|") for out, _ in outputs)
+    result: dict[str, Any] = {
+        "client": "python-hl7 mllp_send x 8", "messages": messages, "seconds": round(seconds, 3),
+        "per_s": round(messages / seconds, 1), "aa": aa,
+        "failures": messages - aa + sum(1 for p in procs if p.returncode),
+        "broker_cpu_ms_per_msg": round(broker_cpu / messages * 1000, 3)}
+    if pg:
+        result["postgres_cpu_ms_per_msg"] = round((pg_cpu_seconds(pg) - pg0) / messages * 1000,
+                                                  3)
+    return result
+
+
 async def ingest_figures(tmp: Path, pg: PostgresCluster, per_sender: int,
                          options: tuple[str, ...] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -145,6 +185,8 @@ async def ingest_figures(tmp: Path, pg: PostgresCluster, per_sender: int,
         with BrokerUnderTest(tmp / "sqlite1") as broker:
             assert broker.proc is not None
             out["sqlite_1"] = await ingest(broker.port, per_sender, 0, [broker.proc.pid], None)
+            out["sqlite_1_mllp_send"] = await ingest_mllp_send(
+                broker.port, per_sender, 20_000_000, tmp, [broker.proc.pid], None)
     finally:
         if saved is not None:
             os.environ["MWL_DATABASE_URL"] = saved
@@ -152,12 +194,16 @@ async def ingest_figures(tmp: Path, pg: PostgresCluster, per_sender: int,
     with pg_broker(tmp / "pg1", url, "a", *options) as broker:
         assert broker.proc is not None
         out["postgres_1"] = await ingest(broker.port, per_sender, 0, [broker.proc.pid], pg)
+        out["postgres_1_mllp_send"] = await ingest_mllp_send(
+            broker.port, per_sender, 20_000_000, tmp, [broker.proc.pid], pg)
     url = new_database(pg, "ingest2")
     a, b = pg_broker(tmp / "pg2", url, "a", *options), pg_broker(tmp / "pg2", url, "b", *options)
     with a, b, front([a, b]) as haproxy:
         await asyncio.to_thread(wait_up, haproxy, ["a", "b"])
         pids = [x.proc.pid if x.proc else None for x in (a, b)]
         out["postgres_2_haproxy"] = await ingest(haproxy.port("mllp"), per_sender, 0, pids, pg)
+        out["postgres_2_haproxy_mllp_send"] = await ingest_mllp_send(
+            haproxy.port("mllp"), per_sender, 20_000_000, tmp, pids, pg)
     for name, figures in out.items():
         print(f"ingest {name}: {figures}", flush=True)
     return out
@@ -529,7 +575,8 @@ async def main(quick: bool, pg_restart: bool) -> int:
     def row(name: str) -> tuple[str, ...]:
         f = ing[name]
         return (f"ingest 8 senders, {name}", f"{f['per_s']} msg/s",
-                f"p50 {f['p50_ms']} / p99 {f['p99_ms']} ms",
+                f"p50 {f['p50_ms']} / p99 {f['p99_ms']} ms" if "p50_ms" in f else
+                "wall time incl. start-up",
                 f"broker {f['broker_cpu_ms_per_msg']} ms CPU/msg"
                 + (f", PostgreSQL {f['postgres_cpu_ms_per_msg']}" if "postgres_cpu_ms_per_msg"
                    in f else ""), f"{f['messages']} msgs, {f['failures']} non-AA")
@@ -537,6 +584,8 @@ async def main(quick: bool, pg_restart: bool) -> int:
     table = [
         ("figure", "measured", "latency", "CPU", "notes"),
         row("sqlite_1"), row("postgres_1"), row("postgres_2_haproxy"),
+        row("sqlite_1_mllp_send"), row("postgres_1_mllp_send"),
+        row("postgres_2_haproxy_mllp_send"),
         ("soak ORMs (8 senders, 3 SIGKILLs" + (", PG restart" if pg_restart else "") + ")",
          f"{soak['orm_per_s']} ORM/s", f"{soak['orm_seconds']} s",
          f"broker {soak['broker_cpu_ms_per_orm_incl_mpps_load']} ms CPU/ORM (incl. MPPS)",
