@@ -21,7 +21,7 @@ from broker.net.allow import SenderAllowList, host_of
 from broker.store.errors import Conflict, StoreError
 from broker.store.messages import MessageRecord
 from broker.store.unit_of_work import JobRunner, UnitOfWork
-from broker.workflow.orders import apply, lock_keys
+from broker.workflow.orders import apply, apply_new_order, is_new_order, lock_keys
 
 if TYPE_CHECKING:
     from broker.metrics import Metrics
@@ -190,9 +190,17 @@ class Ingestor:
             uow.lock(f"hl7:{record.sender_application}|{record.sender_facility}|"
                      f"{record.control_id}", *lock_keys(events))
         log_ = uow.messages
+        applied = False
         if rejection is None and record.control_id:
-            accepted = log_.accepted_message(record.sender_application, record.sender_facility,
-                                             record.control_id)
+            sender = (record.sender_application, record.sender_facility, record.control_id)
+            if uow.dialect.chained_inserts and is_new_order(events):
+                # the usual NW: the duplicate check and the order in one statement
+                order = events[0]
+                assert isinstance(order, OrderChange)
+                accepted = apply_new_order(uow.orders, order, sender)
+                applied = accepted is None
+            else:
+                accepted = log_.accepted_message(*sender)
             if accepted is not None and accepted[2] == record.content_hash:
                 record.outcome, record.ack, record.duplicate_of = "AA", accepted[1], accepted[0]
                 log_.log_message(record)
@@ -203,7 +211,7 @@ class Ingestor:
                     205, f"control ID {record.control_id!r} of {record.sender_application} was "
                     f"accepted on {when} for a different message; send a new control ID",
                     "MSH-10"))
-        if rejection is None:
+        if rejection is None and not applied:
             for ev in events:
                 apply(uow.orders, ev, cancel_started=self.hl7.cancel_started_steps)
         errors: tuple[Hl7Error, ...] = warnings

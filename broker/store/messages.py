@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from broker.store.repo import Repo
+
+#: the accepted original of a sender's control ID (parameters: application, facility, ID)
+ACCEPTED = ("SELECT id, ack, content_hash, received_at FROM message_log"
+            " WHERE sender_application = ? AND sender_facility = ? AND control_id = ?"
+            " AND outcome = 'AA' AND duplicate_of IS NULL ORDER BY id LIMIT 1")
+
+#: (log id, stored ACK, content hash, received at) of an accepted message
+Accepted = tuple[int, str, str, float]
+
+
+def accepted_of(row: Any) -> Accepted | None:
+    """An ``ACCEPTED`` row (or its columns at the end of a longer one) as a value."""
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), str(row[1]), str(row[2]), float(row[3])
 
 
 @dataclass(slots=True)
@@ -32,15 +48,11 @@ class MessageLog(Repo):
     """Rows of the message log; duplicates are found by sender and control ID."""
 
     def accepted_message(self, application: str, facility: str,
-                         control_id: str) -> tuple[int, str, str, float] | None:
+                         control_id: str) -> Accepted | None:
         """(log id, stored ACK, content hash, received at) of an accepted message with this
         sender and control ID."""
-        row = self.conn.execute(
-            "SELECT id, ack, content_hash, received_at FROM message_log"
-            " WHERE control_id = ? AND sender_application = ? AND sender_facility = ?"
-            " AND outcome = 'AA' AND duplicate_of IS NULL",
-            (control_id, application, facility)).fetchone()
-        return (int(row[0]), str(row[1]), str(row[2]), float(row[3])) if row else None
+        row = self.conn.execute(ACCEPTED, (application, facility, control_id)).fetchone()
+        return accepted_of(row)
 
     def log_message(self, r: MessageRecord) -> None:
         """The message's row (no result read: in PostgreSQL's pipeline it costs no round

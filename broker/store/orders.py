@@ -12,6 +12,7 @@ from typing import Any
 from broker.model.orders import Attrs, PatientKey, StepStatus
 from broker.model.worklist import name_keys
 from broker.store.dialect import Dialect
+from broker.store.messages import ACCEPTED, Accepted, accepted_of
 from broker.store.placing import STEP_COLUMNS, place_order_sql
 from broker.store.repo import Repo, _dump, _text
 
@@ -83,11 +84,17 @@ class StepRow:
 class PlacedOrder:
     """Where a new order went: its patient's row id, the patient row as it was when it
     existed already (None: created with the order), and the new procedure's id (None: the
-    Study Instance UID exists and nothing of the procedure was written)."""
+    Study Instance UID exists and nothing of the procedure was written). ``accepted``: the
+    message already accepted under the guard's control ID (then nothing was written)."""
 
     patient_fk: int
     existing: PatientRow | None
     procedure_fk: int | None
+    accepted: Accepted | None = None
+
+
+#: (sender application, sender facility, control ID) of the message bringing an order
+Guard = tuple[str, str, str]
 
 
 @dataclass(slots=True)
@@ -175,12 +182,19 @@ class OrderRepo(Repo):
 
     # -- a new order ------------------------------------------------------------------------
     def place_order(self, key: PatientKey, patient_attrs: Attrs, procedure_attrs: Attrs,
-                    control: str, steps: list[Attrs], status: StepStatus) -> PlacedOrder:
+                    control: str, steps: list[Attrs], status: StepStatus,
+                    unless_accepted: Guard | None = None) -> PlacedOrder:
         """A new order: its patient created (or found, merges followed, left unchanged), its
-        requested procedure and steps inserted unless the Study Instance UID exists."""
+        requested procedure and steps inserted unless the Study Instance UID exists; with
+        ``unless_accepted``, nothing at all when the message log holds an accepted message
+        of that sender and control ID (where inserts chain: in the same statement)."""
         if self.dialect.chained_inserts:
             return self._place_order_at_once(key, patient_attrs, procedure_attrs, control,
-                                             steps, status)
+                                             steps, status, unless_accepted)
+        if unless_accepted is not None:
+            accepted = accepted_of(self.conn.execute(ACCEPTED, unless_accepted).fetchone())
+            if accepted is not None:
+                return PlacedOrder(0, None, None, accepted)
         existing = None
         patient_fk = self.insert_patient(key, patient_attrs)
         if patient_fk is None:
@@ -194,14 +208,15 @@ class OrderRepo(Repo):
 
     def _place_order_at_once(self, key: PatientKey, patient_attrs: Attrs,
                              procedure_attrs: Attrs, control: str, steps: list[Attrs],
-                             status: StepStatus) -> PlacedOrder:
+                             status: StepStatus, guard: Guard | None) -> PlacedOrder:
         name = _text(patient_attrs, "PatientName")
         rows, stations = [], []
         for attrs in steps:
             sps_id, columns = _text(attrs, "ScheduledProcedureStepID"), _step_columns(attrs)
             rows.append([sps_id, *columns])
             stations += [[sps_id, str(aet), columns[3]] for aet in _stations(attrs) if aet]
-        row = self.conn.execute(place_order_sql(self.dialect), (
+        row = self.conn.execute(place_order_sql(self.dialect, guard is not None), (
+            *(guard or ()),
             key.patient_id, key.issuer, name, _text(patient_attrs, "PatientBirthDate"),
             _text(patient_attrs, "PatientSex"), _dump(patient_attrs), self.now, self.now,
             json.dumps(sorted(name_keys(name)), ensure_ascii=False),
@@ -209,6 +224,9 @@ class OrderRepo(Repo):
             *self._procedure_columns(procedure_attrs), control, self.now, self.now,
             status.value, self.now, self.now, _dump_rows(rows), _dump_rows(stations),
         )).fetchone()
+        accepted = accepted_of(row[6:]) if guard is not None else None
+        if accepted is not None:
+            return PlacedOrder(0, None, None, accepted)
         existing = None if row[3] is None else _patient(row[:5])
         return PlacedOrder(int(row[0]), existing, None if row[5] is None else int(row[5]))
 

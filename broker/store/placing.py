@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import cache
 
 from broker.store.dialect import Dialect
+from broker.store.messages import ACCEPTED
 
 #: the procedure columns after patient_fk, in OrderRepo._procedure_columns' order
 PROCEDURE_COLUMNS = ("study_uid", "accession", "requested_procedure_id", "placer_order",
@@ -17,19 +18,28 @@ STEP_COLUMNS = ("modality", "start_date", "start_time", "start_dt", "performing_
 
 
 @cache
-def place_order_sql(d: Dialect) -> str:
-    """Parameters, in order: the patient's 8 row values, its name keys (JSON array), its key
-    twice (patient ID, issuer), the 10 procedure columns, order control, created, updated,
-    the steps' status, created, updated, the step rows (JSON), the station rows (JSON).
+def place_order_sql(d: Dialect, guarded: bool = False) -> str:
+    """Parameters, in order: with ``guarded``, the sender's application, facility and the
+    control ID; the patient's 8 row values, its name keys (JSON array), its key twice
+    (patient ID, issuer), the 10 procedure columns, order control, created, updated, the
+    steps' status, created, updated, the step rows (JSON), the station rows (JSON).
 
     One row: patient id, patient_id, issuer, attrs, merged_into (the last four NULL when the
-    patient was created here), and the procedure's id (NULL when its Study Instance UID
-    exists: nothing of the procedure was written)."""
+    patient was created here; all five NULL when nothing was written), the procedure's id
+    (NULL when its Study Instance UID exists: nothing of the procedure was written); with
+    ``guarded``, then the message log id, ACK, content hash and reception time of an accepted
+    original with that sender and control ID: when there is one, nothing was written."""
     steps = ", ".join(f"v.{c}" for c in STEP_COLUMNS)
+    # the guard: a message already accepted under this control ID changes nothing (its
+    # resend is answered from the log); read in this statement, after the transaction's
+    # locks, so no round trip of its own
+    accepted = f" accepted AS ({ACCEPTED})," if guarded else ""
+    unless = " AND NOT EXISTS (SELECT 1 FROM accepted)" if guarded else ""
     return (
-        "WITH RECURSIVE new_patient AS ("
+        "WITH RECURSIVE" + accepted + " new_patient AS ("
         " INSERT INTO patients (patient_id, issuer, name, birth_date, sex, attrs, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " updated_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+        + (" WHERE NOT EXISTS (SELECT 1 FROM accepted)" if guarded else "") +
         " ON CONFLICT (patient_id, issuer) DO NOTHING RETURNING id),"
         " new_names AS ("
         " INSERT INTO patient_names (name_key, patient_fk) SELECT k.name_key, p.id"
@@ -38,7 +48,7 @@ def place_order_sql(d: Dialect) -> str:
         # it existed before, so exactly one of the two sides of ``patient`` has a row
         " chain (id, patient_id, issuer, attrs, merged_into, depth) AS ("
         " SELECT id, patient_id, issuer, attrs, merged_into, 0 FROM patients"
-        " WHERE patient_id = ? AND issuer = ?"
+        " WHERE patient_id = ? AND issuer = ?" + unless +
         " UNION ALL SELECT p.id, p.patient_id, p.issuer, p.attrs, p.merged_into, c.depth + 1"
         " FROM patients p JOIN chain c ON p.id = c.merged_into WHERE c.depth < 64),"
         " patient AS ("
@@ -64,4 +74,7 @@ def place_order_sql(d: Dialect) -> str:
         + " AS v JOIN (SELECT sps_id, max(id) AS id FROM new_steps GROUP BY sps_id) AS s"
         " ON s.sps_id = v.sps_id ON CONFLICT DO NOTHING)"
         " SELECT patient.id, patient.patient_id, patient.issuer, patient.attrs,"
-        " patient.merged_into, (SELECT id FROM new_procedure) FROM patient")
+        " patient.merged_into, (SELECT id FROM new_procedure)"
+        + (", accepted.id, accepted.ack, accepted.content_hash, accepted.received_at"
+           " FROM (SELECT 1) AS one LEFT JOIN patient ON true LEFT JOIN accepted ON true"
+           if guarded else " FROM patient"))

@@ -16,7 +16,8 @@ from broker.model.orders import (
     PatientUpdate,
     StepStatus,
 )
-from broker.store.orders import OrderRepo, ProcedureRow, StepChange, StepRow
+from broker.store.messages import Accepted
+from broker.store.orders import Guard, OrderRepo, ProcedureRow, StepChange, StepRow
 
 #: steps in these states have been performed: an order update leaves them as they are
 PERFORMED = frozenset({StepStatus.STARTED, StepStatus.DEPARTED, StepStatus.COMPLETED})
@@ -153,20 +154,40 @@ def apply_order(repo: OrderRepo, event: OrderChange, cancel_started: bool = Fals
     _upsert_order(repo, event, row)
 
 
-def _upsert_order(repo: OrderRepo, event: OrderChange, row: ProcedureRow | None = None) -> None:
+def is_new_order(events: list[Event]) -> bool:
+    """Whether the events are one order that place_order starts with (a RIS's usual NW):
+    ``apply_new_order`` can then check the control ID in the same statement."""
+    if len(events) != 1 or not isinstance(events[0], OrderChange):
+        return False
+    ev = events[0]
+    return (ev.action is OrderAction.UPSERT and not ev.procedure.generated_uid
+            and ev.patient is not None)
+
+
+def apply_new_order(repo: OrderRepo, event: OrderChange, unless_accepted: Guard
+                    ) -> Accepted | None:
+    """Apply an order (``is_new_order``) unless its message was accepted before: then
+    nothing is applied and the accepted message is returned."""
+    return _upsert_order(repo, event, unless_accepted=unless_accepted)
+
+
+def _upsert_order(repo: OrderRepo, event: OrderChange, row: ProcedureRow | None = None,
+                  unless_accepted: Guard | None = None) -> Accepted | None:
     """Create the requested procedure with its steps, or replace the step set of one."""
     assert event.patient is not None
     new_steps = event.procedure.steps
     if row is None:
         placed = repo.place_order(event.patient.key, merge_attrs({}, event.patient.attrs),
                                   event.procedure.attrs, event.control,
-                                  [s.attrs for s in new_steps], event.status)
+                                  [s.attrs for s in new_steps], event.status, unless_accepted)
+        if placed.accepted is not None:
+            return placed.accepted
         patient_fk, known = placed.patient_fk, placed.existing
         if known is not None and event.patient.attrs:
             repo.update_patient(patient_fk, merge_attrs(known.attrs, event.patient.attrs),
                                 previous=known.attrs)
         if placed.procedure_fk is not None:
-            return
+            return None
         found = repo.procedure_with_steps(event.procedure.study_uid)
         assert found is not None
         row, current = found
@@ -195,3 +216,4 @@ def _upsert_order(repo: OrderRepo, event: OrderChange, row: ProcedureRow | None 
         repo.delete_steps(left_out)
     else:
         repo.set_steps_status(left_out, StepStatus.CANCELED)
+    return None

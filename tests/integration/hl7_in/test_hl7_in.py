@@ -64,15 +64,23 @@ async def test_unexpected_error_while_storing_is_an_ae_and_is_logged(
     logged, changes nothing, and the same connection goes on with the next message."""
     import broker.flows.hl7_in as ingest
 
-    real_apply = ingest.apply
+    real_apply, real_apply_new = ingest.apply, ingest.apply_new_order
 
-    def failing_apply(repo: object, event: object, **options: object) -> None:
+    def fail_on_first(event: object) -> None:
         if getattr(event, "procedure", None) and event.procedure.attrs.get(  # type: ignore[attr-defined]
                 "AccessionNumber") == "A0000001":
             raise RuntimeError("disk on fire")
+
+    def failing_apply(repo: object, event: object, **options: object) -> None:
+        fail_on_first(event)
         real_apply(repo, event, **options)  # type: ignore[arg-type]
 
+    def failing_apply_new(repo: object, event: object, unless_accepted: object) -> object:
+        fail_on_first(event)  # PostgreSQL: a new order with its duplicate check
+        return real_apply_new(repo, event, unless_accepted)  # type: ignore[arg-type]
+
     monkeypatch.setattr(ingest, "apply", failing_apply)
+    monkeypatch.setattr(ingest, "apply_new_order", failing_apply_new)
     acks = await send(broker.mllp.bound_port, order(1).encode(), order(2).encode())
     assert [msa(a)[1] for a in acks] == ["AE", "AA"]
     assert err(acks[0])[3].startswith("207^") and "disk on fire" in acks[0]

@@ -19,8 +19,9 @@ from broker.mapping.engine import map_message
 from broker.mapping.holder import MappingHolder
 from broker.model.orders import Event, OrderChange, Patient, PatientKey, PatientMerge
 from broker.store.factory import open_store
+from broker.store.messages import MessageRecord
 from broker.store.postgres.writer import PostgresWriter
-from broker.workflow.orders import apply
+from broker.workflow.orders import apply, apply_new_order, is_new_order
 from tests.support.samples import order
 
 DUMPS = {
@@ -121,3 +122,31 @@ def test_both_backends_place_orders_alike(tmp_path: Path, postgres_url: str) -> 
     assert [(r[0], r[3]) for r in stations if r[2] == "1.2.826.0.1.3680043.8.498.2"] == [
         ("CT1", "S1A"), ("CT2", "S1A"), ("CT1", "S1B"), ("CT2", "S1B"), ("US1", "SPS0000005")]
     assert not [r for r in stations if r[2] == "1.2.826.0.1.3680043.8.498.7"]
+
+
+def test_a_guarded_order_of_an_accepted_message_writes_nothing(tmp_path: Path,
+                                                               postgres_url: str) -> None:
+    """With its sender's control ID on file as accepted, the order is not placed and the
+    accepted message comes back (PostgreSQL: read in the same statement as the order)."""
+    ev = events()[0]
+    assert isinstance(ev, OrderChange) and is_new_order([ev])
+    accepted = MessageRecord(1_700_000_000.0, "127.0.0.1:1", "RIS", "HOSP", "MSG00000001",
+                             "ORM^O01", "", "AA", "", "MSH|ACK", b"MSH|...",
+                             content_hash="h1")
+    for writer in (open_store(DatabaseSettings(path=str(tmp_path / "b.sqlite"), url="")).writer,
+                   PostgresWriter(postgres_url)):
+        writer.start()
+        try:
+            first = writer.run_sync(
+                lambda uow: apply_new_order(uow.orders, ev, ("RIS", "HOSP", "MSG00000009")))
+            assert first is None  # another control ID: placed
+            writer.run_sync(lambda uow: uow.messages.log_message(accepted))
+            again = writer.run_sync(
+                lambda uow: apply_new_order(uow.orders, ev, ("RIS", "HOSP", "MSG00000001")))
+            assert again is not None and again[1:] == ("MSH|ACK", "h1", 1_700_000_000.0)
+            counts = writer.run_sync(lambda uow: [
+                uow.orders.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("patients", "procedures", "steps")])
+            assert counts == [1, 1, 2]  # the first placement only
+        finally:
+            writer.stop()
