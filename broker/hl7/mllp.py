@@ -7,6 +7,8 @@ import contextlib
 import ssl
 from dataclasses import dataclass
 
+from broker.net.tcp import acknowledge_now, no_delay
+
 START = 0x0B
 END = b"\x1c\r"
 START_BYTE = b"\x0b"
@@ -132,7 +134,9 @@ class MllpClient:
         else:
             opening = asyncio.open_connection(self.host, self.port, ssl=self.ssl_context,
                                               server_hostname=self.server_hostname or self.host)
-        self._reader, self._writer = await asyncio.wait_for(opening, self.timeout)
+        reader, writer = await asyncio.wait_for(opening, self.timeout)
+        no_delay(writer.get_extra_info("socket"))
+        self._reader, self._writer = reader, writer
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -163,6 +167,8 @@ class MllpClient:
             data = await asyncio.wait_for(self._reader.read(65536), self.timeout)
             if not data:
                 raise MllpError(f"{self.host}:{self.port} closed the connection")
+            assert self._writer is not None
+            acknowledge_now(self._writer.get_extra_info("socket"))  # a receiver's ACK in pieces
             for event in self._framer.feed(data):
                 if isinstance(event, Frame):
                     self._frames.append(event.payload)

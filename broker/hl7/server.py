@@ -14,6 +14,7 @@ from broker.logs import event
 from broker.model.ports import Hl7Handler, OversizeHandler
 from broker.net.allow import AddressAllowList
 from broker.net.peer_limits import PerAddressLimit
+from broker.net.tcp import acknowledge_now
 from broker.net.tls import handshake_reason, peer_subject
 from broker.net.tls_listener import TlsListener
 
@@ -216,6 +217,7 @@ class MllpServer:
         # frame it runs from the last read, and the whole frame has mllp.frame_timeout
         idle_since = loop.time()
         garbage = _GarbageReport()
+        sock = conn.writer.get_extra_info("socket")
         while not self._stopping:
             now = loop.time()
             if frame_started is None:
@@ -244,6 +246,7 @@ class MllpServer:
                     event(log, "mllp_unterminated_frame", logging.WARNING, peer=conn.peer,
                           bytes=framer.pending)
                 return
+            acknowledge_now(sock)  # a sender writing a frame in pieces with Nagle on
             read_at = loop.time()
             items = framer.feed(data)
             if not framer.in_frame:

@@ -1,6 +1,11 @@
-"""A bound on the DICOM PDUs the broker reads: pynetdicom 3.0 reads whatever length a PDU
-header claims (up to 4 GiB) into memory before looking at it, so one peer could exhaust the
-broker's memory. A longer PDU is answered with an A-ABORT and its connection closed unread.
+"""What the broker does at each read of a DICOM socket (pynetdicom's one read function):
+
+- a bound on the PDUs it reads: pynetdicom 3.0 reads whatever length a PDU header claims (up
+  to 4 GiB) into memory before looking at it, so one peer could exhaust the broker's memory.
+  A longer PDU is answered with an A-ABORT and its connection closed unread;
+- no stall behind a peer's Nagle algorithm (broker.net.tcp): what was read is acknowledged
+  at once, and the broker's own sockets (those of its SCU associations too) send each PDU
+  at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket
 
 from broker.logs import event
+from broker.net.tcp import acknowledge_now, no_delay
 
 log = logging.getLogger("broker.dicom")
 
@@ -25,7 +31,13 @@ _original_recv = AssociationSocket.recv
 
 def _bounded_recv(self: Any, nr_bytes: int) -> bytearray:
     if nr_bytes <= MAX_PDU_BYTES:
-        return _original_recv(self, nr_bytes)
+        data = _original_recv(self, nr_bytes)
+        sock = self.socket
+        acknowledge_now(sock)
+        if sock is not None and sock is not getattr(self, "_mwl_no_delay", None):
+            no_delay(sock)  # once per socket: a requestor's is made by pynetdicom
+            self._mwl_no_delay = sock
+        return data
     event(log, "dicom_pdu_too_large", logging.WARNING, peer=_peer(self), claimed=nr_bytes,
           limit=MAX_PDU_BYTES)
     abort = A_ABORT_RQ()
