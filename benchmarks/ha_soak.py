@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -128,7 +129,10 @@ async def ingest(port: int, per_sender: int, first: int, pids: list[int | None],
     await throughput(port, 8, 25, first + 9_000_000)  # warm-up: 200 messages
     cpu0 = sum(cpu_seconds(p) for p in pids)
     pg0 = pg_cpu_seconds(pg) if pg else 0.0
+    client0 = time.process_time()
     result = await throughput(port, 8, per_sender, first)
+    result["client_cpu_ms_per_msg"] = round(
+        (time.process_time() - client0) / result["messages"] * 1000, 3)  # this process
     broker_cpu = sum(cpu_seconds(p) for p in pids) - cpu0
     result["broker_cpu_s"] = round(broker_cpu, 2)
     result["broker_cpu_ms_per_msg"] = round(broker_cpu / result["messages"] * 1000, 3)
@@ -156,6 +160,7 @@ async def ingest_mllp_send(port: int, per_sender: int, first: int, folder: Path,
         files.append(path)
     cpu0 = sum(cpu_seconds(p) for p in pids)
     pg0 = pg_cpu_seconds(pg) if pg else 0.0
+    clients0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     procs = [await asyncio.create_subprocess_exec(
         str(MLLP_SEND), "--loose", "-f", str(path), "-p", str(port), "127.0.0.1",
@@ -163,13 +168,17 @@ async def ingest_mllp_send(port: int, per_sender: int, first: int, folder: Path,
     outputs = [await p.communicate() for p in procs]
     seconds = time.perf_counter() - started
     broker_cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+    clients1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the mllp_send processes ended
+    client_cpu = (clients1.ru_utime + clients1.ru_stime - clients0.ru_utime
+                  - clients0.ru_stime)
     messages = 8 * per_sender
     aa = sum(out.count(b"MSA|AA|") for out, _ in outputs)
     result: dict[str, Any] = {
         "client": "python-hl7 mllp_send x 8", "messages": messages, "seconds": round(seconds, 3),
         "per_s": round(messages / seconds, 1), "aa": aa,
         "failures": messages - aa + sum(1 for p in procs if p.returncode),
-        "broker_cpu_ms_per_msg": round(broker_cpu / messages * 1000, 3)}
+        "broker_cpu_ms_per_msg": round(broker_cpu / messages * 1000, 3),
+        "client_cpu_ms_per_msg": round(client_cpu / messages * 1000, 3)}
     if pg:
         result["postgres_cpu_ms_per_msg"] = round((pg_cpu_seconds(pg) - pg0) / messages * 1000,
                                                   3)
@@ -579,7 +588,9 @@ async def main(quick: bool, pg_restart: bool) -> int:
                 "wall time incl. start-up",
                 f"broker {f['broker_cpu_ms_per_msg']} ms CPU/msg"
                 + (f", PostgreSQL {f['postgres_cpu_ms_per_msg']}" if "postgres_cpu_ms_per_msg"
-                   in f else ""), f"{f['messages']} msgs, {f['failures']} non-AA")
+                   in f else "") + (f", client {f['client_cpu_ms_per_msg']}" if
+                                    "client_cpu_ms_per_msg" in f else ""),
+                f"{f['messages']} msgs, {f['failures']} non-AA")
 
     table = [
         ("figure", "measured", "latency", "CPU", "notes"),
