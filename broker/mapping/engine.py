@@ -59,7 +59,20 @@ class _Evaluator:
         msg = self.message
         use = scopes[:1] if spec.group_only else scopes
         for path in spec.paths:
-            if path.repeats:
+            if spec.plain and not path.repeats:  # the usual field: one value, as it stands
+                raw = first_value(path, msg, use)
+                if not raw:
+                    continue
+                self.origin[spec.keyword] = path.text
+                if raw == HL7_NULL:
+                    return [] if spec.multi else ""
+                text = msg.text(raw)
+                if not text:
+                    continue
+                if "\\" not in text:
+                    return [text] if spec.multi else text
+                raws = [raw]  # a backslash for the DICOM-safety pass below
+            elif path.repeats:
                 raws = values(path, msg, use)
                 if not any(raws):
                     continue

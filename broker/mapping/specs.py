@@ -34,6 +34,13 @@ class FieldSpec:
     group_only: bool
     unit: UnitSpec | None
     where: str
+    #: the mapped value is a path's text as it stands (no transform, unit or structure):
+    #: the mapping engine's short way
+    plain: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plain", not self.transforms and self.unit is None
+                           and not self.structural and self.value is None)
 
 
 
