@@ -193,8 +193,9 @@ class Ingestor:
         applied = False
         if rejection is None and record.control_id:
             sender = (record.sender_application, record.sender_facility, record.control_id)
-            if uow.dialect.chained_inserts and is_new_order(events):
-                # the usual NW: the duplicate check and the order in one statement
+            if is_new_order(events):
+                # the usual NW: the duplicate check goes with the order (one statement where
+                # the database chains inserts)
                 order = events[0]
                 assert isinstance(order, OrderChange)
                 accepted = apply_new_order(uow.orders, order, sender)

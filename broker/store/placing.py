@@ -34,12 +34,12 @@ def place_order_sql(d: Dialect, guarded: bool = False) -> str:
     # resend is answered from the log); read in this statement, after the transaction's
     # locks, so no round trip of its own
     accepted = f" accepted AS ({ACCEPTED})," if guarded else ""
-    unless = " AND NOT EXISTS (SELECT 1 FROM accepted)" if guarded else ""
+    not_accepted = "NOT EXISTS (SELECT 1 FROM accepted)"
     return (
         "WITH RECURSIVE" + accepted + " new_patient AS ("
         " INSERT INTO patients (patient_id, issuer, name, birth_date, sex, attrs, created_at,"
         " updated_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
-        + (" WHERE NOT EXISTS (SELECT 1 FROM accepted)" if guarded else "") +
+        + (f" WHERE {not_accepted}" if guarded else "") +
         " ON CONFLICT (patient_id, issuer) DO NOTHING RETURNING id),"
         " new_names AS ("
         " INSERT INTO patient_names (name_key, patient_fk) SELECT k.name_key, p.id"
@@ -48,7 +48,7 @@ def place_order_sql(d: Dialect, guarded: bool = False) -> str:
         # it existed before, so exactly one of the two sides of ``patient`` has a row
         " chain (id, patient_id, issuer, attrs, merged_into, depth) AS ("
         " SELECT id, patient_id, issuer, attrs, merged_into, 0 FROM patients"
-        " WHERE patient_id = ? AND issuer = ?" + unless +
+        " WHERE patient_id = ? AND issuer = ?" + (f" AND {not_accepted}" if guarded else "") +
         " UNION ALL SELECT p.id, p.patient_id, p.issuer, p.attrs, p.merged_into, c.depth + 1"
         " FROM patients p JOIN chain c ON p.id = c.merged_into WHERE c.depth < 64),"
         " patient AS ("
