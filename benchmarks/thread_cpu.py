@@ -6,6 +6,7 @@ utime+stime over the load window, split by thread (names from ``py-spy dump``), 
     python benchmarks/thread_cpu.py cfind 8      # the C-FIND associations only
     python benchmarks/thread_cpu.py mixed 10 --spy out.txt   # and a py-spy raw profile (-t)
     python benchmarks/thread_cpu.py hl7 8 --postgres  # on a throwaway durable PostgreSQL
+    python benchmarks/thread_cpu.py mixed 10 -o database.writer_poll_ms=0  # a setting changed
 
 Prints one JSON line (nothing is written under results/). Throughput on a shared 2-core
 machine is noisy; CPU per message is the steadier figure (benchmarks/results/
@@ -55,6 +56,18 @@ def cpu(pid: int) -> tuple[float, dict[int, float]]:
     return _cpu_s(f"/proc/{pid}/stat"), threads
 
 
+def switches(pid: int) -> dict[int, int]:
+    """Each live thread's context switches so far (voluntary + involuntary): a thread that
+    waits for the GIL (or a lock, or I/O) switches out."""
+    counts: dict[int, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines()
+            counts[int(tid)] = sum(int(line.split()[1]) for line in status
+                                   if line.endswith("ctxt_switches") or "ctxt_switches:" in line)
+    return counts
+
+
 def server_cpu(pids: list[int]) -> float:
     """CPU seconds of the PostgreSQL processes still alive."""
     total = 0.0
@@ -75,14 +88,15 @@ def thread_names(pid: int) -> dict[int, str]:
     return names
 
 
-def measure(mode: str, seconds: float, spy: str | None, postgres: bool = False
-            ) -> dict[str, Any]:
+def measure(mode: str, seconds: float, spy: str | None, postgres: bool = False,
+            extra: tuple[str, ...] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {"checkout": os.getcwd(), "mode": mode, "seconds": seconds,
                            "backend": "postgresql" if postgres else "sqlite"}
     samples: dict[str, tuple[float, dict[int, float]]] = {}
     names: dict[int, str] = {}
+    switched: dict[str, dict[int, int]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        options = ["logging.level=WARNING"]
+        options = ["logging.level=WARNING", *extra]
         cluster = None
         if postgres:
             if mode != "hl7":
@@ -101,12 +115,14 @@ def measure(mode: str, seconds: float, spy: str | None, postgres: bool = False
             def sampler() -> None:
                 time.sleep(max(0.0, start_at - time.time()))
                 samples["start"] = cpu(pid)
+                switched["start"] = switches(pid)
                 if cluster is not None:
                     samples["server_start"] = (server_cpu(cluster.processes()), {})
                 time.sleep(max(0.0, seconds - 1.0))
                 names.update(thread_names(pid))
                 time.sleep(max(0.0, start_at + seconds - time.time()))
                 samples["end"] = cpu(pid)
+                switched["end"] = switches(pid)
                 if cluster is not None:
                     samples["server_end"] = (server_cpu(cluster.processes()), {})
 
@@ -135,6 +151,11 @@ def measure(mode: str, seconds: float, spy: str | None, postgres: bool = False
     for tid, end in th1.items():
         role = names.get(tid, "unnamed")
         roles[role] = roles.get(role, 0.0) + end - th0.get(tid, 0.0)
+    moves: dict[str, int] = {}
+    for tid, end_count in switched["end"].items():
+        role = names.get(tid, "unnamed")
+        moves[role] = moves.get(role, 0) + end_count - switched["start"].get(tid, 0)
+    out["roles_context_switches"] = dict(sorted(moves.items(), key=lambda kv: -kv[1]))
     out["broker_cpu_s"] = round(t1 - t0, 3)
     out["roles_cpu_s"] = {k: round(v, 3) for k, v in sorted(roles.items(), key=lambda kv: -kv[1])}
     out["ended_threads_cpu_s"] = round(t1 - t0 - sum(roles.values()), 3)
@@ -161,5 +182,8 @@ if __name__ == "__main__":
     parser.add_argument("--spy", help="also record a py-spy raw profile into this file")
     parser.add_argument("--postgres", action="store_true",
                         help="the broker on a throwaway durable PostgreSQL (hl7 mode)")
+    parser.add_argument("-o", "--option", action="append", default=[],
+                        help="a broker setting (key=value), e.g. database.writer_poll_ms=0")
     args = parser.parse_args()
-    print(json.dumps(measure(args.mode, args.seconds, args.spy, args.postgres)))
+    print(json.dumps(measure(args.mode, args.seconds, args.spy, args.postgres,
+                             tuple(args.option))))
