@@ -162,10 +162,18 @@ async def ingest_mllp_send(port: int, per_sender: int, first: int, folder: Path,
     pg0 = pg_cpu_seconds(pg) if pg else 0.0
     clients0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
+    # each one's answers go to a file: a pipe left unread while another process is awaited
+    # stops its writer once the buffer fills (and makes that sender look slow)
+    answers = [path.with_suffix(".acks") for path in files]
+    outs = [a.open("wb") for a in answers]
     procs = [await asyncio.create_subprocess_exec(
         str(MLLP_SEND), "--loose", "-f", str(path), "-p", str(port), "127.0.0.1",
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for path in files]
-    outputs = [await p.communicate() for p in procs]
+        stdout=out, stderr=subprocess.STDOUT) for path, out in zip(files, outs, strict=True)]
+    for p in procs:
+        await p.wait()
+    for out in outs:
+        out.close()
+    outputs = [(a.read_bytes(), b"") for a in answers]
     seconds = time.perf_counter() - started
     broker_cpu = sum(cpu_seconds(p) for p in pids) - cpu0
     clients1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the mllp_send processes ended

@@ -109,15 +109,22 @@ def mllp_send(port: int, pid: int, folder: Path, first: int, processes: int,
     cpu0 = cpu_seconds(pid)
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
+    # each one's answers go to a file: a pipe read one process after the other would block
+    # the others once their 64 KiB pipe buffer fills (and make them look slow)
+    answers = [f.with_suffix(".acks") for f in files]
+    outs = [a.open("wb") for a in answers]
     procs = [subprocess.Popen([str(MLLP_SEND), "--loose", "-f", str(f), "-p", str(port),
-                               "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for f in files]
-    outputs = [p.communicate(timeout=600) for p in procs]
+                               "127.0.0.1"], stdout=out, stderr=subprocess.STDOUT)
+             for f, out in zip(files, outs, strict=True)]
+    for p in procs:
+        p.wait(timeout=600)
     seconds = time.perf_counter() - started
     broker_cpu = cpu_seconds(pid) - cpu0
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for out in outs:
+        out.close()
     messages = processes * per_process
-    aa = sum(stdout.count(b"MSA|AA|") for stdout, _ in outputs)
+    aa = sum(a.read_bytes().count(b"MSA|AA|") for a in answers)
     return {"processes": processes, "messages": messages, "seconds": round(seconds, 3),
             "per_s": round(messages / seconds, 1),
             "failures": messages - aa + sum(1 for p in procs if p.returncode),
