@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ("hl7_ingest", "mwl_query", "cfind_dos", "mpps", "completion", "footprint", "load",
-         "crash", "fuzz_live")
+ORDER = ("real_clients", "hl7_clients", "hl7_ingest", "mwl_query", "cfind_dos", "mpps",
+         "completion", "footprint", "load", "crash", "fuzz_live", "ha_figures", "ha_soak")
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -78,9 +78,61 @@ def plot_ingest(data: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+def _ms(value: float) -> str:
+    return f"{value:.2f} ms"
+
+
+def unmodified_clients(suffix: str) -> str:
+    """Issue 14's figures as unmodified clients see them: each beside its peer, the ratio,
+    the broker's CPU and the limit of this machine."""
+    rc, hc = _load(f"real_clients{suffix}"), _load(f"hl7_clients{suffix}")
+    if rc is None or hc is None:
+        return ""
+    rows = [("figure", "broker", "peer", "ratio", "broker CPU", "limit", "target")]
+    b, w = rc["broker"], rc.get("wlmscpfs", {})
+    one = b["findscu_20_on_one_association_ms"]
+    theirs = w.get("findscu_20_on_one_association_ms")
+    rows.append((f"C-FIND {rc['items']:,} items, DCMTK findscu, 20 queries on one association",
+                 _ms(one), f"wlmscpfs {_ms(theirs)}" if theirs else "-",
+                 f"{theirs / one:.1f}×" if theirs else "-",
+                 f"{b['findscu_cpu_ms_per_query']} ms/query", "", "≤ 10 ms, ≥ 50×"))
+    stock = b["stock_pynetdicom_kept_open"]
+    theirs = w.get("stock_pynetdicom_kept_open", {}).get("p50_ms")
+    client = stock.get("client_cpu_ms_per_query")
+    ceiling = f"client's own CPU {client} ms/query: ≤ {theirs / client:.1f}×" if (
+        client and theirs) else ""
+    rows.append(("C-FIND, stock pynetdicom 3.0.4, association kept open (p50)",
+                 _ms(stock["p50_ms"]), f"wlmscpfs {_ms(theirs)}" if theirs else "-",
+                 f"{theirs / stock['p50_ms']:.1f}×" if theirs else "-",
+                 f"{b['stock_pynetdicom_cpu_ms_per_query']} ms/query", ceiling, "≥ 20×"))
+    m = rc["mpps"]
+    rows.append(("MPPS N-CREATE + N-SET, 8 stock pynetdicom SCU processes",
+                 f"{m['pairs_per_s']} pairs/s", "-", "-", f"{m['broker_cpu_ms_per_pair']} ms/pair",
+                 "", "≥ 120 pairs/s, ≤ 1.5 ms/pair"))
+    runs, limit = hc["runs"], hc["limit_single_row_commits_per_s"]
+    for key, label, target, lim in (
+            ("plain_8", "HL7 ORM^O01, plain asyncio client, 8 senders", "≥ 2,500/s, ≤ 0.4 ms",
+             "2 cores: 0.8 ms CPU/msg at 2,500/s"),
+            ("mllp_send_8", "HL7 ORM^O01, python-hl7 mllp_send, 8 processes", "", ""),
+            ("plain_1", "HL7 ORM^O01, plain asyncio client, 1 sender", "≥ 900/s",
+             f"{limit:,.0f} durable commits/s"),
+            ("mllp_send_1", "HL7 ORM^O01, python-hl7 mllp_send, 1 process", "", ""),
+            ("plain_steady_200", "HL7 ORM^O01 at a steady 200/s, ACK p99", "p99 ≤ 25 ms", "")):
+        run = runs[key]
+        value = f"p99 {_ms(run['p99_ms'])}" if key == "plain_steady_200" else (
+            f"{run['per_s']:,.0f} msg/s")
+        rows.append((label, value, "-", "-", f"{run['broker_cpu_ms_per_msg']} ms/msg", lim,
+                     target))
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return ("## Unmodified clients (issue 14)\n\n"
+            f"real_clients {rc['machine']['date']}, hl7_clients {hc['machine']['date']}; "
+            "the peers in the same run; broker CPU from /proc.\n\n" + "\n".join(lines) + "\n")
+
+
 def main(quick: bool) -> int:
     suffix = "_quick" if quick else ""
-    sections = []
+    sections = [unmodified_clients(suffix)] if _load(f"real_clients{suffix}") else []
     plots = []
     for name in ORDER:
         md = RESULTS / f"{name}{suffix}.md"
