@@ -41,6 +41,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/footprint.py
 	$(BIN)/python benchmarks/dimse_memory.py
 	$(BIN)/python benchmarks/real_clients.py
+	$(BIN)/python benchmarks/hl7_clients.py
 	$(BIN)/python benchmarks/report.py
 
 bench-quick: $(STAMP) system-deps
@@ -54,6 +55,7 @@ bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/footprint.py --quick
 	$(BIN)/python benchmarks/dimse_memory.py --quick
 	$(BIN)/python benchmarks/real_clients.py --quick
+	$(BIN)/python benchmarks/hl7_clients.py --quick
 	$(BIN)/python benchmarks/report.py --quick
 
 # live fuzz campaign against the running broker, bounded: make fuzz FUZZ_SECONDS=120
