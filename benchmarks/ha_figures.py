@@ -41,7 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pynetdicom.dul
 
-from benchmarks.common import BrokerUnderTest, free_port, machine, percentile, write_results
+from benchmarks.common import (
+    PG_BENCH_SETTINGS,
+    BrokerUnderTest,
+    free_port,
+    machine,
+    percentile,
+    write_results,
+)
 from benchmarks.ha_soak import (
     MPPS_FIRST,
     cpu_seconds,
@@ -392,7 +399,8 @@ def main(quick: bool) -> int:
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "command": command,
                                "plan": plan.__dict__, "targets": TARGETS,
                                "broker_options": list(OPTIONS), "others_at_start": others()}
-    with tempfile.TemporaryDirectory() as tmp_name, PostgresCluster(durable=True) as pg, \
+    with tempfile.TemporaryDirectory() as tmp_name, \
+            PostgresCluster(PG_BENCH_SETTINGS, durable=True) as pg, \
             RisThread(free_port()) as ris:
         server = {key: pg.psql(f"SHOW {key}")[0][0]
                   for key in ("server_version", "fsync", "synchronous_commit")}

@@ -41,7 +41,7 @@ from pydicom.uid import generate_uid
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
 from benchmarks import dicom_wire
-from benchmarks.common import BrokerUnderTest, machine, write_results
+from benchmarks.common import PG_BENCH_SETTINGS, BrokerUnderTest, machine, write_results
 from benchmarks.hl7_ingest import throughput
 from benchmarks.mpps import completed, in_progress, study
 from broker.dicom import pynetdicom_patches
@@ -218,12 +218,28 @@ async def ingest_figures(tmp: Path, pg: PostgresCluster, per_sender: int,
     with a, b, front([a, b]) as haproxy:
         await asyncio.to_thread(wait_up, haproxy, ["a", "b"])
         pids = [x.proc.pid if x.proc else None for x in (a, b)]
+        before = transactions(pg, "ingest2")
         out["postgres_2_haproxy"] = await ingest(haproxy.port("mllp"), per_sender, 0, pids, pg)
+        middle = transactions(pg, "ingest2")
         out["postgres_2_haproxy_mllp_send"] = await ingest_mllp_send(
             haproxy.port("mllp"), per_sender, 20_000_000, tmp, pids, pg)
+        after = transactions(pg, "ingest2")
+        out["postgres_2_haproxy"]["transactions"] = _minus(middle, before)
+        out["postgres_2_haproxy_mllp_send"]["transactions"] = _minus(after, middle)
     for name, figures in out.items():
         print(f"ingest {name}: {figures}", flush=True)
     return out
+
+
+def transactions(pg: PostgresCluster, database: str) -> dict[str, int]:
+    """The database's commits, rollbacks and deadlocks so far (pg_stat_database)."""
+    row = pg.psql("SELECT xact_commit, xact_rollback, deadlocks FROM pg_stat_database"
+                  f" WHERE datname = '{database}'")[0]
+    return {"commits": int(row[0]), "rollbacks": int(row[1]), "deadlocks": int(row[2])}
+
+
+def _minus(end: dict[str, int], start: dict[str, int]) -> dict[str, int]:
+    return {key: end[key] - start[key] for key in end}
 
 
 # -- the soak --------------------------------------------------------------------------------
@@ -562,7 +578,8 @@ async def cfind_checks(a: BrokerUnderTest, b: BrokerUnderTest) -> dict[str, Any]
 async def ingest_only(per_sender: int, options: tuple[str, ...]) -> int:
     """The ingest figures alone (SQLite, PostgreSQL with 1 and 2 instances), printed;
     ``options`` (``key=value``) for the PostgreSQL brokers."""
-    with tempfile.TemporaryDirectory() as tmp_name, PostgresCluster(durable=True) as pg:
+    with tempfile.TemporaryDirectory() as tmp_name, \
+            PostgresCluster(PG_BENCH_SETTINGS, durable=True) as pg:
         figures = await ingest_figures(Path(tmp_name), pg, per_sender, options)
     print(json.dumps({"ingest": figures, "others": others()}))
     return 0
@@ -576,7 +593,8 @@ async def main(quick: bool, pg_restart: bool) -> int:
     command = " ".join([Path(sys.executable).name, *sys.argv])
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "command": command,
                                "pg_restart": pg_restart, "others_before": others()}
-    with tempfile.TemporaryDirectory() as tmp_name, PostgresCluster(durable=True) as pg:
+    with tempfile.TemporaryDirectory() as tmp_name, \
+            PostgresCluster(PG_BENCH_SETTINGS, durable=True) as pg:
         tmp = Path(tmp_name)
         version = pg.psql("SHOW server_version")[0][0]
         results["postgres"] = {"version": version, "fsync": pg.psql("SHOW fsync")[0][0],

@@ -94,8 +94,9 @@ def main(n: int, concurrency: int, rounds: int, postgres: bool = False) -> None:
         settings.database.path = f"{tmp}/broker.sqlite"
         counter = cluster = None
         if postgres:
+            from benchmarks.common import PG_BENCH_SETTINGS
             from tests.support.postgres import PostgresCluster
-            cluster = stack.enter_context(PostgresCluster(durable=True))
+            cluster = stack.enter_context(PostgresCluster(PG_BENCH_SETTINGS, durable=True))
             settings.database.url = cluster.create_database("ingest_cpu")
             counter = StatementCounter()
         writer = writer_of(settings)

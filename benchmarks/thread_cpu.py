@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import load
-from benchmarks.common import BrokerUnderTest
+from benchmarks.common import PG_BENCH_SETTINGS, BrokerUnderTest
 from benchmarks.mwl_query import populate
 from benchmarks.worklist_data import items
 
@@ -102,7 +102,7 @@ def measure(mode: str, seconds: float, spy: str | None, postgres: bool = False,
             if mode != "hl7":
                 raise SystemExit("--postgres: hl7 mode only (the worklist is loaded into SQLite)")
             from tests.support.postgres import PostgresCluster
-            cluster = stack.enter_context(PostgresCluster(durable=True))
+            cluster = stack.enter_context(PostgresCluster(PG_BENCH_SETTINGS, durable=True))
             options.append(f"database.url={cluster.create_database('thread_cpu')}")
         broker = BrokerUnderTest(Path(tmp), *options)
         if not postgres:
