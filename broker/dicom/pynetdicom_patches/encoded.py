@@ -157,9 +157,11 @@ def _flush(self: Any) -> None:
     self._mwl_held = []
     dul = self.dul
     dul.send_pdu(RawPData(b"".join(held)))
+    pause = 0.0005
     while (dul.to_provider_queue.qsize() > MAX_GROUPS_QUEUED and not dul._kill_thread
            and self.assoc.is_established):
-        time.sleep(0.0005)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.005)  # a peer that stopped reading costs no busy wait
 
 
 def _hold(self: Any, message_id: int, raw: bytes) -> None:
