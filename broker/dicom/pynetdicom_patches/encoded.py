@@ -169,14 +169,11 @@ def _hold(self: Any, message_id: int, raw: bytes) -> None:
     if self.__dict__.get("_mwl_held_for") != message_id:
         _flush(self)
         self._mwl_held_for = message_id
-        self._mwl_held_bytes = 0
         self.dul.send_pdu(RawPData(raw))
         return
     held: list[bytes] = self.__dict__.setdefault("_mwl_held", [])
     held.append(raw)
-    self._mwl_held_bytes += len(raw)
-    if len(held) >= COALESCE_RESPONSES or self._mwl_held_bytes >= COALESCE_BYTES:
-        self._mwl_held_bytes = 0
+    if len(held) >= COALESCE_RESPONSES or sum(map(len, held)) >= COALESCE_BYTES:
         _flush(self)
 
 

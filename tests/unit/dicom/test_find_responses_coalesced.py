@@ -4,6 +4,7 @@ answer arrives whole and in order, also when two queries reuse one Message ID.""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -52,6 +53,26 @@ def _associate(port: int) -> Any:
     return assoc
 
 
+@contextlib.contextmanager
+def _association(on_find: Any) -> Iterator[Any]:
+    """An SCP answering with ``on_find`` and an association to it, both ended after."""
+    server = _serve(on_find)
+    try:
+        assoc = _associate(server.server_address[1])
+        try:
+            yield assoc
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+
+
+def _query() -> Dataset:
+    query = Dataset()
+    query.AccessionNumber = ""
+    return query
+
+
 def _answers(count: int) -> Iterator[tuple[int, Dataset | None]]:
     for n in range(count):
         ds = Dataset()
@@ -62,23 +83,14 @@ def _answers(count: int) -> Iterator[tuple[int, Dataset | None]]:
 
 @pytest.mark.parametrize("count", [0, 1, 2, 17, 40])
 def test_every_answer_arrives_in_order_with_few_handoffs(sends: list[int], count: int) -> None:
-    server = _serve(lambda event: _answers(count))
-    try:
-        assoc = _associate(server.server_address[1])
-        try:
-            for _ in range(2):  # the same Message ID twice: each query's first goes at once
-                sends.clear()
-                query = Dataset()
-                query.AccessionNumber = ""
-                got = [(int(status.Status), ds.AccessionNumber if ds else None)
-                       for status, ds in assoc.send_c_find(query, MWL, msg_id=7)]
-                assert got == [(0xFF00, f"A{n:05d}") for n in range(count)] + [(0, None)]
-                groups = -(-max(0, count - 1) // encoded.COALESCE_RESPONSES)
-                assert len(sends) == min(count, 1) + groups + 1, sends
-        finally:
-            assoc.release()
-    finally:
-        server.shutdown()
+    with _association(lambda event: _answers(count)) as assoc:
+        for _ in range(2):  # the same Message ID twice: each query's first goes at once
+            sends.clear()
+            got = [(int(status.Status), ds.AccessionNumber if ds else None)
+                   for status, ds in assoc.send_c_find(_query(), MWL, msg_id=7)]
+            assert got == [(0xFF00, f"A{n:05d}") for n in range(count)] + [(0, None)]
+            groups = -(-max(0, count - 1) // encoded.COALESCE_RESPONSES)
+            assert len(sends) == min(count, 1) + groups + 1, sends
 
 
 def test_first_pending_answer_is_not_held_back(sends: list[int]) -> None:
@@ -92,23 +104,14 @@ def test_first_pending_answer_is_not_held_back(sends: list[int]) -> None:
         first_seen.wait(10)
         yield from answers
 
-    server = _serve(on_find)
-    try:
-        assoc = _associate(server.server_address[1])
-        try:
-            query = Dataset()
-            query.AccessionNumber = ""
-            statuses = []
-            for status, _ds in assoc.send_c_find(query, MWL, msg_id=1):
-                statuses.append(int(status.Status) if status else -1)
-                if len(statuses) == 1:
-                    assert not first_seen.is_set()
-                    first_seen.set()
-            assert statuses == [0xFF00, 0xFF00, 0xFF00, 0x0000]
-        finally:
-            assoc.release()
-    finally:
-        server.shutdown()
+    with _association(on_find) as assoc:
+        statuses = []
+        for status, _ds in assoc.send_c_find(_query(), MWL, msg_id=1):
+            statuses.append(int(status.Status) if status else -1)
+            if len(statuses) == 1:
+                assert not first_seen.is_set()
+                first_seen.set()
+        assert statuses == [0xFF00, 0xFF00, 0xFF00, 0x0000]
 
 
 def test_a_long_answer_is_not_all_queued_ahead_of_the_socket(sends: list[int]) -> None:
@@ -126,17 +129,8 @@ def test_a_long_answer_is_not_all_queued_ahead_of_the_socket(sends: list[int]) -
             yield 0xFF00, ds
         yield 0x0000, None
 
-    server = _serve(on_find)
-    try:
-        assoc = _associate(server.server_address[1])
-        try:
-            query = Dataset()
-            query.AccessionNumber = ""
-            count = sum(1 for status, _ds in assoc.send_c_find(query, MWL, msg_id=1)
-                        if status and status.Status == 0xFF00)
-            assert count == 3000
-        finally:
-            assoc.release()
-    finally:
-        server.shutdown()
+    with _association(on_find) as assoc:
+        count = sum(1 for status, _ds in assoc.send_c_find(_query(), MWL, msg_id=1)
+                    if status and status.Status == 0xFF00)
+        assert count == 3000
     assert deepest[0] <= 6, f"{deepest[0]} groups queued ahead of the socket"
