@@ -17,8 +17,10 @@ from broker.dicom.pynetdicom_patches import (
     fixes,
     message_bound,
     pdu_bound,
+    reads,
     speedups,
     wakeups,
+    writes,
 )
 from broker.logs import event
 
@@ -63,6 +65,21 @@ REPLACED: dict[str, tuple[Callable[..., Any], str]] = {
     "association.Association.kill": (
         wakeups._stock_kill,
         "8f9713666a7f4cffd840899f023090e9786668945a7c844f99d7a834077c3972"),
+    "dimse_messages.DIMSEMessage.decode_msg": (
+        encoded._stock_decode_msg,
+        "f51c777e841a76beeaadfe3015bd4f4a68387229a72f13f3a3b7846d01d72284"),
+    "dul.DULServiceProvider.send_pdu": (
+        writes._stock_send_pdu,
+        "7cbce5da8594124e9e70c790a68df640d21df11af4220783e752bc607de8dde6"),
+    "dul.DULServiceProvider._send": (
+        writes._stock_send,
+        "a850a7919e68484ef6751ee7a199b3ba4a911b5cbf0c2928bf796c55539254d4"),
+    "transport.AssociationSocket.ready": (
+        reads._stock_ready.fget,
+        "3eb58e3d39dc076df7a04c804ca183ffd3f4d1b34361039e9e6f11de3d45579c"),
+    "transport.AssociationSocket.close": (
+        reads._stock_close,
+        "c726c8db53813d551475b8b4560634708a64c50bfe818fd2d1df1c06bdeec099"),
     # not replaced, relied on: its loop's poll sleep is what wakeups waits on instead
     "association.Association._run_reactor": (
         _assoc_mod.Association._run_reactor,

@@ -5,14 +5,17 @@
   is skipped for it.
 - C-FIND responses and successful N-CREATE/N-SET responses are sent as one P-DATA-TF built
   with ``struct`` (the stock path builds the command set with pydicom twice and sends two PDUs:
-  ≈ 0.27 ms). The DUL thread still does every socket write, in state-machine order;
-  identifiers larger than the peer's maximum PDU go the stock way.
+  ≈ 0.27 ms); identifiers larger than the peer's maximum PDU go the stock way. The N-service
+  responses are written by the handler's thread when the order allows (``writes``); the
+  C-FIND responses go through the DUL thread, in state-machine order.
 - Pending C-FIND responses after a query's first one are handed to the DUL thread
   ``COALESCE_RESPONSES`` at a time (one queue hand-off, reactor turn and socket write for
   them all instead of one each); the first goes at once, and any other message (the final
   response, a cancel, a failure, another service's) sends what is held before itself. The
   handler waits while more than ``MAX_GROUPS_QUEUED`` groups are still unwritten.
-- N-CREATE-RQ and N-SET-RQ primitives are read from their few command elements.
+- N-CREATE-RQ and N-SET-RQ command sets are cut into their few elements with ``struct`` (no
+  pydicom decoding), their primitives made from those elements; a SOP Class UID checked once
+  is not checked again.
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ from typing import Any
 import pynetdicom.dimse as _dimse
 import pynetdicom.dimse_messages as _messages
 import pynetdicom.dsutils as _dsutils
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_FIND, N_CREATE, N_SET
-from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.utils import set_uid
 
+from broker.dicom.pynetdicom_patches.writes import RawPData, write
 from broker.dicom.status import CANCEL, PENDING, PENDING_WARNING, SUCCESS
 
 _stock_encode = _dsutils.encode
@@ -118,26 +125,6 @@ def _pdu(pdvs: bytes) -> bytes:
     return b"\x04\x00" + struct.pack(">I", len(pdvs)) + pdvs
 
 
-class RawPData(P_DATA):
-    """A P-DATA primitive whose P-DATA-TF bytes are already encoded."""
-
-    def __init__(self, raw: bytes) -> None:
-        super().__init__()
-        self.raw = raw
-
-
-def _data_transfer_action(next_state: str) -> Callable[[Any], str]:
-    def action(dul: Any) -> str:  # replaces fsm DT-1 (Sta6) and AR-7 (Sta8)
-        primitive = dul.to_provider_queue.get(False)
-        if isinstance(primitive, RawPData):
-            if dul.socket is not None:
-                dul.socket.send(primitive.raw)
-        else:
-            dul._send(P_DATA_TF(primitive))
-        return next_state
-    return action
-
-
 _stock_send_msg = _dimse.DIMSEServiceProvider.send_msg
 #: pending C-FIND responses (after a query's first) handed to the DUL thread at once
 COALESCE_RESPONSES = 16
@@ -196,7 +183,7 @@ def _send_msg(self: Any, primitive: Any, context_id: int) -> None:
         command = n_response_command(field, str(primitive.AffectedSOPClassUID),
                                      primitive.MessageIDBeingRespondedTo, SUCCESS,
                                      str(primitive.AffectedSOPInstanceUID))
-        self.dul.send_pdu(RawPData(_pdu(_pdv(context_id, 0x03, command))))
+        write(self.dul, _pdu(_pdv(context_id, 0x03, command)))
         return
     raw = None
     if (isinstance(primitive, C_FIND) and primitive.MessageIDBeingRespondedTo is not None
@@ -233,6 +220,83 @@ _N_REQUEST_ELEMENTS = ((0x00000110, "MessageID"), (0x00000002, "AffectedSOPClass
                        (0x00001001, "RequestedSOPInstanceUID"))
 _N_REQUESTS = {"N_CREATE_RQ": (N_CREATE, "AttributeList"),
                "N_SET_RQ": (N_SET, "ModificationList")}
+#: where the primitives keep the SOP Class UIDs their setters checked
+_CLASS_UID_ATTRIBUTES = {"AffectedSOPClassUID": "_affected_sop_class_uid",
+                         "RequestedSOPClassUID": "_requested_sop_class_uid"}
+_CLASS_UIDS: dict[str, UID] = {}
+
+
+def _class_uid(value: str, keyword: str) -> UID:
+    """A SOP Class UID checked as the primitive's setter checks it (ValueError when it is
+    not a UID), once per value: an association sends the same one in every request."""
+    uid = _CLASS_UIDS.get(value)
+    if uid is None:
+        checked = set_uid(value, keyword)
+        if checked is None:
+            raise ValueError(f"no {keyword}")
+        uid = checked
+        if len(_CLASS_UIDS) < 256:
+            _CLASS_UIDS[value] = uid
+    return uid
+
+
+_stock_decode_msg = _messages.DIMSEMessage.decode_msg
+#: CommandField → the message class of the requests whose command set is cut here
+_N_REQUEST_FIELDS: dict[int, type] = {0x0140: _messages.N_CREATE_RQ,
+                                      0x0120: _messages.N_SET_RQ}
+_ELEMENT = struct.Struct("<HHI")
+
+
+def _command_elements(data: bytes) -> dict[int, bytes] | None:
+    """The elements of a whole command set (after its PDV's control byte), None when it is
+    not a short, well-formed group 0000."""
+    elements: dict[int, bytes] = {}
+    end, at = len(data), 1
+    while at < end:
+        if end - at < 8 or len(elements) >= 8:
+            return None
+        group, element, length = _ELEMENT.unpack_from(data, at)
+        at += 8
+        if group != 0 or at + length > end:
+            return None
+        elements[element] = data[at:at + length]
+        at += length
+    return elements
+
+
+def _us_value(value: bytes | None) -> int | None:
+    return int.from_bytes(value, "little") if value is not None and len(value) == 2 else None
+
+
+def _decode_msg(self: Any, primitive: Any, assoc: Any = None) -> bool:
+    """pynetdicom's DIMSEMessage.decode_msg, with the command set of an N-CREATE-RQ or
+    N-SET-RQ that comes whole in one PDV cut with ``struct``; anything else goes the stock
+    way."""
+    pdvs = primitive.presentation_data_value_list if primitive.__class__ is P_DATA else None
+    if (not pdvs or self.encoded_command_set.tell() or pdvs[0][1][:1] not in (b"\x03",)
+            or any(data[0] & 1 for _, data in pdvs[1:])):
+        return bool(_stock_decode_msg(self, primitive, assoc))
+    context_id, data = pdvs[0]
+    elements = _command_elements(data)
+    message_class = None
+    if elements is not None:
+        message_class = _N_REQUEST_FIELDS.get(_us_value(elements.get(0x0100)) or -1)
+    dataset_type = _us_value(elements.get(0x0800)) if elements is not None else None
+    if elements is None or message_class is None or dataset_type is None:
+        return bool(_stock_decode_msg(self, primitive, assoc))
+    self.encoded_command_set.write(data[1:])
+    self.context_id = context_id
+    self.command_set = Dataset({BaseTag(tag): RawDataElement(
+        BaseTag(tag), None, len(value), value, 0, True, True, True, False)
+        for tag, value in elements.items()})
+    self.__class__ = message_class
+    if dataset_type == 0x0101:
+        return True
+    for _, fragment in pdvs[1:]:
+        self.data_set.write(fragment[1:])
+        if fragment[0] & 2:
+            return True
+    return False
 
 
 def _message_to_primitive(self: Any) -> Any:
@@ -259,7 +323,11 @@ def _message_to_primitive(self: Any) -> Any:
                 value = int.from_bytes(value, "little")
             else:
                 value = bytes(value).decode("ascii").rstrip("\0 ")
-        setattr(primitive, keyword, value)
+        stored = _CLASS_UID_ATTRIBUTES.get(keyword)
+        if stored is not None and value:
+            setattr(primitive, stored, _class_uid(value, keyword))
+        else:
+            setattr(primitive, keyword, value)
     setattr(primitive, dataset_keyword, self.data_set)
     primitive._context_id = self.context_id
     primitive._dataset_path = self._data_set_path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom.pdu import A_ABORT_RQ
@@ -29,11 +30,27 @@ INVALID_PDU_PARAMETER = 0x06
 _original_recv = AssociationSocket.recv
 
 
+def _stock_read(transport: Any, nr_bytes: int) -> bytearray:
+    """pynetdicom's read, then the acknowledgement of what it read."""
+    data: bytearray = _original_recv(transport, nr_bytes)
+    acknowledge_now(transport.socket)
+    return data
+
+
+#: how a PDU's bytes are read (reads.read with ``dicom.fast_path``)
+_read: Callable[[Any, int], bytearray] = _stock_read
+
+
+def use_reader(reader: Callable[[Any, int], bytearray] | None) -> None:
+    """Read PDUs with ``reader`` (None: pynetdicom's own read)."""
+    global _read
+    _read = reader or _stock_read
+
+
 def _bounded_recv(self: Any, nr_bytes: int) -> bytearray:
     if nr_bytes <= MAX_PDU_BYTES:
-        data = _original_recv(self, nr_bytes)
+        data = _read(self, nr_bytes)
         sock = self.socket
-        acknowledge_now(sock)
         if sock is not None and sock is not getattr(self, "_mwl_no_delay", None):
             no_delay(sock)  # once per socket: a requestor's is made by pynetdicom
             self._mwl_no_delay = sock

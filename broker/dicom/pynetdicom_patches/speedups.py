@@ -21,7 +21,7 @@ import pynetdicom.fsm as _fsm
 import pynetdicom.service_class as _service_class
 from pynetdicom import _config
 
-from broker.dicom.pynetdicom_patches import encoded, fixes, wakeups
+from broker.dicom.pynetdicom_patches import encoded, fixes, pdu_bound, reads, wakeups, writes
 
 _FSM_ACTIONS = (("DT-1", "Sta6"), ("AR-7", "Sta8"))
 _stock_actions = {name: _fsm.ACTIONS[name] for name, _ in _FSM_ACTIONS}
@@ -47,12 +47,16 @@ def install() -> None:
     setattr(_service_class, "encode", encoded._encode)  # noqa: B010 - not exported
     for name, state in _FSM_ACTIONS:
         description, _, next_state = _stock_actions[name]
-        _fsm.ACTIONS[name] = (description, encoded._data_transfer_action(state),  # type: ignore[assignment]
+        _fsm.ACTIONS[name] = (description, writes.data_transfer_action(state),  # type: ignore[assignment]
                               next_state)
     _dimse.DIMSEServiceProvider.send_msg = encoded._send_msg  # type: ignore[method-assign]
     _messages.DIMSEMessage.message_to_primitive = (  # type: ignore[method-assign]
         encoded._message_to_primitive)
+    _messages.DIMSEMessage.decode_msg = encoded._decode_msg  # type: ignore[method-assign]
     _dul_mod.DULServiceProvider.__init__ = wakeups._dul_init  # type: ignore[method-assign]
+    writes.install()
+    reads.install()
+    pdu_bound.use_reader(reads.read)
     fixes.use_idle(wakeups._idle_wait, wakeups._close_wake)
     _assoc_mod.Association.__init__ = wakeups._assoc_init  # type: ignore[method-assign]
     _assoc_mod.Association.kill = wakeups._kill  # type: ignore[method-assign]
@@ -72,7 +76,11 @@ def remove() -> None:
     _dimse.DIMSEServiceProvider.send_msg = encoded._stock_send_msg  # type: ignore[method-assign]
     _messages.DIMSEMessage.message_to_primitive = (  # type: ignore[method-assign]
         encoded._stock_to_primitive)
+    _messages.DIMSEMessage.decode_msg = encoded._stock_decode_msg  # type: ignore[method-assign]
     _dul_mod.DULServiceProvider.__init__ = wakeups._stock_dul_init  # type: ignore[method-assign]
+    writes.remove()
+    reads.remove()
+    pdu_bound.use_reader(None)
     fixes.use_stock_idle()
     _assoc_mod.Association.__init__ = wakeups._stock_assoc_init  # type: ignore[method-assign]
     _assoc_mod.Association.kill = wakeups._stock_kill  # type: ignore[method-assign]

@@ -18,6 +18,8 @@ from typing import Any
 import pynetdicom.association as _assoc_mod
 import pynetdicom.dul as _dul_mod
 
+from broker.dicom.pynetdicom_patches import reads
+
 WAKE_TIMEOUT = 0.02
 #: the association's loop, whose 1 ms poll sleep becomes a wait on its wake-up event
 _ASSOCIATION_LOOP = _assoc_mod.Association._run_reactor.__code__
@@ -59,6 +61,8 @@ def _idle_wait(self: Any) -> None:
         sock = transport.socket if transport is not None and transport._is_connected else None
         if sock is not None:
             if hasattr(sock, "pending") and sock.pending():  # TLS-buffered bytes
+                return
+            if reads.buffered(transport):  # bytes read and not yet taken
                 return
             readable.append(sock)
         try:

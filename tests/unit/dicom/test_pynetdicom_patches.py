@@ -9,12 +9,20 @@ from collections.abc import Iterator
 
 import pynetdicom.association as assoc_mod
 import pynetdicom.dimse as dimse_mod
+import pynetdicom.dimse_messages as dimse_messages
 import pynetdicom.dul as dul_mod
 import pynetdicom.transport as transport_mod
 import pytest
 
 from broker.dicom import pynetdicom_patches
-from broker.dicom.pynetdicom_patches import encoded, fixes, message_bound, pdu_bound
+from broker.dicom.pynetdicom_patches import (
+    encoded,
+    fixes,
+    message_bound,
+    pdu_bound,
+    reads,
+    writes,
+)
 
 
 @pytest.mark.parametrize("name", sorted(pynetdicom_patches.REPLACED))
@@ -42,6 +50,12 @@ def test_fixes_stay_with_the_speedups_off() -> None:
     assert dimse_mod.DIMSEServiceProvider.receive_primitive is (
         message_bound._bounded_receive_primitive)
     assert dimse_mod.DIMSEServiceProvider.send_msg is encoded._stock_send_msg
+    assert dimse_messages.DIMSEMessage.decode_msg is encoded._stock_decode_msg
+    assert dul_mod.DULServiceProvider.send_pdu is writes._stock_send_pdu
+    assert dul_mod.DULServiceProvider._send is writes._stock_send
+    assert vars(transport_mod.AssociationSocket)["ready"] is reads._stock_ready
+    assert transport_mod.AssociationSocket.close is reads._stock_close
+    assert pdu_bound._read is pdu_bound._stock_read
 
 
 @pytest.mark.usefixtures("restored")
@@ -49,6 +63,9 @@ def test_apply_is_idempotent_and_switches_both_ways() -> None:
     assert pynetdicom_patches.apply(fast_path=True) is True
     assert pynetdicom_patches.apply(fast_path=True) is True
     assert dimse_mod.DIMSEServiceProvider.send_msg is encoded._send_msg
+    assert dimse_messages.DIMSEMessage.decode_msg is encoded._decode_msg
+    assert dul_mod.DULServiceProvider.send_pdu is writes._send_pdu
+    assert pdu_bound._read is reads.read
     pynetdicom_patches.apply(fast_path=False)
     pynetdicom_patches.apply(fast_path=False)
     assert dimse_mod.DIMSEServiceProvider.send_msg is encoded._stock_send_msg
