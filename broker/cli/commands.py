@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite files that exist")
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("receive", help="listen for HL7 over MLLP (as the RIS would), print each "
+    p = sub.add_parser("listen", aliases=["receive"],
+                       help="listen for HL7 over MLLP (as the RIS would), print (and save) each "
                        "message and acknowledge it")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("-p", "--port", type=int, default=2576)
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MSA-1 of the acknowledgements (AE/AR: see the broker's dead letters)")
     p.add_argument("-n", "--count", type=int, default=0, metavar="N",
                    help="exit after N messages (default: run until interrupted)")
+    p.add_argument("--save", metavar="DIR",
+                   help="also save each message, as received, in DIR (NNNNNN-CONTROLID.hl7)")
     p.set_defaults(func=cmd_receive)
     care_commands.register(sub, common)
     return parser

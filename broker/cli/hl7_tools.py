@@ -82,11 +82,18 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_receive(args: argparse.Namespace) -> int:
     from broker.cli.receiver import Receiver
 
-    receiver = Receiver(args.host, args.port, answer=args.answer, count=args.count)
+    save = Path(args.save) if args.save else None
+    if save is not None:
+        try:
+            save.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"mwl-broker listen: cannot save messages in {save}: {exc}", file=sys.stderr)
+            return 2
+    receiver = Receiver(args.host, args.port, answer=args.answer, count=args.count, save=save)
     try:
         asyncio.run(receiver.run())
     except OSError as exc:
-        print(f"mwl-broker receive: cannot listen on {args.host}:{args.port}: {exc}",
+        print(f"mwl-broker listen: cannot listen on {args.host}:{args.port}: {exc}",
               file=sys.stderr)
         return 2
     return 0

@@ -1,14 +1,17 @@
-"""``mwl-broker receive``: an MLLP listener that prints each HL7 message and acknowledges it.
+"""``mwl-broker listen``: an MLLP listener that prints (and, asked to, saves) each HL7 message
+and acknowledges it.
 
 It plays the RIS end of the broker's outbound messages (status updates, completion notices)
-while a site is set up or a mapping is tried.
+while a site is set up or a mapping is tried, like dcm4che's ``hl7rcv``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from broker.hl7 import charset
@@ -16,16 +19,21 @@ from broker.hl7.ack import Hl7Error, build_ack
 from broker.hl7.message import ParseError, parse
 from broker.hl7.mllp import Frame, Framer, frame
 
+#: what a saved message's file name keeps of its control ID
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
 
 @dataclass
 class Receiver:
-    """Prints every message to ``out``, answers ``answer`` and stops after ``count`` (0: never)."""
+    """Prints every message to ``out`` (and saves it in ``save``, when given), answers
+    ``answer`` and stops after ``count`` (0: never)."""
 
     host: str = "127.0.0.1"
     port: int = 2576
     answer: str = "AA"
     count: int = 0
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    save: Path | None = None
     received: int = 0
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     _server: asyncio.Server | None = None
@@ -74,19 +82,32 @@ class Receiver:
             writer.close()
 
     def _answer(self, payload: bytes, source: str) -> bytes:
-        """Print one message and build its acknowledgement (AR when it cannot be parsed)."""
+        """Print (and save) one message and build its acknowledgement (AR when it cannot be
+        parsed)."""
         self.received += 1
         try:
             decoded = charset.decode(payload)
             message = parse(decoded.text, decoded.codec)
         except (charset.CharsetError, ParseError) as exc:
+            saved = self._save(payload, "unreadable")
             text = payload.decode("utf-8", errors="replace")
-            self._print(f"# from {source}: unreadable ({exc}), answered AR", text)
+            self._print(f"# from {source}: unreadable ({exc}), answered AR{saved}", text)
             ack = build_ack("AR", None, errors=(Hl7Error(100, str(exc), "MSH"),))
             return ack.encode("ascii", errors="replace")
+        saved = self._save(payload, message.control_id)
         self._print(f"# from {source}: {message.message_type} control ID {message.control_id} "
-                    f"({decoded.codec}), answered {self.answer}", decoded.text)
+                    f"({decoded.codec}), answered {self.answer}{saved}", decoded.text)
         return build_ack(self.answer, message).encode(decoded.codec, errors="replace")
+
+    def _save(self, payload: bytes, control_id: str) -> str:
+        """The message's bytes as received, in ``save`` as NNNNNN-CONTROLID.hl7 (the control
+        ID cut to letters, digits, '.', '_' and '-'); the note for its printed header."""
+        if self.save is None:
+            return ""
+        name = f"{self.received:06d}-{_SAFE.sub('_', control_id)[:64] or 'none'}.hl7"
+        path = self.save / name
+        path.write_bytes(payload)
+        return f", saved as {path}"
 
     def _print(self, head: str, text: str) -> None:
         print(head, file=self.out)
