@@ -19,14 +19,14 @@ from broker.admin import health
 from broker.admin.http import AdminServer
 from broker.admin.ports import HealthSource
 from broker.admin.service import AdminService
+from broker.analyst.query_log import QueryRecorder
 from broker.cluster.membership import Membership
 from broker.config import Settings
 from broker.dicom import mpps as mpps_checks
-from broker.dicom import pynetdicom_patches
+from broker.dicom import pynetdicom_patches, worklist_matching
 from broker.dicom.archive_reports import ArchiveReports
 from broker.dicom.forward import MppsForwarder
-from broker.dicom.mwl import QueryLimits
-from broker.dicom.server import CallingAeOptions, DicomServer, WorklistOptions
+from broker.dicom.server import DicomServer
 from broker.dicom.stgcmt import CommitmentRequester
 from broker.flows.completion import CompletionFlow
 from broker.flows.hl7_in import Ingestor
@@ -95,8 +95,9 @@ class Broker:
                       forward_to=[f.name for f in d.mpps_forward],
                       match_accession=d.mpps_match_accession, store_timeout=d.mpps_store_timeout,
                       on_queued=self._queued)
+        self.query_log = QueryRecorder(self.writer, self.node)
         self.dicom = _dicom_server(settings, self.store, mpps, self.archive_reports,
-                                   self.metrics)
+                                   self.metrics, self.query_log)
         self.metrics.count_associations(lambda: self.dicom.active_associations)
         self.admin = self._admin_server() if settings.admin.enabled else None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,6 +140,8 @@ class Broker:
             stack.push_async_callback(self.outbox.stop)
             await self.mllp.start()
             stack.push_async_callback(self.mllp.stop, self.settings.mllp.shutdown_grace)
+            await self.query_log.start()
+            stack.push_async_callback(self.query_log.stop)
             await asyncio.to_thread(self.dicom.start)
             stack.push_async_callback(asyncio.to_thread, self.dicom.stop)
             if self.watcher is not None:
@@ -203,28 +206,25 @@ def _mllp_server(settings: Settings, handler: Hl7Handler, oversize: OversizeHand
 
 
 def _dicom_server(settings: Settings, store: Store, mpps: MppsIn,
-                  archive_reports: ArchiveReports, metrics: Metrics) -> DicomServer:
+                  archive_reports: ArchiveReports, metrics: Metrics,
+                  query_log: QueryRecorder) -> DicomServer:
     d = settings.dicom
     pynetdicom_patches.apply(d.fast_path, d.max_message_bytes)
-    options = WorklistOptions(
-        show_all_statuses=d.show_all_statuses,
-        default=CallingAeOptions(charset=d.charset),
-        callers={c.ae_title: CallingAeOptions(c.station_key, c.charset) for c in d.calling_aes})
     return DicomServer(store.worklist_reader, ae_title=d.ae_title, host=d.host, port=d.port,
                        max_associations=d.max_associations,
-                       calling_aes=d.allowed_calling_aes or None, options=options,
+                       calling_aes=d.allowed_calling_aes or None,
+                       matching=worklist_matching.from_settings(d),
                        fast_path=d.fast_path,
                        max_concurrent_queries=d.max_concurrent_queries,
                        max_message_bytes=d.max_message_bytes,
                        max_associations_per_address=d.max_associations_per_address,
                        negotiation_timeout=d.negotiation_timeout,
-                       query_limits=QueryLimits(d.max_query_value_length,
-                                                d.max_query_wildcards, d.max_query_uids),
                        ssl_context=server_context(d.tls, "dicom.tls"),
                        handshake_timeout=d.tls.handshake_timeout,
                        allowed_addresses=AddressAllowList(
                            d.allowed_addresses, "dicom.allowed_addresses") or None,
-                       mpps=mpps, archive_reports=archive_reports, metrics=metrics)
+                       mpps=mpps, archive_reports=archive_reports, metrics=metrics,
+                       query_log=query_log.record)
 
 
 def _completion(settings: Settings, mappings: Callable[[], Any],

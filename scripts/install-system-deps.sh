@@ -3,10 +3,13 @@
 # storescu, wlmscpfs), Orthanc, and headless Chromium with its WebDriver (the admin console's
 # browser tests), systemd for `systemd-analyze verify` of the unit file, PostgreSQL (the second
 # store backend: tests run initdb/pg_ctl themselves in temporary folders) and HAProxy (in front of
-# several brokers in the HA tests). Services are not started by the install (policy-rc.d refuses
-# them): tests start their own instances on loopback ports. Installs only what is missing.
+# several brokers in the HA tests), Prometheus (promtool checks the shipped alert rules) and rsyslog
+# (the audit repository the IHE ATNA tests send to; rsyslog-openssl for its TLS listener).
+# Services are not started by the install (policy-rc.d refuses them): tests start their own
+# instances on loopback ports. Installs only what is missing.
 set -euo pipefail
-packages=(dcmtk orthanc chromium chromium-driver systemd postgresql haproxy)
+packages=(dcmtk orthanc chromium chromium-driver systemd postgresql haproxy prometheus rsyslog
+          rsyslog-openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

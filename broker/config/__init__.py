@@ -259,6 +259,8 @@ class RetentionSettings:
     mpps_days: float = 30.0
     message_log_days: float = 90.0
     outbox_delivered_days: float = 30.0
+    #: the query log (every worklist C-FIND with its keys and what it found)
+    query_log_days: float = 30.0
     chunk: int = 500
 
 

@@ -8,13 +8,13 @@ their own thread (never the writer's) and never touch the asyncio loop.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +39,6 @@ from broker.dicom.mpps_scp import MppsScp
 from broker.dicom.mwl import (
     ParsedQuery,
     QueryLimitError,
-    QueryLimits,
-    parse_identifier,
     response_nodes,
     to_pydicom,
 )
@@ -57,11 +55,13 @@ from broker.dicom.status import (
     DimseFailure,
     status_dataset,
 )
+from broker.dicom.worklist_matching import WorklistMatching
 from broker.logs import event, without_values
 from broker.net.allow import AddressAllowList
 from broker.net.peer_limits import PerAddressLimit
 from broker.store.errors import StoreError
 from broker.store.ports import WorklistReader
+from broker.store.query_log import QueryRecord
 
 if TYPE_CHECKING:
     from broker.flows.mpps_in import MppsIn
@@ -71,50 +71,25 @@ log = logging.getLogger("broker.dicom")
 
 #: worklist answers built per turn of a query (between turns other queries and HL7 run)
 QUERY_CHUNK = 32
-#: DICOM Specific Character Set → how names that it cannot hold are written
-CHARSETS = {"ISO_IR 192": "utf-8", "GB18030": "gb18030", "ISO_IR 100": "latin-1"}
-
-
-@dataclass
-class CallingAeOptions:
-    """Per calling AE title: use it as the station key; the response character set."""
-
-    station_key: bool = False
-    charset: str = "ISO_IR 192"
-
-
-@dataclass
-class WorklistOptions:
-    show_all_statuses: bool = False
-    default: CallingAeOptions = field(default_factory=CallingAeOptions)
-    callers: dict[str, CallingAeOptions] = field(default_factory=dict)
-
-    def for_caller(self, ae_title: str) -> CallingAeOptions:
-        return self.callers.get(ae_title.strip(), self.default)
-
-
-def latin1_name(pn: str) -> str:
-    """A PN for ISO_IR 100: the alphabetic group only, unencodable characters as '?'."""
-    alphabetic = pn.split("=")[0]
-    return alphabetic.encode("latin-1", errors="replace").decode("latin-1")
 
 
 class DicomServer:
     def __init__(self, worklist_reader: Callable[[], WorklistReader], *, ae_title: str,
                  host: str, port: int,
                  max_associations: int = 128, calling_aes: list[str] | None = None,
-                 options: WorklistOptions | None = None, fast_path: bool = True,
+                 matching: WorklistMatching | None = None, fast_path: bool = True,
                  ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
                  allowed_addresses: AddressAllowList | None = None,
                  max_concurrent_queries: int = 4,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  max_associations_per_address: int = 32,
                  negotiation_timeout: float = 10.0,
-                 query_limits: QueryLimits | None = None,
                  mpps: MppsIn | None = None, archive_reports: ArchiveReports | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 query_log: Callable[[QueryRecord], None] | None = None) -> None:
         """``mpps`` serves MPPS, ``archive_reports`` storage commitment reports and IAN
-        (each context is offered only when given)."""
+        (each context is offered only when given); ``query_log`` is given a record of each
+        worklist C-FIND (from the association's thread: it must not block)."""
         self.worklist_reader = worklist_reader
         self.ae_title, self.host, self.port = ae_title, host, port
         self.ssl_context = ssl_context
@@ -123,7 +98,7 @@ class DicomServer:
         self.max_message_bytes = max_message_bytes
         self.per_address = PerAddressLimit(max_associations_per_address)
         self.negotiation_timeout = negotiation_timeout
-        self.options = options or WorklistOptions()
+        self.matching = matching or WorklistMatching()
         self.mpps = MppsScp(mpps, metrics) if mpps is not None else None
         self.archive_reports = archive_reports
         # pre-encoded answers need the speed-ups, which the application installs at start
@@ -151,8 +126,8 @@ class DicomServer:
         self._local = threading.local()
         self.queries = 0
         self._query_slots = threading.BoundedSemaphore(max(1, max_concurrent_queries))
-        self.query_limits = query_limits or QueryLimits()
         self.metrics = metrics
+        self.query_log = query_log
 
     @property
     def bound_port(self) -> int:
@@ -238,13 +213,11 @@ class DicomServer:
     def _on_find(self, ev: Event) -> Iterator[tuple[Any, Any]]:
         started = time.perf_counter()
         calling = ev.assoc.requestor.ae_title
-        options = self.options.for_caller(calling)
         matches = 0
+        step_ids: list[int] = []
         try:
             identifier = ev.identifier
-            parsed = parse_identifier(identifier,
-                                      calling.strip() if options.station_key else "",
-                                      self.query_limits)
+            parsed = self.matching.parse(identifier, calling)
         except QueryLimitError as exc:  # logged with the value's size, never its value
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
                   status=f"0x{exc.status:04X}", attribute=exc.keyword, count=exc.count,
@@ -252,29 +225,31 @@ class DicomServer:
             if self.metrics is not None:
                 self.metrics.rejected("dicom", "query_limit")
             self._count_find("refused", started)
+            self._record(ev, started, None, "refused", exc.status, 0, step_ids, exc.comment)
             yield exc.dataset(), None
             return
         except DimseFailure as exc:
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
                   status=f"0x{exc.status:04X}", error=without_values(exc.comment[:64]))
             self._count_find("refused", started)
+            self._record(ev, started, None, "refused", exc.status, 0, step_ids, exc.comment)
             yield exc.dataset(), None
             return
         except Exception as exc:  # an identifier pydicom cannot decode
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
                   status=f"0x{IDENTIFIER_DOES_NOT_MATCH:04X}", error=without_values(str(exc)))
             self._count_find("refused", started)
-            yield status_dataset(IDENTIFIER_DOES_NOT_MATCH,
-                                 f"identifier cannot be read: {exc}"), None
+            comment = f"identifier cannot be read: {exc}"
+            self._record(ev, started, None, "refused", IDENTIFIER_DOES_NOT_MATCH, 0, step_ids,
+                         comment)
+            yield status_dataset(IDENTIFIER_DOES_NOT_MATCH, comment), None
             return
-        if self.options.show_all_statuses:
-            parsed.query.include_hidden = True
         status = PENDING_WARNING if parsed.unsupported else PENDING
-        encode_name = latin1_name if options.charset == "ISO_IR 100" else None
+        encode_name = self.matching.encode_name(calling)
         syntax = ev.context.transfer_syntax
         implicit = syntax == ImplicitVRLittleEndian
         pre_encode = self.fast and (implicit or syntax == ExplicitVRLittleEndian)
-        charset = options.charset
+        charset = self.matching.charset(calling)
         try:
             rows = self._reader().search(parsed.query)
             while True:
@@ -283,6 +258,7 @@ class DicomServer:
                 with self._query_slots:
                     chunk = []
                     for row in itertools.islice(rows, QUERY_CHUNK):
+                        step_ids.append(row.step_id)
                         nodes = response_nodes(row, parsed.keys, encode_name)
                         chunk.append(PreEncoded(
                             encode(nodes, charset, implicit), implicit,
@@ -294,6 +270,8 @@ class DicomServer:
                     if ev.is_cancelled:
                         self._log_query(calling, parsed, matches, started, "cancelled")
                         self._count_find("cancelled", started)
+                        self._record(ev, started, parsed, "cancelled", CANCEL, matches,
+                                     step_ids[:matches])
                         yield CANCEL, None
                         return
                     matches += 1
@@ -301,12 +279,15 @@ class DicomServer:
         except StoreError as exc:
             event(log, "mwl_query_failed", logging.ERROR, calling_ae=calling, error=str(exc))
             self._count_find("failed", started)
-            yield status_dataset(UNABLE_TO_PROCESS_STORE,
-                                 f"worklist store unavailable: {exc}"), None
+            comment = f"worklist store unavailable: {exc}"
+            self._record(ev, started, parsed, "failed", UNABLE_TO_PROCESS_STORE, matches,
+                         step_ids[:matches], comment)
+            yield status_dataset(UNABLE_TO_PROCESS_STORE, comment), None
             return
         self.queries += 1
         self._log_query(calling, parsed, matches, started, "done")
         self._count_find("done", started)
+        self._record(ev, started, parsed, "done", SUCCESS, matches, step_ids)
         yield SUCCESS, None
 
     def _on_n_event_report(self, ev: Event) -> tuple[Any, Any]:
@@ -330,6 +311,26 @@ class DicomServer:
         if self.mpps is None:
             return status_dataset(PROCESSING_FAILURE, "MPPS is not taken here"), None
         return self.mpps.on_n_set(ev)
+
+    def _record(self, ev: Event, started: float, parsed: ParsedQuery | None, outcome: str,
+                status: int, matches: int, step_ids: list[int], error: str = "") -> None:
+        """The query log's record of this C-FIND (nothing when there is no query log)."""
+        if self.query_log is None:
+            return
+        elapsed = time.perf_counter() - started
+        requestor = ev.assoc.requestor
+        raw: Any = getattr(ev.request, "Identifier", None)
+        options = self.matching.options.for_caller(requestor.ae_title)
+        self.query_log(QueryRecord(
+            queried_at=time.time() - elapsed, calling_ae=requestor.ae_title.strip(),
+            called_ae=ev.assoc.acceptor.ae_title.strip(),
+            peer=f"{requestor.address}:{requestor.port}",
+            keys=parsed.query.keys() if parsed is not None else {},
+            identifier=raw.getvalue() if isinstance(raw, io.BytesIO) else b"",
+            transfer_syntax=str(ev.context.transfer_syntax), outcome=outcome, status=status,
+            matches=matches, ms=round(elapsed * 1000, 3), error=error[:500],
+            station_key=requestor.ae_title.strip() if options.station_key else "",
+            step_ids=step_ids))
 
     def _count_find(self, outcome: str, started: float) -> None:
         if self.metrics is not None:

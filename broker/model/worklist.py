@@ -34,14 +34,28 @@ class Match:
     high: str = ""
     values: tuple[str, ...] = ()
 
+    @property
+    def text(self) -> str:
+        """The value as a query writes it: a range as ``low-high``, a UID list with ``\\``."""
+        if self.kind == "range":
+            return f"{self.low}-{self.high}"
+        if self.kind == "list":
+            return "\\".join(self.values)
+        return self.value
+
 
 @dataclass(slots=True)
 class WorklistQuery:
     matches: list[Match] = field(default_factory=list)
     include_hidden: bool = False  # the query has a value for SPS Status
+    step_ids: tuple[int, ...] = ()  # only these steps (row ids): the analyst's explanation
 
     def keywords(self) -> set[str]:
         return {m.keyword for m in self.matches}
+
+    def keys(self) -> dict[str, str]:
+        """Each matching key and its value as the query wrote it."""
+        return {m.keyword: m.text for m in self.matches}
 
 
 def name_keys(pn: str) -> set[str]:

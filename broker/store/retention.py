@@ -170,6 +170,9 @@ def _unlink_duplicates(conn: Connection, d: Dialect, ids: str) -> None:
                  f" {ids_sql} AND id > {first}", (ids,))
     conn.execute(f"UPDATE message_log SET duplicate_of = NULL WHERE duplicate_of IN {ids_sql}",
                  (ids,))
+    # a kept replay of a deleted message stays a replay (replayed_by), without its link
+    conn.execute(f"UPDATE message_log SET replay_of = NULL WHERE replay_of IN {ids_sql}",
+                 (ids,))
 
 
 #: an MPPS still kept: not ended, or ended after the MPPS cutoff
@@ -186,8 +189,11 @@ OUTBOX_DELIVERED = Rule("outbox_delivered", "outbox",
                         "state = 'delivered' AND updated_at < :outbox_delivered",
                         _doomed_own("outbox_delivered"))
 
+#: the worklist queries modalities made (the analyst's query log)
+QUERY_LOG = Rule("query_log", "query_log", "queried_at < :query_log", _doomed_own("query_log"))
+
 #: in the order they run
-RULES: tuple[Rule, ...] = (STEPS, MPPS, MESSAGE_LOG, OUTBOX_DELIVERED)
+RULES: tuple[Rule, ...] = (STEPS, MPPS, MESSAGE_LOG, OUTBOX_DELIVERED, QUERY_LOG)
 
 
 class RetentionRepo:

@@ -279,6 +279,46 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 8: the query log (every worklist C-FIND: who asked what, what it found) and replays of
+    #    stored inbound messages (linked to the original, with who asked and why; a replay —
+    #    replayed_by is set — is never the accepted original of its control ID, so the unique
+    #    index leaves it out, also once retention has removed the original it points to)
+    """
+    CREATE TABLE query_log (
+        id INTEGER PRIMARY KEY,
+        queried_at REAL NOT NULL,
+        service TEXT NOT NULL DEFAULT 'mwl',
+        calling_ae TEXT NOT NULL DEFAULT '',
+        called_ae TEXT NOT NULL DEFAULT '',
+        peer TEXT NOT NULL DEFAULT '',
+        node TEXT NOT NULL DEFAULT '',
+        keys TEXT NOT NULL DEFAULT '{}',
+        identifier BLOB NOT NULL,
+        transfer_syntax TEXT NOT NULL DEFAULT '',
+        station_key TEXT NOT NULL DEFAULT '',
+        matches INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT '',
+        ms REAL NOT NULL DEFAULT 0,
+        step_ids TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX query_log_at ON query_log(queried_at);
+    CREATE INDEX query_log_caller ON query_log(calling_ae, queried_at);
+
+    ALTER TABLE message_log ADD COLUMN replay_of INTEGER REFERENCES message_log(id);
+    ALTER TABLE message_log ADD COLUMN replayed_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE message_log ADD COLUMN replay_reason TEXT NOT NULL DEFAULT '';
+    CREATE INDEX message_log_replay ON message_log(replay_of) WHERE replay_of IS NOT NULL;
+    DROP INDEX message_log_original;
+    CREATE UNIQUE INDEX message_log_original
+        ON message_log(sender_application, sender_facility, control_id)
+        WHERE outcome = 'AA' AND duplicate_of IS NULL AND control_id != ''
+          AND replayed_by = '';
+    """
+)
+
 #: migrations that only add (tables, columns with defaults, indexes): a broker of the
 #: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
-ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7})
+ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8})

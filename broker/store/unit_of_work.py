@@ -12,6 +12,7 @@ from broker.store.connection import Connection
 from broker.store.dialect import Dialect
 from broker.store.messages import MessageLog
 from broker.store.orders import OrderRepo
+from broker.store.query_log import QueryLogRepo
 from broker.store.repo import MppsRepo, OutboxRepo, Repo
 from broker.store.retention import RetentionRepo
 from broker.store.sqlite.dialect import SQLITE
@@ -75,6 +76,10 @@ class UnitOfWork:
     @property
     def completion(self) -> CompletionRepo:
         return self._repo(CompletionRepo)
+
+    @property
+    def queries(self) -> QueryLogRepo:
+        return self._repo(QueryLogRepo)
 
     @property
     def cluster(self) -> ClusterRepo:

@@ -70,6 +70,7 @@ class WorklistRow:
     patient: Attrs
     procedure: Attrs
     step: Attrs
+    step_id: int = 0  # the step's row id (the query log keeps which steps a query returned)
 
 
 def pn_match(stored: str | None, query: str) -> bool:
@@ -133,14 +134,17 @@ def build(query: WorklistQuery, d: Dialect = SQLITE) -> Statement:
         if match.keyword in COLUMNS:
             pn = _condition(match, COLUMNS[match.keyword], where, params, d)
             if pn is not None:
-                filters.append((7 + len(extra), pn))
+                filters.append((8 + len(extra), pn))
                 extra.append(COLUMNS[match.keyword])
+    if query.step_ids:  # the analyst's explanation: the same query, on these steps only
+        where.append(f"s.id IN {d.json_values(integer=True)}")
+        params.append(json.dumps(list(query.step_ids)))
     if not query.include_hidden:
         where.append(f"s.status NOT IN ({', '.join('?' * len(HIDDEN_STATUSES))})")
         params += [s.value for s in HIDDEN_STATUSES]
     columns = "".join(f", {c}" for c in extra)
     sql = (f"SELECT pt.patient_id, pt.issuer, pt.attrs, p.study_uid, p.attrs, s.status,"
-           f" s.attrs{columns} FROM {source} JOIN procedures p ON p.id = s.procedure_fk"
+           f" s.attrs, s.id{columns} FROM {source} JOIN procedures p ON p.id = s.procedure_fk"
            f" JOIN patients pt ON pt.id = p.patient_fk")
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -188,7 +192,7 @@ def rows(cursor: Batches, filters: list[tuple[int, str]]) -> Iterator[WorklistRo
         for row in batch:
             if filters and not all(pn_match(row[i], p) for i, p in filters):
                 continue
-            patient_id, issuer, patient, uid, procedure, status, step = row[:7]
+            patient_id, issuer, patient, uid, procedure, status, step, step_id = row[:8]
             patient_attrs = json.loads(patient)
             patient_attrs["PatientID"] = patient_id
             if issuer:
@@ -197,4 +201,4 @@ def rows(cursor: Batches, filters: list[tuple[int, str]]) -> Iterator[WorklistRo
             procedure_attrs["StudyInstanceUID"] = uid
             step_attrs = json.loads(step)
             step_attrs["ScheduledProcedureStepStatus"] = status
-            yield WorklistRow(patient_attrs, procedure_attrs, step_attrs)
+            yield WorklistRow(patient_attrs, procedure_attrs, step_attrs, step_id)

@@ -15,7 +15,7 @@ from broker.dicom.client import build_query, query_keys
 from broker.dicom.encoder import encode
 from broker.dicom.mwl import parse_identifier, response_nodes, to_pydicom
 from broker.dicom.pynetdicom_patches.encoded import find_response_command
-from broker.dicom.server import latin1_name
+from broker.dicom.worklist_matching import latin1_name
 from broker.store.worklist_query import WorklistRow
 
 ROW = WorklistRow(

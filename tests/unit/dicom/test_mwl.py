@@ -20,8 +20,8 @@ from broker.dicom.mwl import (
     build_response,
     parse_identifier,
 )
-from broker.dicom.server import latin1_name
 from broker.dicom.status import DimseFailure
+from broker.dicom.worklist_matching import latin1_name
 from broker.model.worklist import Match
 from broker.store.worklist_query import START_DATE, START_TIME, STATION, WorklistRow
 

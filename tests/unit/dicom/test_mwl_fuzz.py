@@ -22,8 +22,8 @@ from pydicom.filereader import read_dataset
 from broker.config.checks import DICOM_CHARSETS
 from broker.dicom.encoder import encode
 from broker.dicom.mwl import SPS_SEQUENCE, parse_identifier, response_nodes, to_pydicom
-from broker.dicom.server import latin1_name
 from broker.dicom.status import DimseFailure
+from broker.dicom.worklist_matching import latin1_name
 from broker.hl7.message import parse
 from broker.mapping.engine import map_message
 from broker.mapping.schema import load_mappings

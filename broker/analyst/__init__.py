@@ -1,0 +1,1 @@
+"""The integration analyst's tools: the query log, preview, explanation, trace and replay."""
