@@ -16,10 +16,12 @@ from typing import Any
 
 from broker import __version__
 from broker.admin import health
+from broker.admin.analyst import AnalystService
 from broker.admin.http import AdminServer
 from broker.admin.ports import HealthSource
 from broker.admin.service import AdminService
 from broker.analyst.query_log import QueryRecorder
+from broker.audit.trail import AuditTrail, open_trail
 from broker.cluster.membership import Membership
 from broker.config import Settings
 from broker.dicom import mpps as mpps_checks
@@ -39,9 +41,11 @@ from broker.mapping.watcher import MappingWatcher
 from broker.metrics import Metrics
 from broker.model.ports import Hl7Handler, OversizeHandler
 from broker.net.allow import AddressAllowList
+from broker.net.certs import certificates
 from broker.net.exposure import open_listeners
 from broker.net.tls import client_args, client_context, server_context
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
+from broker.store.analyst_queries import AnalystReader
 from broker.store.factory import Store, open_store
 from broker.store.repo import OutboxRow
 from broker.workflow.completion import Completion, CompletionPolicy
@@ -61,12 +65,13 @@ class Broker:
         db = settings.database
         self.node = node_id(settings)
         ack.use_node(self.node)
+        self.audit = open_trail(settings.audit, self.node, settings.dicom.ae_title, db)
         self.store = open_store(db, self.node)
         self.writer = self.store.writer
         self.ingestor = Ingestor(self.writer, self.mappings, settings.hl7, settings.mllp,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, audit=self.audit)
         self.mllp = _mllp_server(settings, self._handle_hl7, self.ingestor.oversize_ack,
-                                 self.metrics)
+                                 self.metrics, self.audit)
         interval = settings.mappings.watch_interval
         self.watcher = MappingWatcher(self.mappings, interval) if interval > 0 else None
         o = settings.outbound
@@ -94,11 +99,12 @@ class Broker:
         mpps = MppsIn(self.writer, notify=notifier, final=self.completion.mpps_final,
                       forward_to=[f.name for f in d.mpps_forward],
                       match_accession=d.mpps_match_accession, store_timeout=d.mpps_store_timeout,
-                      on_queued=self._queued)
+                      on_queued=self._queued, audit=self.audit)
         self.query_log = QueryRecorder(self.writer, self.node)
         self.dicom = _dicom_server(settings, self.store, mpps, self.archive_reports,
-                                   self.metrics, self.query_log)
+                                   self.metrics, self.query_log, self.audit)
         self.metrics.count_associations(lambda: self.dicom.active_associations)
+        self.metrics.set_certificates(certificates(settings))  # those the contexts loaded
         self.admin = self._admin_server() if settings.admin.enabled else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = contextlib.AsyncExitStack()
@@ -111,7 +117,13 @@ class Broker:
             partial(health.database, self.membership, self.store.description)]
         service = AdminService(self.writer, self.store.admin_reader, self.outbox, self.mappings,
                                self.metrics, sources, self.node)
-        return AdminServer(self.settings.admin, self.metrics, service)
+        analyst = AnalystService(lambda: AnalystReader(service.reader.conn,
+                                                       service.reader.dialect),
+                                 self.store.worklist_reader,
+                                 worklist_matching.from_settings(self.settings.dicom),
+                                 ingest=self.ingestor.handle)
+        return AdminServer(self.settings.admin, self.metrics, service, analyst,
+                           audit=self.audit)
 
     def _ports(self) -> tuple[int, int, int]:
         admin = self.settings.admin.port if self.settings.admin.enabled else 0
@@ -131,6 +143,8 @@ class Broker:
         started = time.perf_counter()
         self._loop = asyncio.get_running_loop()
         async with contextlib.AsyncExitStack() as stack:
+            await asyncio.to_thread(self.audit.start)  # first to start, last to stop
+            stack.push_async_callback(asyncio.to_thread, self.audit.stop)
             await asyncio.to_thread(self.writer.start)
             stack.push_async_callback(asyncio.to_thread, self.store.close)
             stack.push_async_callback(asyncio.to_thread, self.writer.stop)
@@ -158,6 +172,7 @@ class Broker:
         for exposed in open_listeners(self.settings):
             event(log, "listener_open_to_all", logging.WARNING, listener=exposed.listener,
                   host=exposed.host, port=exposed.port, restrict_with=exposed.restrict)
+        self.audit.application_start()
         event(log, "broker_ready", node=self.node, database=self.store.description,
               mllp_port=self.mllp.bound_port, dicom_port=self.dicom.bound_port,
               seconds=round(time.perf_counter() - started, 3))
@@ -165,6 +180,7 @@ class Broker:
     async def stop(self) -> None:
         """Stop what started, in reverse order: the console first, the store last."""
         event(log, "broker_stopping")
+        self.audit.application_stop()
         await self._running.aclose()
         event(log, "broker_stopped")
 
@@ -193,7 +209,7 @@ def node_id(settings: Settings) -> str:
 
 
 def _mllp_server(settings: Settings, handler: Hl7Handler, oversize: OversizeHandler,
-                 metrics: Metrics) -> MllpServer:
+                 metrics: Metrics, audit: AuditTrail) -> MllpServer:
     m = settings.mllp
     return MllpServer(handler, oversize, host=m.host, port=m.port, max_frame=m.max_frame_bytes,
                       idle_timeout=m.idle_timeout, max_connections=m.max_connections,
@@ -202,12 +218,12 @@ def _mllp_server(settings: Settings, handler: Hl7Handler, oversize: OversizeHand
                       allowed_addresses=AddressAllowList(
                           m.allowed_addresses, "mllp.allowed_addresses") or None,
                       max_connections_per_address=m.max_connections_per_address,
-                      frame_timeout=m.frame_timeout, metrics=metrics)
+                      frame_timeout=m.frame_timeout, metrics=metrics, audit=audit)
 
 
 def _dicom_server(settings: Settings, store: Store, mpps: MppsIn,
                   archive_reports: ArchiveReports, metrics: Metrics,
-                  query_log: QueryRecorder) -> DicomServer:
+                  query_log: QueryRecorder, audit: AuditTrail) -> DicomServer:
     d = settings.dicom
     pynetdicom_patches.apply(d.fast_path, d.max_message_bytes)
     return DicomServer(store.worklist_reader, ae_title=d.ae_title, host=d.host, port=d.port,
@@ -224,7 +240,7 @@ def _dicom_server(settings: Settings, store: Store, mpps: MppsIn,
                        allowed_addresses=AddressAllowList(
                            d.allowed_addresses, "dicom.allowed_addresses") or None,
                        mpps=mpps, archive_reports=archive_reports, metrics=metrics,
-                       query_log=query_log.record)
+                       query_log=query_log.record if d.query_log else None, audit=audit)
 
 
 def _completion(settings: Settings, mappings: Callable[[], Any],

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from broker.admin.sessions import SessionStore
 from broker.admin.throttle import FailureLimit
+from broker.audit.trail import AuditTrail, DisabledAuditTrail
 from broker.config import AdminSettings, ConfigError, is_loopback
 from broker.logs import event
 from broker.metrics import Metrics
@@ -25,6 +26,8 @@ COOKIE = "mwl_console"
 PUBLIC_PREFIXES = ("/login", "/logout", "/static/")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: the user of the audit trail's authentication events: whoever holds admin.token
+ADMIN_USER = "admin"
 
 
 def resolve_token(settings: AdminSettings) -> str:
@@ -55,11 +58,12 @@ class Guard:
     offers until the window lets it try again. A live console session is still served."""
 
     def __init__(self, token: str, metrics: Metrics, sessions: SessionStore,
-                 failures: FailureLimit) -> None:
+                 failures: FailureLimit, audit: AuditTrail | None = None) -> None:
         self.token = token
         self.metrics = metrics
         self.sessions = sessions
         self.failures = failures
+        self.audit = audit or DisabledAuditTrail()
 
     @property
     def required(self) -> bool:
@@ -75,9 +79,22 @@ class Guard:
     def failed(self, request: web.Request, what: str) -> None:
         """Count a failed credential (never logged: only that it failed)."""
         peer = request.remote or "?"
-        if self.failures.failed(peer):
+        locked = self.failures.failed(peer)
+        if locked:
             event(log, "admin_peer_locked_out", logging.WARNING, peer=peer, after=what,
                   failures=self.failures.max_failures, window_s=self.failures.window)
+        self.audit.user_authentication(ADMIN_USER, peer, False, locked_out=locked,
+                                       detail=f"{what}: not the admin token")
+
+    def signed_in(self, request: web.Request) -> None:
+        """A console sign-in with the token (audited; a bearer token on each API request
+        is not, only its failures are)."""
+        self.audit.user_authentication(ADMIN_USER, request.remote or "?", True,
+                                       detail="console sign-in")
+
+    def signed_out(self, request: web.Request) -> None:
+        self.audit.user_authentication(ADMIN_USER, request.remote or "?", True, logout=True,
+                                       detail="console sign-out")
 
     def rate_limited(self, request: web.Request, retry_after: int) -> web.Response:
         response = self._refuse(request, 429, "rate_limited",

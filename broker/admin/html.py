@@ -15,8 +15,8 @@ from aiohttp import web
 
 from broker import __version__
 
-NAV = (("/worklist", "Worklist"), ("/messages", "Messages"), ("/outbox", "Outbox"),
-       ("/mappings", "Mappings"), ("/health", "Health"))
+NAV = (("/worklist", "Worklist"), ("/queries", "Queries"), ("/messages", "Messages"),
+       ("/outbox", "Outbox"), ("/mappings", "Mappings"), ("/health", "Health"))
 
 
 @functools.cache

@@ -7,14 +7,16 @@ import logging
 
 from aiohttp import web
 
-from broker.admin import api, views
+from broker.admin import analyst_api, analyst_views, api, views
 from broker.admin import html as h
+from broker.admin.analyst import AnalystService
 from broker.admin.auth import COOKIE, Guard, Handler, resolve_token
 from broker.admin.headers import add_security_headers
 from broker.admin.listen import ConnectionGate, GatedSite
 from broker.admin.service import AdminService, BadRequest
 from broker.admin.sessions import SessionStore
 from broker.admin.throttle import FailureLimit
+from broker.audit.trail import AuditTrail
 from broker.config import AdminSettings, is_loopback
 from broker.logs import event
 from broker.metrics import CONTENT_TYPE, Metrics
@@ -26,17 +28,22 @@ MAX_BODY = 64 * 1024
 
 
 class AdminServer:
-    def __init__(self, settings: AdminSettings, metrics: Metrics, service: AdminService) -> None:
+    def __init__(self, settings: AdminSettings, metrics: Metrics, service: AdminService,
+                 analyst: AnalystService | None = None,
+                 audit: AuditTrail | None = None) -> None:
+        """``analyst`` adds the query log, preview, explanation, trace and replay."""
         self.settings = settings
         self.host, self.port = settings.host, settings.port
         self.ssl_context = server_context(settings.tls, "admin.tls")
         self.guard = Guard(resolve_token(settings), metrics,
                            SessionStore(settings.session_idle_timeout, settings.session_max_age),
-                           FailureLimit(settings.max_auth_failures, settings.auth_failure_window))
+                           FailureLimit(settings.max_auth_failures, settings.auth_failure_window),
+                           audit)
         self.gate = ConnectionGate(settings.max_connections,
                                    settings.max_connections_per_address,
                                    settings.request_read_timeout, metrics)
         self.service = service
+        self.analyst = analyst
         self._runner: web.AppRunner | None = None
 
     @property
@@ -70,6 +77,10 @@ class AdminServer:
         app.router.add_get("/static/{name}", static)
         api.add_routes(app)
         views.add_routes(app)
+        if self.analyst is not None:
+            app[analyst_api.ANALYST] = self.analyst
+            analyst_api.add_routes(app)
+            analyst_views.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
                                      keepalive_timeout=self.settings.request_read_timeout)
         await self._runner.setup()
@@ -124,6 +135,7 @@ class AdminServer:
             self.guard.failed(request, "sign-in")
             return _login_page(target, "this token is not the admin token", 401)
         event(log, "admin_login", peer=request.remote or "?")
+        self.guard.signed_in(request)
         response = web.HTTPSeeOther(target)
         response.set_cookie(COOKIE, self.guard.sessions.create(), httponly=True,
                             samesite="Strict", path="/", secure=request.secure,
@@ -134,6 +146,7 @@ class AdminServer:
         """Ends the session on the server (its cookie is worthless after) and in the browser."""
         if self.guard.sessions.revoke(request.cookies.get(COOKIE, "")):
             event(log, "admin_logout", peer=request.remote or "?")
+            self.guard.signed_out(request)
         response = web.HTTPSeeOther("/login")
         response.del_cookie(COOKIE, path="/", secure=request.secure, httponly=True,
                             samesite="Strict")

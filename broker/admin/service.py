@@ -16,7 +16,7 @@ from dataclasses import asdict
 from broker.admin.ports import HealthSource, MappingSource, OutboxControl, Row, Writes
 from broker.logs import event
 from broker.mapping.schema import MappingLoadError, describe, load_mappings
-from broker.metrics import Metrics
+from broker.metrics import LATE_STEP_MINUTES, Metrics
 from broker.model.orders import StepStatus
 from broker.store import admin_queries as q
 from broker.store.cluster import ALIVE_WINDOW
@@ -24,6 +24,9 @@ from broker.store.cluster import ALIVE_WINDOW
 log = logging.getLogger("broker.admin")
 PURGEABLE = ("delivered", "dead")
 OUTBOX_STATES = ("pending", "delivered", "dead")
+#: the first scrape takes each sender's last message time from this far back in the message
+#: log (an alert on a silent sender holds across a restart)
+SENDER_MEMORY = 7 * 86400.0
 
 
 class BadRequest(ValueError):
@@ -79,6 +82,7 @@ class AdminService:
         self.metrics = metrics
         self.health_sources = list(health)
         self._reader: q.AdminReader | None = None
+        self._senders_seeded = False
 
     async def open(self) -> None:
         self._reader = await self.open_reader()
@@ -182,12 +186,34 @@ class AdminService:
         return all(checks.values()), checks
 
     async def scrape(self) -> bytes:
-        """The metrics text, with the outbox and cluster gauges read from the store now."""
+        """The metrics text, with the outbox, workflow and cluster gauges read from the store
+        now (every await first: the gauges are set and rendered in one go)."""
         metrics = self.metrics
         stats = await self.reader.outbox_stats()
-        age = time.time() - stats.oldest_pending_at if stats.oldest_pending_at else 0.0
-        metrics.set_outbox(stats.depth, max(age, 0.0), stats.dead)
+        workflow = await self.reader.workflow_stats(LATE_STEP_MINUTES)
         cluster = await self.cluster()
+        senders = None
+        if not self._senders_seeded:  # senders seen before this process started
+            senders = await self.reader.senders_last_seen(time.time() - SENDER_MEMORY)
+            self._senders_seeded = True
+        now = time.time()
+
+        def age(oldest: float | None) -> float:
+            return max(now - oldest, 0.0) if oldest else 0.0
+        metrics.set_outbox(stats.depth, age(stats.oldest_pending_at), stats.dead)
+        by = {name: (0, 0.0, 0) for name in self.outbox_control.destinations}
+        by.update({name: (d.depth, age(d.oldest_pending_at), d.dead)
+                   for name, d in stats.by_destination.items()})
+        metrics.set_destinations(by)
+        metrics.set_workflow(workflow.commitments_timed_out, workflow.completions_overdue,
+                             workflow.steps_not_started)
+        if senders is not None:
+            metrics.seed_senders(senders)
+        health = {row["name"]: row for row in self.health()}
+        metrics.set_listeners({"admin": True, **{name: bool(health[name]["up"])
+                                                 for name in ("mllp", "dicom") if name in health}})
+        if "writer" in health:
+            metrics.set_writer(bool(health["writer"]["up"]), health["writer"]["detail"])
         metrics.set_cluster(sum(1 for n in cluster["nodes"] if n["alive"]),
                             {lane["lane"]: lane["held"] and lane["owner"] == self.node
                              for lane in cluster["lanes"]})

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
 from broker.admin import html as h
+from broker.admin.analyst_views import last_seen, seen_line
 from broker.admin.api import SERVICE, form_or_json, parse_id, parse_key
+from broker.admin.pages import back, page, return_to
 from broker.admin.service import (
     OUTBOX_STATES,
     PURGEABLE,
@@ -22,25 +23,6 @@ Row = dict[str, Any]
 
 def _service(request: web.Request) -> AdminService:
     return request.app[SERVICE]
-
-
-def _page(request: web.Request, title: str, content: str, current: str,
-          status_code: int = 200) -> web.Response:
-    notice = request.query.get("notice", "")
-    error = request.query.get("error", "")
-    return h.page(title, content, current, notice=error or notice, error=bool(error),
-                  status_code=status_code, server=request.host)
-
-
-def _back(to: str, notice: str = "", error: str = "") -> web.HTTPSeeOther:
-    """Where a write sends the browser next, with what happened."""
-    args = urlencode({k: v for k, v in (("notice", notice), ("error", error)) if v})
-    return web.HTTPSeeOther(to + ("&" if "?" in to else "?") + args if args else to)
-
-
-def _return_to(request: web.Request, fields: dict[str, str], default: str) -> str:
-    target = fields.get("return_to", "")
-    return target if target.startswith("/") and not target.startswith("//") else default
 
 
 # -- worklist ------------------------------------------------------------------------------
@@ -69,6 +51,7 @@ async def worklist(request: web.Request) -> web.Response:
         for aet in item["stations"] or [""]:
             if not f["station"] or aet == f["station"]:
                 groups.setdefault(aet, []).append(item)
+    seen = await last_seen(request)
     sections = []
     for aet in sorted(groups):
         rows = [[h.esc(_hhmm(i["start_time"])), h.esc(i["patient_name"]),
@@ -78,13 +61,13 @@ async def worklist(request: web.Request) -> web.Response:
                 for i in groups[aet]]
         title = aet or "(no station AE title)"
         sections.append(f'<h2 data-station="{h.esc(aet)}">{h.esc(title)} '
-                        f'<small>({len(rows)})</small></h2>'
+                        f'<small>({len(rows)})</small></h2>' + seen_line(aet, seen)
                         + h.table(["Time", "Patient", "Patient ID", "Accession", "Modality",
                                    "Description", "SPS ID", "Status", ""], rows,
                                   css="worklist"))
     if not sections:
         sections.append(h.table(["Worklist"], [], f"no scheduled step on {day} matches"))
-    return _page(request, f"Worklist of {day}", form + "".join(sections), "/worklist")
+    return page(request, f"Worklist of {day}", form + "".join(sections), "/worklist")
 
 
 def _hhmm(value: str) -> str:
@@ -97,15 +80,19 @@ async def procedure(request: web.Request) -> web.Response:
     key = parse_key(request)
     found = await _service(request).history(key)
     if not found:
-        return _page(request, f"Procedure {key}",
-                     h.table(["History"], [], "no procedure has this Study Instance UID or "
+        return page(request, f"Procedure {key}",
+                    h.table(["History"], [], "no procedure has this Study Instance UID or "
                              "accession number"), "/worklist", 404)
-    return _page(request, f"Procedure {key}", "".join(_procedure(p) for p in found),
-                 "/worklist")
+    return page(request, f"Procedure {key}", "".join(_procedure(p) for p in found),
+                "/worklist")
 
 
 def _procedure(p: Row) -> str:
-    parts = [h.facts([
+    key = p["accession"] or p["study_uid"]
+    parts = ['<p class="actions">' + h.link(h.path("procedures", key) + "/explain",
+                                             "Why is it (not) on the worklist?")
+             + " · " + h.link(h.path("procedures", key) + "/timeline", "Timeline") + "</p>"]
+    parts += [h.facts([
         ("Patient", f"{h.esc(p['patient_name'])} ({h.esc(p['patient_id'])}"
                     f"{'^^^' + h.esc(p['issuer']) if p['issuer'] else ''})"),
         ("Birth date / sex", h.esc(f"{p['birth_date']} {p['sex']}")),
@@ -183,7 +170,7 @@ async def messages(request: web.Request) -> web.Response:
              h.esc(m["patient_id"]), h.esc(m["accession"]),
              h.status(m["outcome"]) + (" (duplicate)" if m["duplicate_of"] else ""),
              h.esc(m["error"])] for m in data["items"]]
-    return _page(request, "Message log", form + h.table(
+    return page(request, "Message log", form + h.table(
         ["#", "Received", "Sender", "Peer", "Type", "Control ID", "Patient ID", "Accession",
          "ACK", "Error"], rows, "no message matches"), "/messages")
 
@@ -192,8 +179,8 @@ async def message(request: web.Request) -> web.Response:
     pk = parse_id(request)
     m = await _service(request).message(pk)
     if m is None:
-        return _page(request, f"Message {pk}", h.table(["Message"], [], "not in the log"),
-                     "/messages", 404)
+        return page(request, f"Message {pk}", h.table(["Message"], [], "not in the log"),
+                    "/messages", 404)
     history = (h.link(h.path("procedures", m["accession"]), m["accession"])
                if m["accession"] else "")
     content = h.facts([
@@ -205,10 +192,16 @@ async def message(request: web.Request) -> web.Response:
         ("Duplicate of", h.link(h.path("messages", str(m["duplicate_of"])), m["duplicate_of"])
          if m["duplicate_of"] else ""),
         ("Error", h.esc(m["error"])),
+        ("Replay of", (h.link(h.path("messages", str(m["replay_of"])), m["replay_of"])
+                       if m.get("replay_of") else "(purged)" if m.get("replayed_by") else "")
+         + (h.esc(f" by {m['replayed_by']}: {m['replay_reason']}") if m.get("replayed_by")
+            else "")),
     ])
+    content += ('<p class="actions">' + h.link(f"/messages/{pk}/replay", "Replay this message")
+                + "</p>")
     content += "<h2>Message</h2>" + _segments(m["raw"], "raw")
     content += "<h2>Acknowledgement</h2>" + _segments(m["ack"], "ack")
-    return _page(request, f"Message {pk} · {m['control_id']}", content, "/messages")
+    return page(request, f"Message {pk} · {m['control_id']}", content, "/messages")
 
 
 def _segments(text: str, css: str) -> str:
@@ -255,15 +248,15 @@ async def outbox(request: web.Request) -> web.Response:
     table = h.table(["#", "Queued", "Destination", "Type", "Control ID", "Order (study)",
                      "State", "Attempts", "Next attempt", "Last error", ""], rows,
                     "the outbox is empty", css="outbox")
-    return _page(request, "Outbox", summary + actions + form + table, "/outbox")
+    return page(request, "Outbox", summary + actions + form + table, "/outbox")
 
 
 async def outbox_entry(request: web.Request) -> web.Response:
     pk = parse_id(request)
     o = await _service(request).outbox_entry(pk)
     if o is None:
-        return _page(request, f"Outbox entry {pk}", h.table(["Entry"], [], "no such entry"),
-                     "/outbox", 404)
+        return page(request, f"Outbox entry {pk}", h.table(["Entry"], [], "no such entry"),
+                    "/outbox", 404)
     content = h.facts([
         ("State", h.status(o["state"])), ("Destination", h.esc(o["destination"])),
         ("Type", h.esc(o["message_type"])), ("Control ID", h.esc(o["control_id"])),
@@ -277,36 +270,36 @@ async def outbox_entry(request: web.Request) -> web.Response:
     content += "<h2>Message</h2>" + _segments(o["payload"], "payload")
     content += "<h2>Acknowledgement</h2>" + (_segments(o["ack"], "ack") if o["ack"]
                                                else "<p class=hint>none yet</p>")
-    return _page(request, f"Outbox entry {pk}", content, "/outbox")
+    return page(request, f"Outbox entry {pk}", content, "/outbox")
 
 
 async def retry_one(request: web.Request) -> web.Response:
     fields = await form_or_json(request)
     pk = parse_id(request)
-    back = _return_to(request, fields, "/outbox")
+    target = return_to(request, fields, "/outbox")
     count = await _service(request).retry(pk, request.remote or "?")
     if not count:
-        raise _back(back, error=f"entry {pk} does not exist or was already delivered")
-    raise _back(back, notice=f"entry {pk} queued again")
+        raise back(target, error=f"entry {pk} does not exist or was already delivered")
+    raise back(target, notice=f"entry {pk} queued again")
 
 
 async def retry_dead(request: web.Request) -> web.Response:
     fields = await form_or_json(request)
     count = await _service(request).retry(None, request.remote or "?")
-    raise _back(_return_to(request, fields, "/outbox"),
-                notice=f"{count} dead letter(s) queued again")
+    raise back(return_to(request, fields, "/outbox"),
+               notice=f"{count} dead letter(s) queued again")
 
 
 async def purge(request: web.Request) -> web.Response:
     fields = await form_or_json(request)
-    back = _return_to(request, fields, "/outbox")
+    target = return_to(request, fields, "/outbox")
     try:
         count = await _service(request).purge(fields.get("state", ""),
                                               fields.get("older_than_days", ""),
                                               request.remote or "?")
     except BadRequest as exc:
-        raise _back(back, error=str(exc)) from None
-    raise _back(back, notice=f"{count} entr{'y' if count == 1 else 'ies'} purged")
+        raise back(target, error=str(exc)) from None
+    raise back(target, notice=f"{count} entr{'y' if count == 1 else 'ies'} purged")
 
 
 # -- mappings and health -------------------------------------------------------------------
@@ -340,14 +333,14 @@ async def mappings(request: web.Request) -> web.Response:
                                                "<p class='notice'>the folder is valid</p>"))
     content += "<h2>Order control (ORC-1_ORC-5 → action/status)</h2>" + h.table(
         ["Key", "Rule"], [[h.esc(k), h.esc(v)] for k, v in s["order_control"].items()])
-    return _page(request, "Mappings", content, "/mappings")
+    return page(request, "Mappings", content, "/mappings")
 
 
 async def reload_mappings(request: web.Request) -> web.Response:
     ok = await _service(request).reload_mappings(request.remote or "?")
     if ok:
-        raise _back("/mappings", notice="mappings reloaded and in force")
-    raise _back("/mappings", error="the folder is invalid; the running set was kept")
+        raise back("/mappings", notice="mappings reloaded and in force")
+    raise back("/mappings", error="the folder is invalid; the running set was kept")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -369,7 +362,7 @@ async def health(request: web.Request) -> web.Response:
                + "<h2>Brokers on this database</h2>"
                + h.table(["Node", "State", "Host", "Last seen", "Clock"], nodes)
                + "<h2>Outbox lanes</h2>" + h.table(["Lane", "Owner", "Lease", "Fence"], lanes))
-    return _page(request, "Health", content, "/health")
+    return page(request, "Health", content, "/health")
 
 
 def add_routes(app: web.Application) -> None:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from broker import __version__
+from broker.cli import analyst_tools
 from broker.cli import care as care_commands
 from broker.cli.dicom_tools import cmd_import_worklist, cmd_query, cmd_simulate
 from broker.cli.hl7_tools import cmd_receive, cmd_send
@@ -98,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_import_worklist)
 
-    p = sub.add_parser("query", help="query a worklist SCP (findscu-like) and print the items")
+    p = sub.add_parser("query", parents=[common],
+                       help="query a worklist SCP (findscu-like) and print the items; with "
+                       "--as AE: what that station sees now, from its last recorded query")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("-p", "--port", type=int, default=11112)
     p.add_argument("--aec", default="MWLBROKER", help="called AE title")
@@ -110,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality")
     p.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
     p.add_argument("-t", "--timeout", type=float, default=30.0)
+    p.add_argument("--as", dest="as_station", metavar="AE",
+                   help="preview: run station AE's last recorded query (changed by -k) "
+                   "through the broker's own matching, on the configured store")
+    p.add_argument("--query-id", type=int, help="with --as: that recorded query instead")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("simulate", help="play a modality against worklist/MPPS/storage endpoints")
@@ -171,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save each message, as received, in DIR (NNNNNN-CONTROLID.hl7)")
     p.set_defaults(func=cmd_receive)
     care_commands.register(sub, common)
+    analyst_tools.add_parsers(sub, common)
     return parser
 
 

@@ -63,6 +63,10 @@ def _apply_in(uow: Any, order: Any) -> None:
 def cmd_query(args: argparse.Namespace) -> int:
     import datetime
 
+    if args.as_station:
+        from broker.cli.analyst_tools import cmd_preview
+        return cmd_preview(args)
+
     from broker.dicom import pynetdicom_patches
     from broker.dicom.client import QueryFailed, WorklistClient, build_query, query_keys
 

@@ -176,6 +176,8 @@ class DicomSettings:
     #: a C-FIND UID list with more UIDs than this is C000 (a real SCU sends a few; 240,000
     #: held a query for 2.3 s and the HL7 ACKs past 100 ms)
     max_query_uids: int = 1000
+    #: record every worklist C-FIND in the query log (console "Queries", GET /api/queries)
+    query_log: bool = True
     #: seconds an N-CREATE/N-SET waits for the store before answering 0110
     mpps_store_timeout: float = 30.0
 
@@ -278,6 +280,33 @@ class LoggingSettings:
 
 
 @dataclass
+class AuditSettings:
+    """The IHE ATNA audit trail: DICOM audit messages as RFC 5424 syslog to an audit record
+    repository, through a durable spool (docs/operations.md, "Audit trail")."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 6514
+    #: tls (RFC 5425), tcp (RFC 6587, octet counting) or udp (RFC 5426)
+    transport: str = "tls"
+    #: client TLS as outbound destinations have it; used with transport tls (whose
+    #: ``enabled`` it implies)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    #: seconds to connect, and for the repository to acknowledge what was sent
+    timeout: float = 10.0
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    #: empty: ``audit-spool`` in the folder of database.path
+    spool_directory: str = ""
+    spool_max_bytes: int = 100 * 1024 * 1024
+    #: syslog facility (10: authpriv, as ITI-20 wants)
+    facility: int = 10
+    #: AuditSourceID (empty: node.id, else the host name and the MLLP port)
+    audit_source_id: str = ""
+    enterprise_site_id: str = ""
+
+
+@dataclass
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     node: NodeSettings = field(default_factory=NodeSettings)
@@ -291,6 +320,7 @@ class Settings:
     mappings: MappingSettings = field(default_factory=MappingSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 class ConfigError(ValueError):

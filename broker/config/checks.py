@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from broker.config import ConfigError, DicomSettings, Settings, is_loopback
+from broker.config import AuditSettings, ConfigError, DicomSettings, Settings, is_loopback
 
 #: DICOM Specific Character Sets the worklist can answer in
 DICOM_CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
@@ -79,6 +79,7 @@ def check(settings: Settings, where: str = "settings") -> None:
         if number < 0:
             raise ConfigError(f"{where}: {label} {number} must be 0 (off) or more")
     _check_dicom_limits(settings.dicom, where)
+    _check_audit(settings.audit, where)
     if settings.mappings.watch_interval < 0:
         raise ConfigError(f"{where}: mappings.watch_interval "
                           f"{settings.mappings.watch_interval} must be 0 (off) or more")
@@ -104,6 +105,29 @@ def _check_dicom_limits(dicom: DicomSettings, where: str) -> None:
                           ("negotiation_timeout", dicom.negotiation_timeout)):
         if number <= 0:
             raise ConfigError(f"{where}: dicom.{label} {number} must be more than 0")
+
+
+def _check_audit(audit: AuditSettings, where: str) -> None:
+    """The audit repository's transport, port, syslog facility and timings."""
+    if audit.transport not in ("tls", "tcp", "udp"):
+        raise ConfigError(f"{where}: audit.transport {audit.transport!r} must be tls, tcp or "
+                          "udp")
+    if audit.tls.enabled and audit.transport != "tls":
+        raise ConfigError(f"{where}: audit.tls.enabled is true but audit.transport is "
+                          f"{audit.transport}: set audit.transport: tls")
+    if audit.enabled and not audit.host.strip():
+        raise ConfigError(f"{where}: audit.enabled needs audit.host (the audit record "
+                          "repository)")
+    if not 0 < audit.port < 65536:
+        raise ConfigError(f"{where}: audit.port {audit.port} must be 1 to 65535")
+    if not 0 <= audit.facility <= 23:
+        raise ConfigError(f"{where}: audit.facility {audit.facility} must be 0 to 23 "
+                          "(10: authpriv)")
+    for label, number in (("timeout", audit.timeout), ("backoff_base", audit.backoff_base),
+                          ("backoff_max", audit.backoff_max),
+                          ("spool_max_bytes", audit.spool_max_bytes)):
+        if number <= 0:
+            raise ConfigError(f"{where}: audit.{label} {number} must be more than 0")
 
 
 def _check_destination_charsets(settings: Settings, where: str) -> None:

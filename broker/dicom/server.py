@@ -30,6 +30,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from broker.audit.trail import AuditTrail, DisabledAuditTrail
 from broker.dicom import pynetdicom_patches
 from broker.dicom.acceptor import AdmittedRequestHandler, NoDelayServer
 from broker.dicom.admission import Admission
@@ -86,7 +87,8 @@ class DicomServer:
                  negotiation_timeout: float = 10.0,
                  mpps: MppsIn | None = None, archive_reports: ArchiveReports | None = None,
                  metrics: Metrics | None = None,
-                 query_log: Callable[[QueryRecord], None] | None = None) -> None:
+                 query_log: Callable[[QueryRecord], None] | None = None,
+                 audit: AuditTrail | None = None) -> None:
         """``mpps`` serves MPPS, ``archive_reports`` storage commitment reports and IAN
         (each context is offered only when given); ``query_log`` is given a record of each
         worklist C-FIND (from the association's thread: it must not block)."""
@@ -128,6 +130,7 @@ class DicomServer:
         self._query_slots = threading.BoundedSemaphore(max(1, max_concurrent_queries))
         self.metrics = metrics
         self.query_log = query_log
+        self.audit = audit or DisabledAuditTrail()
 
     @property
     def bound_port(self) -> int:
@@ -197,6 +200,9 @@ class DicomServer:
         requestor = ev.assoc.requestor
         event(log, "association_rejected", logging.WARNING, calling_ae=calling,
               peer=f"{requestor.address}:{requestor.port}", reason=reason.replace("_", " "))
+        self.audit.security_alert(reason, f"{requestor.address}:{requestor.port}",
+                                  f"{calling.strip()} (dicom.allowed_calling_aes)",
+                                  listener="dicom", user=calling.strip())
 
     def _on_message_too_large(self, peer: str, calling_ae: str, received: int,
                               limit: int) -> None:
@@ -209,6 +215,7 @@ class DicomServer:
         if self.metrics is not None:
             self.metrics.rejected("dicom", reason)
         event(log, "dicom_connection_refused", logging.WARNING, peer=peer, reason=detail)
+        self.audit.security_alert(reason, peer, detail, listener="dicom")
 
     def _on_find(self, ev: Event) -> Iterator[tuple[Any, Any]]:
         started = time.perf_counter()
@@ -314,19 +321,27 @@ class DicomServer:
 
     def _record(self, ev: Event, started: float, parsed: ParsedQuery | None, outcome: str,
                 status: int, matches: int, step_ids: list[int], error: str = "") -> None:
-        """The query log's record of this C-FIND (nothing when there is no query log)."""
-        if self.query_log is None:
+        """The query log's record of this C-FIND, and its audit message (IHE ATNA Query)."""
+        audit = self.audit.enabled
+        if self.query_log is None and not audit:
             return
         elapsed = time.perf_counter() - started
         requestor = ev.assoc.requestor
         raw: Any = getattr(ev.request, "Identifier", None)
+        identifier = raw.getvalue() if isinstance(raw, io.BytesIO) else b""
+        peer = f"{requestor.address}:{requestor.port}"
+        if audit:
+            self.audit.query(requestor.ae_title, peer, identifier,
+                             str(ev.context.abstract_syntax), str(ev.context.transfer_syntax),
+                             success=outcome in ("done", "cancelled"))
+        if self.query_log is None:
+            return
         options = self.matching.options.for_caller(requestor.ae_title)
         self.query_log(QueryRecord(
             queried_at=time.time() - elapsed, calling_ae=requestor.ae_title.strip(),
             called_ae=ev.assoc.acceptor.ae_title.strip(),
-            peer=f"{requestor.address}:{requestor.port}",
-            keys=parsed.query.keys() if parsed is not None else {},
-            identifier=raw.getvalue() if isinstance(raw, io.BytesIO) else b"",
+            peer=peer, keys=parsed.query.keys() if parsed is not None else {},
+            identifier=identifier,
             transfer_syntax=str(ev.context.transfer_syntax), outcome=outcome, status=status,
             matches=matches, ms=round(elapsed * 1000, 3), error=error[:500],
             station_key=requestor.ae_title.strip() if options.station_key else "",

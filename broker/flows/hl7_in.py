@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from broker.audit.records import record_ingest
+from broker.audit.trail import AuditTrail, DisabledAuditTrail
 from broker.config import Hl7Settings, MllpSettings
 from broker.hl7 import charset
 from broker.hl7.ack import Hl7Error, Hl7Reject, build_ack
@@ -32,6 +34,16 @@ log = logging.getLogger("broker.hl7")
 DOMAIN_CODES = {"unknown": 204, "conflict": 205, "missing": 101, "invalid": 207}
 
 
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A stored message processed again at an operator's request (docs/hl7-interface.md,
+    "Replay"): logged as a new row linked to ``of``; the duplicate rule does not apply."""
+
+    of: int
+    by: str
+    reason: str
+
+
 @dataclass(slots=True)
 class Outcome:
     code: str
@@ -48,7 +60,8 @@ class Ingestor:
     """Answers each inbound message with the bytes of its acknowledgement."""
 
     def __init__(self, writer: JobRunner, mappings: Callable[[], MappingSet],
-                 hl7: Hl7Settings, mllp: MllpSettings, metrics: Metrics | None = None) -> None:
+                 hl7: Hl7Settings, mllp: MllpSettings, metrics: Metrics | None = None,
+                 audit: AuditTrail | None = None) -> None:
         self.writer = writer
         self.mappings = mappings
         self.hl7 = hl7
@@ -60,12 +73,15 @@ class Ingestor:
             "hl7.allowed_senders")
         self.counts: dict[str, int] = {}
         self.metrics = metrics
+        self.audit = audit or DisabledAuditTrail()
 
     def _override_for(self, application: str, facility: str) -> str | None:
         return self._overrides.get((application, facility)) or self._overrides.get(
             (application, ""))
 
-    async def handle(self, raw: bytes, peer: str) -> Outcome:
+    async def handle(self, raw: bytes, peer: str, replay: Replay | None = None) -> Outcome:
+        """``replay``: ``raw`` is a stored message (as it was, or edited) processed again;
+        ``peer`` is then the address it first came from (the sender check applies)."""
         received = time.time()
         started = time.perf_counter()
         fields = charset.peek_msh(raw)
@@ -108,6 +124,9 @@ class Ingestor:
             control_id=control_id, message_type=message.message_type if message else "",
             charset=codec, outcome="", error="", ack="", raw=raw,
             content_hash=content_hash(raw))
+        if replay is not None:
+            record.replay_of, record.replayed_by, record.replay_reason = (
+                replay.of, replay.by, replay.reason)
         _describe(record, events)
         try:
             try:
@@ -121,14 +140,19 @@ class Ingestor:
         except StoreError as exc:
             code, duplicate = "AE", False
             ack_text = self._ack("AE", message, (Hl7Error(207, f"{exc}; resend later"),))
+        record_ingest(self.audit, events, code, duplicate, control_id=control_id, sender=app,
+                      facility=fac, peer=peer)
         ack = ack_text.encode(codec if message else "ascii", errors="replace")
         ms = round((time.perf_counter() - started) * 1000, 3)
         self.counts[code] = self.counts.get(code, 0) + 1
         if self.metrics is not None:
-            self.metrics.message_in(record.message_type, code, time.perf_counter() - started)
+            self.metrics.message_in(record.message_type, code, time.perf_counter() - started,
+                                    (app, fac) if replay is None else ("", ""))
+        extra = {"replay_of": replay.of, "replayed_by": replay.by} if replay else {}
         event(log, "hl7_received", logging.INFO if code == "AA" else logging.WARNING,
               control_id=control_id, type=record.message_type, sender=app, facility=fac,
-              peer=peer, outcome=code, duplicate=duplicate, ms=ms, **error_fields(ack_text))
+              peer=peer, outcome=code, duplicate=duplicate, ms=ms, **extra,
+              **error_fields(ack_text))
         return Outcome(code, ack, control_id, duplicate, record.message_type, codec, events,
                        tuple(warnings))
 
@@ -156,6 +180,8 @@ class Ingestor:
             self.metrics.rejected("mllp", "sender_not_allowed")
         event(log, "hl7_sender_refused", logging.WARNING, sender=application,
               facility=facility, peer=peer, reason=refusal)
+        self.audit.security_alert("sender_not_allowed", peer, refusal, listener="mllp",
+                                  user=f"{application}|{facility}")
         raise Hl7Reject("AR", Hl7Error(207, f"{refusal} (hl7.allowed_senders)", "MSH-3"))
 
     def _check_header(self, message: Message) -> None:
@@ -191,7 +217,7 @@ class Ingestor:
                      f"{record.control_id}", *lock_keys(events))
         log_ = uow.messages
         applied = False
-        if rejection is None and record.control_id:
+        if rejection is None and record.control_id and not record.replayed_by:
             sender = (record.sender_application, record.sender_facility, record.control_id)
             if is_new_order(events):
                 # the usual NW: the duplicate check goes with the order (one statement where

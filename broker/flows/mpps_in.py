@@ -12,6 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from broker.audit.records import Remember, record_mpps
+from broker.audit.trail import AuditTrail, DisabledAuditTrail
 from broker.dicom import mpps as checks
 from broker.dicom.forward import CREATE, SET, payload
 from broker.hl7.ack import new_control_id
@@ -38,7 +40,7 @@ class MppsIn:
     def __init__(self, writer: Writer, *, notify: Notify | None = None,
                  final: Final | None = None, forward_to: Sequence[str] = (),
                  match_accession: bool = True, store_timeout: float = 30.0,
-                 on_queued: Queued | None = None) -> None:
+                 on_queued: Queued | None = None, audit: AuditTrail | None = None) -> None:
         self.writer = writer
         self.notify = notify
         self.final = final
@@ -46,6 +48,7 @@ class MppsIn:
         self.match_accession = match_accession
         self.store_timeout = store_timeout
         self.on_queued = on_queued
+        self.audit = audit or DisabledAuditTrail()
 
     def create(self, uid: str, dataset: dict[str, Any], calling_ae: str) -> Outcome:
         """An N-CREATE (its attribute list as DICOM JSON) under SOP Instance UID ``uid``."""
@@ -62,11 +65,13 @@ class MppsIn:
                 outcome.queued = (self._notify(uow, outcome, summary)
                                   + self._forward(uow, CREATE, uid, dataset))
             return outcome
-        return self._run(uid, "N-CREATE", job)
+        outcome = self._run(uid, "N-CREATE", job)
+        record_mpps(self.audit, True, uid, dataset, outcome.replayed, calling_ae)
+        return outcome
 
     def update(self, uid: str, modifications: dict[str, Any]) -> Outcome:
         """An N-SET (its modification list as DICOM JSON) of the MPPS ``uid``."""
-        merge = checks.merger(modifications, uid)
+        merge = Remember(checks.merger(modifications, uid))  # keeps the MPPS for the audit
 
         def job(uow: UnitOfWork) -> Outcome:
             if uow.locks:
@@ -81,7 +86,9 @@ class MppsIn:
                                                  summary, outcome.steps)
             outcome.queued += self._forward(uow, SET, uid, modifications)
             return outcome
-        return self._run(uid, "N-SET", job)
+        outcome = self._run(uid, "N-SET", job)
+        record_mpps(self.audit, False, uid, merge.dataset, outcome.replayed)
+        return outcome
 
     def _notify(self, uow: UnitOfWork, outcome: Outcome, summary: dict[str, Any]) -> int:
         if self.notify is None:

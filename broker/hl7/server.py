@@ -9,6 +9,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from broker.audit.trail import AuditTrail, DisabledAuditTrail
 from broker.hl7.mllp import FILLER, Frame, Framer, Garbage, Oversize, frame
 from broker.logs import event
 from broker.model.ports import Hl7Handler, OversizeHandler
@@ -40,7 +41,7 @@ class MllpServer:
                  handshake_timeout: float = 10.0,
                  allowed_addresses: AddressAllowList | None = None,
                  max_connections_per_address: int = 20, frame_timeout: float = 30.0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, audit: AuditTrail | None = None) -> None:
         self.handler = handler
         self.oversize = oversize
         self.host, self.port = host, port
@@ -61,6 +62,7 @@ class MllpServer:
         self._stopping = False
         self.refused = 0
         self.metrics = metrics
+        self.audit = audit or DisabledAuditTrail()
 
     @property
     def bound_port(self) -> int:
@@ -87,6 +89,8 @@ class MllpServer:
         self._rejected("address_not_allowed")
         event(log, "mllp_connection_refused", logging.WARNING, peer=f"{host}:{port}",
               reason=f"address not in {self.allowed_addresses.setting}")
+        self.audit.security_alert("address_not_allowed", f"{host}:{port}",
+                                  f"not in {self.allowed_addresses.setting}", listener="mllp")
         return False
 
     def _admitted_tls(self, host: str, port: int) -> bool:
@@ -117,6 +121,7 @@ class MllpServer:
     def _handshake_failed(self, peer: str, exc: BaseException) -> None:
         self._rejected("tls_handshake")
         event(log, "mllp_tls_refused", logging.WARNING, peer=peer, reason=handshake_reason(exc))
+        self.audit.security_alert("tls_handshake", peer, handshake_reason(exc), listener="mllp")
 
     async def start(self) -> None:
         if self.ssl_context is None:

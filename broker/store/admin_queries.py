@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import codecs
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from broker.store.alert_queries import WorkflowStats, senders_last_seen, workflow_stats
 from broker.store.connection import AsyncSql
 from broker.store.dialect import Dialect
 
@@ -182,8 +184,8 @@ async def messages(conn: Conn, text: str = "", outcome: str = "",
 
 async def message(conn: Conn, pk: int) -> Row | None:
     """One logged message with its raw text (decoded as it was read) and its ACK."""
-    rows = await _rows(conn, f"SELECT {MESSAGE_COLUMNS}, ack, raw FROM message_log"
-                       " WHERE id = ?", (pk,))
+    rows = await _rows(conn, f"SELECT {MESSAGE_COLUMNS}, ack, raw, replay_of, replayed_by,"
+                       " replay_reason FROM message_log WHERE id = ?", (pk,))
     if not rows:
         return None
     row = rows[0]
@@ -219,19 +221,39 @@ async def outbox_entry(conn: Conn, pk: int) -> Row | None:
 
 
 @dataclass
-class OutboxStats:
+class DestinationStats:
     depth: int  # pending messages
     dead: int
     oldest_pending_at: float | None
 
 
+@dataclass
+class OutboxStats:
+    depth: int  # pending messages
+    dead: int
+    oldest_pending_at: float | None
+    by_destination: dict[str, DestinationStats] = field(default_factory=dict)
+
+
 async def outbox_stats(conn: Conn) -> OutboxStats:
-    """Counts by the outbox's (state, next attempt) index: cheap enough for every scrape."""
+    """Pending and dead messages by destination, and over all, from the rows the outbox's
+    (state, next attempt) index finds: cheap enough for every scrape."""
     rows = await _rows(conn, """
-        SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending') AS depth,
-               (SELECT COUNT(*) FROM outbox WHERE state = 'dead') AS dead,
-               (SELECT MIN(created_at) FROM outbox WHERE state = 'pending') AS oldest""")
-    return OutboxStats(rows[0]["depth"], rows[0]["dead"], rows[0]["oldest"])
+        SELECT destination,
+               SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS depth,
+               SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) AS dead,
+               MIN(CASE WHEN state = 'pending' THEN created_at END) AS oldest
+        FROM outbox WHERE state IN ('pending', 'dead') GROUP BY destination
+        ORDER BY destination""")
+    by = {r["destination"]: DestinationStats(int(r["depth"]), int(r["dead"]),
+                                             _float(r["oldest"])) for r in rows}
+    oldest = [d.oldest_pending_at for d in by.values() if d.oldest_pending_at is not None]
+    return OutboxStats(sum(d.depth for d in by.values()), sum(d.dead for d in by.values()),
+                       min(oldest) if oldest else None, by)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 # -- brokers sharing the database ----------------------------------------------------------
@@ -287,3 +309,18 @@ class AdminReader:
 
     async def cluster(self, window: float) -> Row:
         return await cluster(self._conn, self._dialect, window)
+
+    @property
+    def conn(self) -> Conn:
+        """The connection (other readers share it: broker.store.analyst_queries)."""
+        return self._conn
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    async def workflow_stats(self, late_minutes: Sequence[int]) -> WorkflowStats:
+        return await workflow_stats(self._conn, self._dialect, late_minutes)
+
+    async def senders_last_seen(self, since: float) -> list[tuple[str, str, float]]:
+        return await senders_last_seen(self._conn, since)

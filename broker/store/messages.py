@@ -42,6 +42,9 @@ class MessageRecord:
     accession: str = ""
     duplicate_of: int | None = None
     content_hash: str = ""
+    replay_of: int | None = None  # a replay (re-processing) of this stored message
+    replayed_by: str = ""  # who asked for the replay ('' for a message from the wire)
+    replay_reason: str = ""
 
 
 class MessageLog(Repo):
@@ -60,7 +63,8 @@ class MessageLog(Repo):
         self.conn.execute(
             "INSERT INTO message_log (received_at, peer, sender_application, sender_facility,"
             " control_id, message_type, charset, outcome, duplicate_of, error, ack, patient_id,"
-            " accession, content_hash, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " accession, content_hash, raw, replay_of, replayed_by, replay_reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (r.received_at, r.peer, r.sender_application, r.sender_facility, r.control_id,
              r.message_type, r.charset, r.outcome, r.duplicate_of, r.error, r.ack, r.patient_id,
-             r.accession, r.content_hash, r.raw))
+             r.accession, r.content_hash, r.raw, r.replay_of, r.replayed_by, r.replay_reason))

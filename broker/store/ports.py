@@ -3,12 +3,15 @@ the connection its repositories run on (SQLite and PostgreSQL implement them ali
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from broker.model.worklist import WorklistQuery
     from broker.store.admin_queries import OutboxStats, Row, WorklistFilter
+    from broker.store.alert_queries import WorkflowStats
+    from broker.store.connection import AsyncSql
+    from broker.store.dialect import Dialect
     from broker.store.repo import OutboxRow
     from broker.store.unit_of_work import Job
     from broker.store.worklist_query import WorklistRow
@@ -79,6 +82,18 @@ class AdminReader(Protocol):
     async def outbox_stats(self) -> OutboxStats: ...
 
     async def cluster(self, window: float) -> Row: ...
+
+    @property
+    def conn(self) -> AsyncSql:
+        """The connection, for readers that share it (broker.store.analyst_queries)."""
+        ...
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def workflow_stats(self, late_minutes: Sequence[int]) -> WorkflowStats: ...
+
+    async def senders_last_seen(self, since: float) -> list[tuple[str, str, float]]: ...
 
     async def close(self) -> None: ...
 

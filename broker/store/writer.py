@@ -74,12 +74,14 @@ class WriteBackend(Protocol):
 class _Worker:
     """One writer thread's backend and write connection."""
 
-    __slots__ = ("backend", "conn", "thread")
+    __slots__ = ("backend", "busy_since", "conn", "thread")
 
     def __init__(self, backend: WriteBackend) -> None:
         self.backend = backend
         self.conn: Any = None
         self.thread: threading.Thread | None = None
+        #: time.monotonic() when its current batch began (0: waiting for work)
+        self.busy_since = 0.0
 
 
 class BatchWriter:
@@ -111,14 +113,20 @@ class BatchWriter:
         self._syncer: threading.Thread | None = None
         self._upkeep_stop = threading.Event()
         self._upkeeper: threading.Thread | None = None
+        self._sync_since = 0.0  # time.monotonic() when the fsync under way began (0: none)
 
     @property
     def description(self) -> str:
         return self.backend.description
 
     def status(self) -> dict[str, Any]:
+        """Counters; ``queued``: jobs waiting for a writer thread; ``busy_seconds``: how long
+        the oldest batch (or fsync) under way has taken (0: idle), a stall when it grows."""
+        since = [t for t in (*(w.busy_since for w in self._workers), self._sync_since) if t]
         return {"commits": self.commits, "jobs": self.jobs, "syncs": self.syncs,
-                "retries": self.retries, "reconnects": self.reconnects}
+                "retries": self.retries, "reconnects": self.reconnects,
+                "queued": self._queue.qsize(),
+                "busy_seconds": round(time.monotonic() - min(since), 3) if since else 0.0}
 
     def start(self) -> None:
         if self._own_sync:
@@ -174,6 +182,7 @@ class BatchWriter:
             stop = any(b is STOP for b in batches)
             pending = [b for b in batches if b is not STOP]
             if pending:
+                self._sync_since = time.monotonic()
                 try:
                     self.backend.sync()
                 except OSError as exc:
@@ -185,6 +194,8 @@ class BatchWriter:
                     self.syncs += 1
                     for outcomes in pending:
                         deliver(outcomes)
+                finally:
+                    self._sync_since = 0.0
             if stop:
                 return
 
@@ -263,7 +274,9 @@ class BatchWriter:
                         stop = True
                         break
                     batch.append(item)
+                worker.busy_since = time.monotonic()
                 self._commit_batch(worker, batch)
+                worker.busy_since = 0.0
                 if stop:
                     break
         except BaseException as exc:

@@ -172,3 +172,67 @@ def test_order_history_and_dead_letter_retry_in_the_console(tmp_path: Path,
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copyfile(shot, ARTIFACTS / "console.png")
     assert (ARTIFACTS / "console.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+EXPLAIN_QUERY = """(0008,0050) SH []
+(0010,0010) PN []
+(0010,0020) LO []
+(0040,0100) SQ
+  (fffe,e000) na
+    (0008,0060) CS [CT]
+    (0040,0001) AE [CT01]
+    (0040,0002) DA [{date}]
+    (0040,0009) SH []
+  (fffe,e00d) na
+(fffe,e0dd) na
+"""
+
+
+def test_explain_and_timeline_in_the_console(tmp_path: Path, browser: WebDriver) -> None:
+    """findscu asks as CT01; the console says why an order on CT02 and a cancelled one are
+    not on its worklist, and shows an order's timeline (screenshots in tests/e2e/artifacts)."""
+    from tests.support.dicom_peers import dump_to_dicom, findscu
+
+    mappings = mappings_with_orc18_station(tmp_path)
+    proc = BrokerProcess(tmp_path, (f"mappings.directory={mappings}",))
+    proc.start()
+    shots = []
+    try:
+        wait_for_port(proc.admin_port, proc=proc.proc)
+        base = f"http://127.0.0.1:{proc.admin_port}"
+        orders = [order(1, start=f"{today()}0930", station="CT01"),
+                  order(2, start=f"{today()}1000", station="CT02"),
+                  order(3, start=f"{today()}1030", station="CT01"),
+                  order(3, control_id="CA3", order_control="CA", order_status="CA",
+                        start=f"{today()}1030", station="CT01")]
+        acks = asyncio.run(send(proc.port, *(o.encode() for o in orders)))
+        assert [msa(a)[1] for a in acks] == ["AA"] * 4
+        start_exam(proc.dicom_port)  # order(1): MPPS IN PROGRESS
+        query = dump_to_dicom("", tmp_path / "q.dcm", EXPLAIN_QUERY.format(date=today()))
+        findscu(proc.dicom_port, "MWLBROKER", query, tmp_path / "rsp", calling="CT01")
+
+        browser.get(base + "/queries?station=CT01")
+        reload_until(browser, lambda: next(iter(browser.find_elements(
+            By.CSS_SELECTOR, "table.queries tbody tr td a")), None))
+        browser.get(base + "/procedures/A0000002/explain?station=CT01")
+        verdict = browser.find_element(By.CSS_SELECTOR, "table.explain span.verdict")
+        assert verdict.text == "not returned"
+        page = browser.find_element(By.TAG_NAME, "main").text
+        assert "scheduled on station CT02, the query asked for CT01" in page
+        shots.append(("explain.png", browser.get_screenshot_as_png()))
+        browser.get(base + "/procedures/A0000003/explain?station=CT01")
+        assert "the order was cancelled" in browser.find_element(By.TAG_NAME, "main").text
+
+        browser.get(base + "/procedures/A0000001")
+        browser.find_element(By.LINK_TEXT, "Timeline").click()
+        WebDriverWait(browser, 15).until(lambda d: d.current_url.endswith("/timeline"))
+        rows = browser.find_elements(By.CSS_SELECTOR, "table.timeline tbody tr")
+        kinds = [r.find_element(By.CSS_SELECTOR, "span.kind").text for r in rows]
+        assert kinds[0] == "HL7 in" and "Step" in kinds and "MPPS" in kinds
+        shots.append(("timeline.png", browser.get_screenshot_as_png()))
+    finally:
+        proc.stop()
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, png in shots:
+        assert png[:8] == PNG_SIGNATURE
+        (ARTIFACTS / name).write_bytes(png)

@@ -229,3 +229,51 @@ def test_unusable_character_sets_are_refused_at_start(override: str, text: str) 
 
     with pytest.raises(ConfigError, match=text):
         apply_overrides(Settings(), [override])
+
+
+# -- audit ------------------------------------------------------------------------------------
+
+
+def test_audit_is_off_by_default_with_atna_defaults() -> None:
+    a = load_settings().audit
+    assert a.enabled is False
+    assert (a.transport, a.port, a.facility) == ("tls", 6514, 10)
+    assert a.spool_directory == "" and a.audit_source_id == ""
+
+
+def test_audit_section_from_yaml(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, (
+        "audit:\n  enabled: true\n  host: arr.example.org\n  port: 514\n  transport: tcp\n"
+        "  spool_directory: /var/spool/mwl-audit\n  audit_source_id: MWL1\n"
+        "  enterprise_site_id: RADIOLOGY\n  tls:\n    ca_file: /etc/arr-ca.pem\n")))
+    a = s.audit
+    assert (a.enabled, a.host, a.port, a.transport) == (True, "arr.example.org", 514, "tcp")
+    assert (a.spool_directory, a.audit_source_id, a.enterprise_site_id) == (
+        "/var/spool/mwl-audit", "MWL1", "RADIOLOGY")
+    assert a.tls.ca_file == "/etc/arr-ca.pem"
+
+
+@pytest.mark.parametrize(("yaml_text", "fragment"), [
+    ("audit:\n  transport: beep\n", "audit.transport 'beep' must be tls, tcp or udp"),
+    ("audit:\n  transport: tcp\n  tls: {enabled: true}\n", "set audit.transport: tls"),
+    ("audit:\n  enabled: true\n  host: ''\n", "audit.enabled needs audit.host"),
+    ("audit:\n  port: 0\n", "audit.port 0 must be 1 to 65535"),
+    ("audit:\n  facility: 24\n", "audit.facility 24 must be 0 to 23"),
+    ("audit:\n  timeout: 0\n", "audit.timeout 0.0 must be more than 0"),
+    ("audit:\n  spool_max_bytes: -1\n", "audit.spool_max_bytes -1 must be more than 0"),
+    ("audit:\n  trasport: tcp\n", "did you mean 'transport'"),
+    ("audit:\n  port: '6514a'\n", "must be a number"),
+])
+def test_unusable_audit_settings_are_refused_naming_the_file(
+        tmp_path: Path, yaml_text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment) as raised:
+        load_settings(write(tmp_path, yaml_text))
+    assert str(raised.value).startswith(str(tmp_path / "broker.yaml"))
+
+
+def test_audit_overrides() -> None:
+    s = apply_overrides(Settings(), ["audit.enabled=true", "audit.transport=udp",
+                                     "audit.port=514"])
+    assert (s.audit.enabled, s.audit.transport, s.audit.port) == (True, "udp", 514)
+    with pytest.raises(ConfigError, match=r"audit\.transport 'smtp'"):
+        apply_overrides(Settings(), ["audit.transport=smtp"])
