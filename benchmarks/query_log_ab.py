@@ -66,7 +66,7 @@ def one_round(folder: Path, db: Path, query: Path, on: bool, runs: int, reps: in
 def main(quick: bool) -> int:
     size = 1000 if quick else 10000
     rounds = 2 if quick else 3
-    runs, reps = (3, 20) if quick else (8, 40)
+    runs, reps = (3, 20) if quick else (15, 200)
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "items": size,
                                "others_before": others(), "rounds": []}
     with tempfile.TemporaryDirectory() as tmp:
