@@ -30,9 +30,12 @@ from broker.dicom.archive_reports import ArchiveReports
 from broker.dicom.forward import MppsForwarder
 from broker.dicom.server import DicomServer
 from broker.dicom.stgcmt import CommitmentRequester
+from broker.dicom.ups_events import EventReporter
+from broker.dicom.ups_scp import UpsScp
 from broker.flows.completion import CompletionFlow
 from broker.flows.hl7_in import Ingestor
 from broker.flows.mpps_in import MppsIn
+from broker.flows.ups import UpsService, destination_of
 from broker.hl7 import ack
 from broker.hl7.server import MllpServer
 from broker.logs import event
@@ -48,6 +51,7 @@ from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
 from broker.store.analyst_queries import AnalystReader
 from broker.store.factory import Store, open_store
 from broker.store.repo import OutboxRow
+from broker.store.unit_of_work import UnitOfWork
 from broker.workflow.completion import Completion, CompletionPolicy
 from broker.workflow.notify import StatusNotifier
 
@@ -68,8 +72,12 @@ class Broker:
         self.audit = open_trail(settings.audit, self.node, settings.dicom.ae_title, db)
         self.store = open_store(db, self.node)
         self.writer = self.store.writer
+        d = settings.dicom
+        self.ups = UpsService({u.ae_title.strip(): u for u in d.ups.subscribers},
+                              on_queued=self._queued)
         self.ingestor = Ingestor(self.writer, self.mappings, settings.hl7, settings.mllp,
-                                 metrics=self.metrics, audit=self.audit)
+                                 metrics=self.metrics, audit=self.audit,
+                                 ups_watch=self.ups.watch if d.ups.enabled else None)
         self.mllp = _mllp_server(settings, self._handle_hl7, self.ingestor.oversize_ack,
                                  self.metrics, self.audit)
         interval = settings.mappings.watch_interval
@@ -85,8 +93,9 @@ class Broker:
                                          _completion(settings, self.mappings, notifier),
                                          on_queued=self._queued)
         self.archive_reports = ArchiveReports(self.completion)
+        self.ups.notify = notifier
         requests = _commitment_destinations(settings, self.archive_reports) + (
-            _forward_destinations(settings))
+            _forward_destinations(settings)) + _ups_destinations(settings)
         self.outbox = OutboxWorker(self.store.outbox_reader, self.writer,
                                    [*destinations, *requests], backoff_base=o.backoff_base,
                                    backoff_max=o.backoff_max, poll=o.poll,
@@ -95,14 +104,23 @@ class Broker:
                                    listen=self.store.listen)
         self.purger = self.store.purger(settings.retention)
         self.membership = Membership(self.writer, self.node, self._ports, version=__version__)
-        d = settings.dicom
-        mpps = MppsIn(self.writer, notify=notifier, final=self.completion.mpps_final,
+        ups = self.ups
+
+        def notify(uow: UnitOfWork, steps: list[int], status: str,
+                   summary: dict[str, Any]) -> int:
+            """The RIS's status message, and the workitems' state reports."""
+            return notifier(uow, steps, status, summary) + ups.state_changed(uow, steps)
+        mpps = MppsIn(self.writer, notify=notify, final=self.completion.mpps_final,
                       forward_to=[f.name for f in d.mpps_forward],
                       match_accession=d.mpps_match_accession, store_timeout=d.mpps_store_timeout,
                       on_queued=self._queued, audit=self.audit)
         self.query_log = QueryRecorder(self.writer, self.node)
+        ups_scp = UpsScp(self.ups, partial(self.writer.run_sync, timeout=d.mpps_store_timeout),
+                         self.store.worklist_reader,
+                         worklist_matching.from_settings(d).limits, d.charset,
+                         on_queued=self._queued) if d.ups.enabled else None
         self.dicom = _dicom_server(settings, self.store, mpps, self.archive_reports,
-                                   self.metrics, self.query_log, self.audit)
+                                   self.metrics, self.query_log, self.audit, ups_scp)
         self.metrics.count_associations(lambda: self.dicom.active_associations)
         self.metrics.set_certificates(certificates(settings))  # those the contexts loaded
         self.admin = self._admin_server() if settings.admin.enabled else None
@@ -223,7 +241,8 @@ def _mllp_server(settings: Settings, handler: Hl7Handler, oversize: OversizeHand
 
 def _dicom_server(settings: Settings, store: Store, mpps: MppsIn,
                   archive_reports: ArchiveReports, metrics: Metrics,
-                  query_log: QueryRecorder, audit: AuditTrail) -> DicomServer:
+                  query_log: QueryRecorder, audit: AuditTrail,
+                  ups: UpsScp | None = None) -> DicomServer:
     d = settings.dicom
     pynetdicom_patches.apply(d.fast_path, d.max_message_bytes)
     return DicomServer(store.worklist_reader, ae_title=d.ae_title, host=d.host, port=d.port,
@@ -240,7 +259,8 @@ def _dicom_server(settings: Settings, store: Store, mpps: MppsIn,
                        allowed_addresses=AddressAllowList(
                            d.allowed_addresses, "dicom.allowed_addresses") or None,
                        mpps=mpps, archive_reports=archive_reports, metrics=metrics,
-                       query_log=query_log.record if d.query_log else None, audit=audit)
+                       query_log=query_log.record if d.query_log else None, audit=audit,
+                       ups=ups)
 
 
 def _completion(settings: Settings, mappings: Callable[[], Any],
@@ -272,6 +292,15 @@ def _commitment_destinations(settings: Settings,
                                     [(c, i) for c, i in request["instances"]])
         return outcome.outcome, outcome.reason, outcome.detail
     return [RequestDestination(sc.name, send)]
+
+
+def _ups_destinations(settings: Settings) -> list[RequestDestination]:
+    """Each UPS subscriber's event reports, as an outbox destination."""
+    d = settings.dicom
+    return [RequestDestination(destination_of(u.ae_title.strip()), EventReporter(
+        d.ae_title, u.ae_title.strip(), u.host, u.port, u.timeout,
+        client_args(u.tls, f"dicom.ups.subscribers[{i}].tls", u.host), d.charset).send_row)
+        for i, u in enumerate(d.ups.subscribers)]
 
 
 def _forward_destinations(settings: Settings) -> list[RequestDestination]:

@@ -148,6 +148,26 @@ class ForwardSettings:
 
 
 @dataclass
+class UpsSubscriberSettings:
+    """An AE that may subscribe to UPS events (UPS Watch), and where its event reports go."""
+
+    ae_title: str = ""
+    host: str = "127.0.0.1"
+    port: int = 104
+    timeout: float = 30.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+@dataclass
+class UpsSettings:
+    """Unified Procedure Step over DIMSE on the broker's AE (docs/dicom-conformance.md)."""
+
+    enabled: bool = True
+    #: the AEs that may subscribe (N-ACTION Subscribe naming another AE is C308)
+    subscribers: list[UpsSubscriberSettings] = field(default_factory=list)
+
+
+@dataclass
 class DicomSettings:
     ae_title: str = "MWLBROKER"
     host: str = "0.0.0.0"
@@ -162,6 +182,7 @@ class DicomSettings:
     allowed_addresses: list[str] = field(default_factory=list)
     tls: TlsSettings = field(default_factory=TlsSettings)
     mpps_forward: list[ForwardSettings] = field(default_factory=list)
+    ups: UpsSettings = field(default_factory=UpsSettings)
     max_concurrent_queries: int = 4
     #: bytes of one DIMSE message (command + data set, over all its P-DATA fragments)
     max_message_bytes: int = 4 << 20

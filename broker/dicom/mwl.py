@@ -65,6 +65,7 @@ class ParsedQuery:
     keys: list[ReturnKey]
     unsupported: list[str] = field(default_factory=list)
     limits: QueryLimits = QueryLimits()
+    matchable: frozenset[str] = MATCHABLE
 
 
 def parse_identifier(identifier: Dataset, station_from_caller: str = "",
@@ -141,7 +142,7 @@ def _add_match(elem: DataElement, parsed: ParsedQuery) -> None:
     if elem.VR == "UI" and not value.replace("\\", "").strip():
         return  # a list of empty UIDs: universal matching
     keyword = elem.keyword
-    if keyword not in MATCHABLE:
+    if keyword not in parsed.matchable:
         parsed.unsupported.append(keyword or str(elem.tag))
         return
     if elem.VR != "UI" and elem.VM > 1:  # only a UID key may hold a list (PS3.4 C.2.2.2.2)
@@ -301,6 +302,24 @@ def build_response(row: WorklistRow, keys: list[ReturnKey], charset: str,
                    encode_name: Callable[[str], str] | None = None) -> Dataset:
     """Exactly the requested keys (plus Specific Character Set); unknown ones empty."""
     return to_pydicom(response_nodes(row, keys, encode_name), charset)
+
+
+def nodes_of(keys: list[ReturnKey], attrs: Attrs,
+             encode_name: Callable[[str], str] | None = None) -> list[Node]:
+    """Exactly the requested keys of one flat set of attributes (a workitem), sorted by tag;
+    no keys: every attribute."""
+    return _nodes(keys, (attrs,), encode_name) if keys else _all_nodes(attrs, encode_name)
+
+
+def return_key(elem: DataElement) -> ReturnKey:
+    """A return key (its sub-keys for a sequence) of one identifier element."""
+    return _return_key(elem)
+
+
+def add_match(elem: DataElement, parsed: ParsedQuery) -> None:
+    """The matching key of one identifier element (none for a universal value), with the
+    same rules and caps as the worklist's; sequences are not matched here."""
+    _add_match(elem, parsed)
 
 
 def keyword_of(tag: BaseTag) -> str:

@@ -26,6 +26,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     StorageCommitmentPushModel,
+    UnifiedProcedureStepPull,
+    UnifiedProcedureStepPush,
+    UnifiedProcedureStepQuery,
+    UnifiedProcedureStepWatch,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
@@ -65,11 +69,15 @@ from broker.store.ports import WorklistReader
 from broker.store.query_log import QueryRecord
 
 if TYPE_CHECKING:
+    from broker.dicom.ups_scp import UpsScp
     from broker.flows.mpps_in import MppsIn
     from broker.metrics import Metrics
 
 log = logging.getLogger("broker.dicom")
 
+#: the UPS SOP Classes (a request names UPS Push whatever context carries it)
+UPS_CLASSES = frozenset({"1.2.840.10008.5.1.4.34.6.1", "1.2.840.10008.5.1.4.34.6.2",
+                         "1.2.840.10008.5.1.4.34.6.3", "1.2.840.10008.5.1.4.34.6.5"})
 #: worklist answers built per turn of a query (between turns other queries and HL7 run)
 QUERY_CHUNK = 32
 
@@ -88,6 +96,7 @@ class DicomServer:
                  mpps: MppsIn | None = None, archive_reports: ArchiveReports | None = None,
                  metrics: Metrics | None = None,
                  query_log: Callable[[QueryRecord], None] | None = None,
+                 ups: UpsScp | None = None,
                  audit: AuditTrail | None = None) -> None:
         """``mpps`` serves MPPS, ``archive_reports`` storage commitment reports and IAN
         (each context is offered only when given); ``query_log`` is given a record of each
@@ -118,6 +127,9 @@ class DicomServer:
             served.append(ModalityPerformedProcedureStep)
         if archive_reports is not None:
             served.append(InstanceAvailabilityNotification)
+        if ups is not None:
+            served += [UnifiedProcedureStepPush, UnifiedProcedureStepPull,
+                       UnifiedProcedureStepWatch, UnifiedProcedureStepQuery]
         for sop_class in served:
             self.ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         if archive_reports is not None:  # the archive's reports on an association it opens
@@ -130,6 +142,7 @@ class DicomServer:
         self._query_slots = threading.BoundedSemaphore(max(1, max_concurrent_queries))
         self.metrics = metrics
         self.query_log = query_log
+        self.ups = ups
         self.audit = audit or DisabledAuditTrail()
 
     @property
@@ -151,7 +164,9 @@ class DicomServer:
                                (evt.EVT_REJECTED, self._on_rejected),
                                (evt.EVT_N_CREATE, self._on_n_create),
                                (evt.EVT_N_SET, self._on_n_set),
-                               (evt.EVT_N_EVENT_REPORT, self._on_n_event_report)]
+                               (evt.EVT_N_EVENT_REPORT, self._on_n_event_report),
+                               (evt.EVT_N_GET, self._on_n_get),
+                               (evt.EVT_N_ACTION, self._on_n_action)]
         server = self.ae.make_server((self.host, self.port), evt_handlers=handlers,
                                      server_class=NoDelayServer, ssl_context=self.ssl_context,
                                      request_handler=AdmittedRequestHandler)
@@ -218,6 +233,12 @@ class DicomServer:
         self.audit.security_alert(reason, peer, detail, listener="dicom")
 
     def _on_find(self, ev: Event) -> Iterator[tuple[Any, Any]]:
+        if ev.context.abstract_syntax in UPS_CLASSES:
+            if self.ups is None:
+                yield status_dataset(PROCESSING_FAILURE, "UPS is not served here"), None
+                return
+            yield from self.ups.on_find(ev)
+            return
         started = time.perf_counter()
         calling = ev.assoc.requestor.ae_title
         matches = 0
@@ -305,6 +326,10 @@ class DicomServer:
 
     def _on_n_create(self, ev: Event) -> tuple[Any, Any]:
         request: Any = ev.request
+        if request.AffectedSOPClassUID in UPS_CLASSES:
+            if self.ups is None:
+                return status_dataset(PROCESSING_FAILURE, "UPS is not served here"), None
+            return self.ups.on_n_create(ev)
         if request.AffectedSOPClassUID == IAN_SOP_CLASS:
             if self.archive_reports is None:
                 return status_dataset(PROCESSING_FAILURE,
@@ -315,6 +340,11 @@ class DicomServer:
         return self.mpps.on_n_create(ev)
 
     def _on_n_set(self, ev: Event) -> tuple[Any, Any]:
+        request: Any = ev.request
+        if request.RequestedSOPClassUID in UPS_CLASSES:
+            if self.ups is None:
+                return status_dataset(PROCESSING_FAILURE, "UPS is not served here"), None
+            return self.ups.on_n_set(ev)
         if self.mpps is None:
             return status_dataset(PROCESSING_FAILURE, "MPPS is not taken here"), None
         return self.mpps.on_n_set(ev)
@@ -346,6 +376,16 @@ class DicomServer:
             matches=matches, ms=round(elapsed * 1000, 3), error=error[:500],
             station_key=requestor.ae_title.strip() if options.station_key else "",
             step_ids=step_ids))
+
+    def _on_n_get(self, ev: Event) -> tuple[Any, Any]:
+        if self.ups is None:
+            return status_dataset(PROCESSING_FAILURE, "N-GET is served for UPS only"), None
+        return self.ups.on_n_get(ev)
+
+    def _on_n_action(self, ev: Event) -> tuple[Any, Any]:
+        if self.ups is None:
+            return status_dataset(PROCESSING_FAILURE, "N-ACTION is served for UPS only"), None
+        return self.ups.on_n_action(ev)
 
     def _count_find(self, outcome: str, started: float) -> None:
         if self.metrics is not None:

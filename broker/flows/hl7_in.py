@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("broker.hl7")
 
+#: before a message's changes: what queues the UPS state reports of what they moved
+UpsWatch = Callable[[UnitOfWork, list[str]], Callable[[], int] | None]
 #: DomainError kind → HL7 table 0357 code
 DOMAIN_CODES = {"unknown": 204, "conflict": 205, "missing": 101, "invalid": 207}
 
@@ -61,7 +63,9 @@ class Ingestor:
 
     def __init__(self, writer: JobRunner, mappings: Callable[[], MappingSet],
                  hl7: Hl7Settings, mllp: MllpSettings, metrics: Metrics | None = None,
-                 audit: AuditTrail | None = None) -> None:
+                 audit: AuditTrail | None = None, ups_watch: UpsWatch | None = None) -> None:
+        """``ups_watch`` (broker.flows.ups.UpsService.watch) queues the UPS state reports of
+        the workitems a message moves, in its transaction."""
         self.writer = writer
         self.mappings = mappings
         self.hl7 = hl7
@@ -74,6 +78,7 @@ class Ingestor:
         self.counts: dict[str, int] = {}
         self.metrics = metrics
         self.audit = audit or DisabledAuditTrail()
+        self.ups_watch = ups_watch
 
     def _override_for(self, application: str, facility: str) -> str | None:
         return self._overrides.get((application, facility)) or self._overrides.get(
@@ -217,6 +222,9 @@ class Ingestor:
                      f"{record.control_id}", *lock_keys(events))
         log_ = uow.messages
         applied = False
+        # UPS watchers: the states of the workitems this message may move, read before it
+        watched = self.ups_watch(uow, _studies(events)) if (
+            self.ups_watch is not None and rejection is None and events) else None
         if rejection is None and record.control_id and not record.replayed_by:
             sender = (record.sender_application, record.sender_facility, record.control_id)
             if is_new_order(events):
@@ -241,6 +249,8 @@ class Ingestor:
         if rejection is None and not applied:
             for ev in events:
                 apply(uow.orders, ev, cancel_started=self.hl7.cancel_started_steps)
+        if watched is not None and rejection is None:
+            watched()
         errors: tuple[Hl7Error, ...] = warnings
         code = "AA"
         if rejection is not None:
@@ -307,6 +317,12 @@ def _parse_for_ack(raw: bytes) -> Message | None:
         return parse(text[:end], "latin-1")
     except ParseError:
         return None
+
+
+def _studies(events: list[Event]) -> list[str]:
+    """The Study Instance UIDs of the orders a message changes."""
+    return [ev.procedure.study_uid for ev in events
+            if isinstance(ev, OrderChange) and ev.procedure.study_uid]
 
 
 def _origin_of(events: list[Event], keyword: str) -> str:

@@ -319,6 +319,42 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 9: Unified Procedure Step: each scheduled step is a workitem; its SOP Instance UID
+    #    (given by a UPS Push N-CREATE, else assigned when UPS first names the step), the
+    #    workitem's own state (Transaction UID, performer, progress, cancellation request,
+    #    attributes the worklist does not hold) and the subscriptions of UPS Watch SCUs
+    """
+    ALTER TABLE steps ADD COLUMN uid TEXT NOT NULL DEFAULT '';
+    CREATE UNIQUE INDEX steps_uid ON steps(uid) WHERE uid != '';
+    CREATE INDEX steps_without_uid ON steps(id) WHERE uid = '';
+
+    CREATE TABLE workitems (
+        step_fk INTEGER PRIMARY KEY REFERENCES steps(id) ON DELETE CASCADE,
+        transaction_uid TEXT NOT NULL DEFAULT '',
+        performer TEXT NOT NULL DEFAULT '',
+        attrs TEXT NOT NULL DEFAULT '{}',
+        cancel_requested_at REAL,
+        cancel_reason TEXT NOT NULL DEFAULT '',
+        cancel_requested_by TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+
+    CREATE TABLE ups_subscriptions (
+        id INTEGER PRIMARY KEY,
+        ae_title TEXT NOT NULL,
+        workitem_uid TEXT NOT NULL DEFAULT '',
+        filter TEXT NOT NULL DEFAULT '',
+        deletion_lock INTEGER NOT NULL DEFAULT 0,
+        suspended INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        UNIQUE (ae_title, workitem_uid, filter)
+    );
+    CREATE INDEX ups_subscriptions_workitem ON ups_subscriptions(workitem_uid);
+    """
+)
+
 #: migrations that only add (tables, columns with defaults, indexes): a broker of the
 #: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
-ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8})
+ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 9})

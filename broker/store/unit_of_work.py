@@ -16,6 +16,7 @@ from broker.store.query_log import QueryLogRepo
 from broker.store.repo import MppsRepo, OutboxRepo, Repo
 from broker.store.retention import RetentionRepo
 from broker.store.sqlite.dialect import SQLITE
+from broker.store.ups import UpsRepo
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Repo)
@@ -76,6 +77,10 @@ class UnitOfWork:
     @property
     def completion(self) -> CompletionRepo:
         return self._repo(CompletionRepo)
+
+    @property
+    def ups(self) -> UpsRepo:
+        return self._repo(UpsRepo)
 
     @property
     def queries(self) -> QueryLogRepo:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.model.orders import Attrs
+from broker.model.ups import workitem_uid
 from broker.model.worklist import (
     HIDDEN_STATUSES,
     Match,
@@ -53,12 +54,18 @@ COLUMNS = {
     "ScheduledPerformingPhysicianName": "s.performing_physician",
     "ScheduledStationName": "s.station_name",
     "ScheduledProcedureStepLocation": "s.location",
+    "SOPInstanceUID": "s.uid",  # a workitem's UID (UPS C-FIND)
 }
 STATION = "ScheduledStationAETitle"
 START_DATE = "ScheduledProcedureStepStartDate"
 START_TIME = "ScheduledProcedureStepStartTime"
+#: UPS: the start as one DT (range), matched against the same column
+START_DATETIME = "ScheduledProcedureStepStartDateTime"
 #: the keys the broker can match on (anything else with a value is reported as unsupported)
-MATCHABLE = frozenset(COLUMNS) | {STATION, START_DATE, START_TIME}
+#: the keys of UPS only (a worklist query with one reports it unsupported, as before)
+UPS_ONLY = frozenset({"SOPInstanceUID", START_DATETIME})
+MATCHABLE = (frozenset(COLUMNS) | {STATION, START_DATE, START_TIME}) - UPS_ONLY
+UPS_MATCHABLE = MATCHABLE | UPS_ONLY
 PN_KEYS = frozenset({"PatientName", "ReferringPhysicianName", "RequestingPhysician",
                      "ScheduledPerformingPhysicianName"})
 
@@ -71,6 +78,28 @@ class WorklistRow:
     procedure: Attrs
     step: Attrs
     step_id: int = 0  # the step's row id (the query log keeps which steps a query returned)
+    stored_uid: str = ""  # the step's workitem UID, once UPS has named it
+    created_at: float = 0.0
+
+    @property
+    def uid(self) -> str:
+        """The step's workitem SOP Instance UID (the one UPS will store, if not yet)."""
+        return self.stored_uid or workitem_uid(self.step_id, self.created_at)
+
+
+def dt_range(match: Match) -> tuple[str, str]:
+    """A DT single value or range as YYYYMMDDHHMMSS bounds of the start column ('' = open);
+    fractions and offsets are dropped (start times are stored in local time)."""
+    def bound(value: str, upper: bool) -> str:
+        digits = value.split(".")[0].split("+")[0].split("-")[0] if value else ""
+        if not digits:
+            return ""
+        fill = "1231235959" if upper else "0101000000"
+        return (digits + ("99991231235959" if upper else "00000101000000")[len(digits):]
+                if len(digits) < 4 else digits + fill[len(digits) - 4:])[:14]
+    if match.kind == "single":
+        return bound(match.value, False), bound(match.value, True)
+    return bound(match.low, False), bound(match.high, True)
 
 
 def pn_match(stored: str | None, query: str) -> bool:
@@ -105,6 +134,8 @@ def build(query: WorklistQuery, d: Dialect = SQLITE) -> Statement:
     filters: list[tuple[int, str]] = []
     by_keyword = {m.keyword: m for m in query.matches}
     low, high = datetime_range(by_keyword.get(START_DATE), by_keyword.get(START_TIME))
+    if START_DATETIME in by_keyword:
+        low, high = dt_range(by_keyword[START_DATETIME])
     station = by_keyword.get(STATION)
     source = "steps s"
     start_column = "s.start_dt"
@@ -134,7 +165,7 @@ def build(query: WorklistQuery, d: Dialect = SQLITE) -> Statement:
         if match.keyword in COLUMNS:
             pn = _condition(match, COLUMNS[match.keyword], where, params, d)
             if pn is not None:
-                filters.append((8 + len(extra), pn))
+                filters.append((10 + len(extra), pn))
                 extra.append(COLUMNS[match.keyword])
     if query.step_ids:  # the analyst's explanation: the same query, on these steps only
         where.append(f"s.id IN {d.json_values(integer=True)}")
@@ -144,7 +175,8 @@ def build(query: WorklistQuery, d: Dialect = SQLITE) -> Statement:
         params += [s.value for s in HIDDEN_STATUSES]
     columns = "".join(f", {c}" for c in extra)
     sql = (f"SELECT pt.patient_id, pt.issuer, pt.attrs, p.study_uid, p.attrs, s.status,"
-           f" s.attrs, s.id{columns} FROM {source} JOIN procedures p ON p.id = s.procedure_fk"
+           f" s.attrs, s.id, s.uid, s.created_at{columns}"
+           f" FROM {source} JOIN procedures p ON p.id = s.procedure_fk"
            f" JOIN patients pt ON pt.id = p.patient_fk")
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -192,7 +224,8 @@ def rows(cursor: Batches, filters: list[tuple[int, str]]) -> Iterator[WorklistRo
         for row in batch:
             if filters and not all(pn_match(row[i], p) for i, p in filters):
                 continue
-            patient_id, issuer, patient, uid, procedure, status, step, step_id = row[:8]
+            (patient_id, issuer, patient, uid, procedure, status, step, step_id, step_uid,
+             created) = row[:10]
             patient_attrs = json.loads(patient)
             patient_attrs["PatientID"] = patient_id
             if issuer:
@@ -201,4 +234,5 @@ def rows(cursor: Batches, filters: list[tuple[int, str]]) -> Iterator[WorklistRo
             procedure_attrs["StudyInstanceUID"] = uid
             step_attrs = json.loads(step)
             step_attrs["ScheduledProcedureStepStatus"] = status
-            yield WorklistRow(patient_attrs, procedure_attrs, step_attrs, step_id)
+            yield WorklistRow(patient_attrs, procedure_attrs, step_attrs, step_id, step_uid,
+                              created)

@@ -23,6 +23,7 @@ from broker.store.dialect import Dialect
 from broker.store.errors import StoreUnavailable
 from broker.store.sqlite.connection import connect, migrate
 from broker.store.sqlite.dialect import SQLITE
+from broker.store.worklist_query import pn_match
 from broker.store.writer import BatchWriter
 
 log = logging.getLogger("broker.store")
@@ -52,6 +53,8 @@ class SqliteBackend:
             conn = self._connect()
             migrate(conn)
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the upkeep thread does it
+            # the worklist SQL on the writer too (UPS: a filtered subscription's match)
+            conn.create_function("pn_match", 2, pn_match, deterministic=True)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the database {self.path}: {exc}") from exc
         return conn

@@ -1,0 +1,302 @@
+"""Unified Procedure Step on the broker's one set of steps: each request is a write job
+(create, update, change state, request cancellation, subscribe) that moves the step as an
+MPPS would, tells the RIS through the outbox as an MPPS does, and queues the event reports
+of the workitem's subscribers in the same transaction (durable, retried, in order).
+
+The jobs are shared by the DIMSE SCP (broker/dicom/ups_scp.py, run from association
+threads) and UPS-RS; every refusal is an UpsError with the status of PS3.4 Table CC.2-1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.dicom.workitem import from_create, merge_set, performed, workitem_attrs
+from broker.logs import event
+from broker.model.orders import Attrs, PatientKey, StepStatus
+from broker.model.ups import (
+    FILTERED_SUBSCRIPTION,
+    GLOBAL_SUBSCRIPTION,
+    EventType,
+    UpsState,
+    state_of,
+)
+from broker.store.unit_of_work import UnitOfWork
+from broker.store.ups import Workitem
+from broker.workflow import ups as rules
+from broker.workflow.ups import UpsError
+
+log = logging.getLogger("broker.ups")
+#: what tells the RIS of a step's new status (broker.workflow.notify.StatusNotifier)
+Notify = Callable[[UnitOfWork, list[int], str, dict[str, Any]], int]
+#: the MPPS status whose status message a workitem's new state sends
+RIS_STATUS = {UpsState.IN_PROGRESS: "IN PROGRESS", UpsState.COMPLETED: "COMPLETED",
+              UpsState.CANCELED: "DISCONTINUED"}
+#: seconds a "nobody subscribes" answer is kept (a subscription made on another broker of a
+#: shared database reaches this one's HL7 path within it)
+NO_SUBSCRIBER_TTL = 5.0
+#: event reports a subscriber gets at most when it subscribes globally (the current state
+#: of each workitem still to be done)
+INITIAL_REPORTS = 1000
+
+
+def destination_of(ae_title: str) -> str:
+    """The outbox destination of a subscriber's event reports."""
+    return f"ups-events:{ae_title}"
+
+
+@dataclass(slots=True)
+class Result:
+    """A request's outcome: a warning status (0: none), the workitem's attributes, how many
+    outbox messages were queued (event reports, RIS status messages)."""
+
+    warning: int = 0
+    attrs: Attrs = field(default_factory=dict)
+    queued: int = 0
+    comment: str = ""
+
+
+class UpsService:
+    """``subscribers``: AE title → (host, port) of every AE that may subscribe (an unknown
+    one is C308); ``notify`` queues the RIS's status messages."""
+
+    def __init__(self, subscribers: Mapping[str, Any], notify: Notify | None = None,
+                 on_queued: Callable[[], None] | None = None) -> None:
+        self.subscribers = dict(subscribers)
+        self.notify = notify
+        self.on_queued = on_queued
+        self._none_until = 0.0
+
+    # -- UPS Push ---------------------------------------------------------------------------
+    def create(self, uow: UnitOfWork, uid: str, attrs: Attrs, calling_ae: str) -> Result:
+        state = str(attrs.get("ProcedureStepState", "")).strip()
+        if state != UpsState.SCHEDULED.value:
+            raise UpsError(rules.NOT_SCHEDULED_AT_CREATE, f"Procedure Step State is "
+                           f"{state or 'empty'}: a new workitem is SCHEDULED")
+        if not str(attrs.get("PatientID", "")).strip():
+            raise UpsError(rules.MISSING_ATTRIBUTE, "Patient ID (0010,0020) is missing: the "
+                           "broker's workitems are a patient's scheduled steps")
+        if uow.ups.workitem(uid) is not None:
+            raise UpsError(rules.DUPLICATE_INSTANCE, f"a workitem with SOP Instance UID {uid} "
+                           "exists")
+        patient, procedure, step, own = from_create(uid, attrs)
+        key = PatientKey(str(patient["PatientID"]), str(patient.get("IssuerOfPatientID", "")))
+        placed = uow.orders.place_order(key, patient, procedure, f"UPS_{calling_ae}"[:20],
+                                        [step], StepStatus.SCHEDULED)
+        if placed.procedure_fk is None:
+            raise UpsError(rules.DUPLICATE_INSTANCE, f"Study Instance UID "
+                           f"{procedure['StudyInstanceUID']} belongs to another order: give "
+                           "the workitem a study of its own")
+        found = uow.mpps.steps_of_study(str(procedure["StudyInstanceUID"]))
+        uow.ups.set_uid(found[0], uid)
+        item = uow.ups.workitem(uid)
+        assert item is not None
+        item.attrs = own
+        uow.ups.save(item)
+        queued = self._report(uow, item, EventType.STATE_REPORT)
+        event(log, "ups_created", sop_instance_uid=uid, calling_ae=calling_ae)
+        return Result(0, self.attrs(item), queued)
+
+    # -- UPS Pull -----------------------------------------------------------------------------
+    def get(self, uow: UnitOfWork, uid: str) -> Workitem:
+        item = uow.ups.workitem(uid)
+        if item is None:
+            raise UpsError(rules.NO_SUCH_WORKITEM, f"no workitem has SOP Instance UID {uid}")
+        return item
+
+    def update(self, uow: UnitOfWork, uid: str, changes: Attrs, transaction_uid: str,
+               calling_ae: str) -> Result:
+        """N-SET: the workitem's own attributes (progress, performed procedure, …)."""
+        item = self.get(uow, uid)
+        rules.check_update(item.state, item.transaction_uid, transaction_uid)
+        if "ProcedureStepState" in changes:
+            raise UpsError(rules.INVALID_VALUE, "Procedure Step State changes by N-ACTION "
+                           "(Change State) only, not by N-SET")
+        progress = "ProcedureStepProgressInformationSequence" in changes
+        item.attrs = merge_set(item.attrs or {}, changes)
+        uow.ups.save(item)
+        queued = self._report(uow, item, EventType.PROGRESS_REPORT) if progress else 0
+        event(log, "ups_updated", sop_instance_uid=uid, calling_ae=calling_ae)
+        return Result(0, self.attrs(item), queued)
+
+    def change_state(self, uow: UnitOfWork, uid: str, requested: str, transaction_uid: str,
+                     calling_ae: str) -> Result:
+        """N-ACTION Change State: claim (IN PROGRESS), COMPLETED or CANCELED by the
+        performer; the step moves as an MPPS would move it, the RIS is told as it is of an
+        MPPS, subscribers get a state report."""
+        item = self.get(uow, uid)
+        move = rules.change_state(item.state, item.transaction_uid, requested,
+                                  transaction_uid, performed(item.attrs or {}))
+        if move.warning:
+            return Result(move.warning, self.attrs(item), 0, f"the workitem is already "
+                          f"{item.state}")
+        if move.transaction_uid is not None:
+            item.transaction_uid, item.performer = move.transaction_uid, calling_ae
+        if move.step_status is not None:
+            uow.mpps.set_step_status(item.step_id, move.step_status)
+            item.status = move.step_status
+        uow.ups.save(item)
+        queued = self._report(uow, item, EventType.STATE_REPORT)
+        if self.notify is not None:
+            queued += self.notify(uow, [item.step_id], RIS_STATUS[move.state],
+                                  self._summary(item, calling_ae))
+        event(log, "ups_state_changed", sop_instance_uid=uid, state=move.state.value,
+              calling_ae=calling_ae)
+        return Result(0, self.attrs(item), queued)
+
+    def request_cancel(self, uow: UnitOfWork, uid: str, reason: str, calling_ae: str,
+                       contact: Attrs | None = None) -> Result:
+        """N-ACTION Request Cancellation: a SCHEDULED workitem is CANCELED now; for one IN
+        PROGRESS its performer (and every subscriber) is told, and decides."""
+        item = self.get(uow, uid)
+        outcome = rules.request_cancel(item.state)
+        if outcome.warning:
+            return Result(outcome.warning, self.attrs(item), 0, "the workitem is already "
+                          "CANCELED")
+        item.cancel_requested, item.cancel_reason = True, reason[:1024]
+        if outcome.canceled:
+            uow.mpps.set_step_status(item.step_id, StepStatus.CANCELED)
+            item.status = StepStatus.CANCELED
+            uow.ups.save(item)
+            queued = self._report(uow, item, EventType.STATE_REPORT, {
+                "ReasonForCancellation": reason[:1024]} if reason else {})
+        else:
+            uow.ups.save(item)
+            queued = self._report(uow, item, EventType.CANCEL_REQUESTED, {
+                **({"ReasonForCancellation": reason[:1024]} if reason else {}),
+                **(contact or {})})
+        event(log, "ups_cancel_requested", sop_instance_uid=uid, calling_ae=calling_ae,
+              canceled=outcome.canceled)
+        return Result(0, self.attrs(item), queued)
+
+    # -- UPS Watch ----------------------------------------------------------------------------
+    def subscribe(self, uow: UnitOfWork, uid: str, ae_title: str, deletion_lock: bool,
+                  filter_query: dict[str, Any] | None = None) -> Result:
+        """Subscribe ``ae_title`` to one workitem, or globally (the well-known UIDs; for the
+        filtered one, ``filter_query`` is broker.store.ups.query_to_json of its keys); it
+        gets a state report of each workitem it now watches."""
+        ae_title = ae_title.strip()
+        if ae_title not in self.subscribers:
+            raise UpsError(rules.UNKNOWN_RECEIVING_AE, f"receiving AE {ae_title!r} is not in "
+                           "ups.subscribers (its host and port): add it there first")
+        if uid in (GLOBAL_SUBSCRIPTION, FILTERED_SUBSCRIPTION):
+            filter_json = json.dumps(filter_query, sort_keys=True) if (
+                uid == FILTERED_SUBSCRIPTION and filter_query) else ""
+            uow.ups.subscribe(ae_title, "", filter_json, deletion_lock)
+            self._none_until = 0.0
+            queued = 0
+            for item in uow.ups.open_workitems(INITIAL_REPORTS):
+                if not filter_json or uow.ups.matches(json.loads(filter_json), item.step_id):
+                    queued += self._queue(uow, ae_title, item, EventType.STATE_REPORT, {})
+            event(log, "ups_subscribed", receiving_ae=ae_title, scope="global",
+                  filtered=bool(filter_json))
+            return Result(0, {}, queued)
+        item = self.get(uow, uid)
+        uow.ups.subscribe(ae_title, uid, "", deletion_lock)
+        self._none_until = 0.0
+        queued = self._queue(uow, ae_title, item, EventType.STATE_REPORT, {})
+        event(log, "ups_subscribed", receiving_ae=ae_title, sop_instance_uid=uid)
+        return Result(0, {}, queued)
+
+    def unsubscribe(self, uow: UnitOfWork, uid: str, ae_title: str) -> Result:
+        if uid in (GLOBAL_SUBSCRIPTION, FILTERED_SUBSCRIPTION):
+            uow.ups.unsubscribe(ae_title.strip(), None)
+        else:
+            self.get(uow, uid)
+            uow.ups.unsubscribe(ae_title.strip(), uid)
+        event(log, "ups_unsubscribed", receiving_ae=ae_title, sop_instance_uid=uid)
+        return Result()
+
+    def suspend_global(self, uow: UnitOfWork, uid: str, ae_title: str) -> Result:
+        if uid not in (GLOBAL_SUBSCRIPTION, FILTERED_SUBSCRIPTION):
+            raise UpsError(rules.ACTION_NOT_APPROPRIATE, "suspending applies to the global "
+                           f"subscription ({GLOBAL_SUBSCRIPTION}) only")
+        uow.ups.suspend_global(ae_title.strip())
+        return Result()
+
+    # -- events --------------------------------------------------------------------------
+    def state_changed(self, uow: UnitOfWork, step_ids: list[int]) -> int:
+        """State reports for steps another path moved (MPPS, HL7): queued for their
+        subscribers in that path's transaction."""
+        if not step_ids or not uow.ups.has_subscriptions():
+            return 0
+        return sum(self._report(uow, item, EventType.STATE_REPORT)
+                   for item in uow.ups.workitems_of_steps(step_ids))
+
+    def watch(self, uow: UnitOfWork, study_uids: list[str]) -> Callable[[], int] | None:
+        """Before another path (HL7) changes the steps of ``study_uids``: what, called after
+        the change, queues a state report of each workitem whose state it changed or that
+        it created (None when nobody subscribes: nothing to read)."""
+        if not study_uids or not self._subscribed(uow):
+            return None
+        before = uow.ups.states_of_studies(study_uids)
+
+        def after() -> int:
+            now = uow.ups.states_of_studies(study_uids)
+            moved = [step for step, state in now.items() if before.get(step) != state]
+            return self.state_changed(uow, moved)
+        return after
+
+    def _subscribed(self, uow: UnitOfWork) -> bool:
+        """Whether any AE subscribes (a "no" is kept for ``NO_SUBSCRIBER_TTL`` seconds, so the
+        HL7 path reads nothing more while nobody watches)."""
+        now = time.monotonic()
+        if now < self._none_until:
+            return False
+        if uow.ups.has_subscriptions():
+            return True
+        self._none_until = now + NO_SUBSCRIBER_TTL
+        return False
+
+    def _report(self, uow: UnitOfWork, item: Workitem, kind: EventType,
+                info: Attrs | None = None) -> int:
+        queued = 0
+        for sub in uow.ups.subscriptions(item.uid):
+            if sub.filter and not uow.ups.matches(json.loads(sub.filter), item.step_id):
+                continue
+            queued += self._queue(uow, sub.ae_title, item, kind, info or {})
+        return queued
+
+    def _queue(self, uow: UnitOfWork, ae_title: str, item: Workitem, kind: EventType,
+               info: Attrs) -> int:
+        payload = {"event_type": int(kind), "sop_instance_uid": item.uid,
+                   "receiving_ae": ae_title, "info": {**event_info(kind, item), **info}}
+        uow.outbox.enqueue(destination_of(ae_title), item.uid, uuid.uuid4().hex[:20],
+                           f"UPS-EVENT-{int(kind)}", json.dumps(payload, ensure_ascii=False))
+        return 1
+
+    def attrs(self, item: Workitem) -> Attrs:
+        return workitem_attrs(item.uid, item.state, item.patient, item.procedure, item.step,
+                              item.attrs)
+
+    @staticmethod
+    def _summary(item: Workitem, calling_ae: str) -> dict[str, Any]:
+        """What the RIS's status message says of the performance (as of an MPPS)."""
+        done = performed(item.attrs or {})
+        return {"start": str(done.get("PerformedProcedureStepStartDateTime", ""))[:14],
+                "end": str(done.get("PerformedProcedureStepEndDateTime", ""))[:14],
+                "station": item.performer or calling_ae, "status": RIS_STATUS.get(
+                    item.state, ""), "series_count": 0, "image_count": 0,
+                "sop_instance_uid": item.uid, "instances": []}
+
+
+def event_info(kind: EventType, item: Workitem) -> Attrs:
+    """The Event Information of a report (PS3.4 Table CC.2.4-2)."""
+    state = state_of(item.status.value)
+    if kind is EventType.STATE_REPORT:
+        out: Attrs = {"ProcedureStepState": state.value, "InputReadinessState": "READY"}
+        if state is UpsState.CANCELED and item.cancel_reason:
+            out["ReasonForCancellation"] = item.cancel_reason
+        return out
+    if kind is EventType.CANCEL_REQUESTED:
+        return {"InputReadinessState": "READY"}
+    if kind is EventType.PROGRESS_REPORT:
+        progress = (item.attrs or {}).get("ProcedureStepProgressInformationSequence") or []
+        return {"ProcedureStepProgressInformationSequence": progress}
+    return {}

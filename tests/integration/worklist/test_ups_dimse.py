@@ -1,0 +1,329 @@
+"""UPS over DIMSE on the broker's steps, with stock pynetdicom SCUs and a stock pynetdicom SCP
+receiving the event reports: find, claim with the wrong and the right Transaction UID,
+update, complete, create, cancel, subscriptions, and the cross-view cases (a claim hides the
+MWL step; an MPPS moves the workitem; an HL7 cancel cancels both; the RIS is told)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    UnifiedProcedureStepEvent,
+    UnifiedProcedureStepPull,
+    UnifiedProcedureStepPush,
+    UnifiedProcedureStepWatch,
+)
+
+from broker.app import Broker
+from broker.config import DestinationSettings, UpsSubscriberSettings
+from tests.support.broker import make_settings, mappings_with_orc18_station
+from tests.support.mllp import msa, send
+from tests.support.mpps import mpps
+from tests.support.ris import Ris
+from tests.support.samples import order
+
+GLOBAL = "1.2.840.10008.5.1.4.34.5"
+
+
+def today() -> str:
+    return datetime.date.today().strftime("%Y%m%d")
+
+
+class EventScp:
+    """A stock pynetdicom AE receiving UPS event reports (N-EVENT-REPORT)."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, str, dict[str, Any]]] = []
+        self.ae = AE(ae_title="WATCHER")
+        self.ae.add_supported_context(UnifiedProcedureStepEvent, scu_role=True, scp_role=True)
+        self.server: Any = None
+
+    def __enter__(self) -> EventScp:
+        def on_report(ev: Any) -> tuple[int, None]:
+            info = ev.event_information
+            self.reports.append((int(ev.event_type), str(ev.request.AffectedSOPInstanceUID),
+                                 {e.keyword: str(e.value) for e in info if e.VR != "SQ"}))
+            return 0, None
+        self.server = self.ae.start_server(("127.0.0.1", 0), block=False,
+                                           evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+    def wait_for(self, predicate: Any, seconds: float = 15.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not predicate(self.reports):
+            assert time.monotonic() < deadline, f"reports so far: {self.reports}"
+            time.sleep(0.05)
+
+    def states(self, uid: str) -> list[str]:
+        return [r[2].get("ProcedureStepState", "") for r in self.reports
+                if r[1] == uid and r[0] == 1]
+
+
+@pytest.fixture
+def events() -> Iterator[EventScp]:
+    with EventScp() as scp:
+        yield scp
+
+
+@pytest.fixture
+async def ris() -> AsyncIterator[Ris]:
+    r = await Ris().start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def broker(tmp_path: Path, events: EventScp, ris: Ris) -> AsyncIterator[Broker]:
+    settings = make_settings(tmp_path)
+    settings.mappings.directory = str(mappings_with_orc18_station(tmp_path))
+    settings.dicom.ups.subscribers = [UpsSubscriberSettings("WATCHER", "127.0.0.1",
+                                                            events.port, 5.0)]
+    settings.outbound.destinations = [DestinationSettings("ris", "127.0.0.1", ris.port, 2.0)]
+    settings.outbound.poll = 0.05
+    b = Broker(settings)
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.stop()
+
+
+class Scu:
+    """A stock pynetdicom UPS SCU (Push, Pull, Watch) and MWL/MPPS SCU of one association."""
+
+    def __init__(self, port: int, ae_title: str = "CT01") -> None:
+        ae = AE(ae_title=ae_title)
+        for context in (UnifiedProcedureStepPush, UnifiedProcedureStepPull,
+                        UnifiedProcedureStepWatch, ModalityWorklistInformationFind,
+                        ModalityPerformedProcedureStep):
+            ae.add_requested_context(context)
+        ae.dimse_timeout = ae.acse_timeout = ae.network_timeout = 15
+        self.assoc = ae.associate("127.0.0.1", port, ae_title="MWLBROKER")
+        assert self.assoc.is_established
+
+    def close(self) -> None:
+        self.assoc.release()
+
+    def find(self, **keys: Any) -> list[Dataset]:
+        ds = Dataset()
+        ds.SOPInstanceUID = ""
+        ds.ProcedureStepState = ""
+        ds.PatientName = ""
+        ds.PatientID = ""
+        ds.ScheduledProcedureStepStartDateTime = ""
+        item = Dataset()
+        item.AccessionNumber = ""
+        ds.ReferencedRequestSequence = [item]
+        for keyword, value in keys.items():
+            if keyword == "AccessionNumber":
+                item.AccessionNumber = value
+            else:
+                setattr(ds, keyword, value)
+        return [identifier for status, identifier in self.assoc.send_c_find(
+            ds, UnifiedProcedureStepPull) if status.Status in (0xFF00, 0xFF01)]
+
+    def mwl(self, station: str) -> list[str]:
+        ds = Dataset()
+        ds.AccessionNumber = ""
+        item = Dataset()
+        item.ScheduledStationAETitle = station
+        ds.ScheduledProcedureStepSequence = [item]
+        return [str(i.AccessionNumber) for s, i in self.assoc.send_c_find(
+            ds, ModalityWorklistInformationFind) if s.Status in (0xFF00, 0xFF01)]
+
+    def action(self, uid: str, action: int, **info: Any) -> tuple[int, str]:
+        ds = Dataset()
+        for keyword, value in info.items():
+            setattr(ds, keyword, value)
+        status, _ = self.assoc.send_n_action(ds, action, UnifiedProcedureStepPush, uid)
+        return int(status.Status), str(status.get("ErrorComment", ""))
+
+    def get(self, uid: str) -> tuple[int, Dataset | None]:
+        status, ds = self.assoc.send_n_get([], UnifiedProcedureStepPush, uid)
+        return int(status.Status), ds
+
+    def set(self, uid: str, ds: Dataset) -> int:
+        status, _ = self.assoc.send_n_set(ds, UnifiedProcedureStepPush, uid)
+        return int(status.Status)
+
+    def create(self, uid: str, ds: Dataset) -> int:
+        status, _ = self.assoc.send_n_create(ds, UnifiedProcedureStepPush, uid)
+        return int(status.Status)
+
+
+def performed_procedure() -> Dataset:
+    ds = Dataset()
+    item = Dataset()
+    item.PerformedProcedureStepStartDateTime = f"{today()}093000"
+    item.PerformedProcedureStepEndDateTime = f"{today()}094500"
+    ds.UnifiedProcedureStepPerformedProcedureSequence = [item]
+    return ds
+
+
+def push_dataset(state: str = "SCHEDULED") -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.ProcedureStepState = state
+    ds.PatientName = "PUSHED^PAT"
+    ds.PatientID = "PUSH1"
+    ds.ProcedureStepLabel = "AI lung nodule check"
+    ds.ScheduledProcedureStepPriority = "HIGH"
+    ds.ScheduledProcedureStepStartDateTime = f"{today()}140000"
+    station = Dataset()
+    station.CodeValue = "CT02"
+    station.CodingSchemeDesignator = "99MWLBROKER"
+    station.CodeMeaning = "CT02"
+    ds.ScheduledStationNameCodeSequence = [station]
+    request = Dataset()
+    request.AccessionNumber = "PUSHACC1"
+    request.RequestedProcedureID = "RP-PUSH"
+    ds.ReferencedRequestSequence = [request]
+    ds.InputReadinessState = "READY"
+    return ds
+
+
+async def test_ups_pull_watch_and_the_worklist_see_one_set_of_steps(
+        broker: Broker, events: EventScp, ris: Ris) -> None:
+    t = today()
+    acks = await send(broker.mllp.bound_port, order(1, station="CT01", start=f"{t}0930").encode(),
+                      order(2, station="CT01", start=f"{t}1000").encode(),
+                      order(3, station="CT01", start=f"{t}1030").encode())
+    assert [msa(a)[1] for a in acks] == ["AA"] * 3
+
+    def dimse() -> None:
+        scu = Scu(broker.dicom.bound_port)
+        try:
+            found = {str(d.ReferencedRequestSequence[0].AccessionNumber): d
+                     for d in scu.find()}
+            assert sorted(found) == ["A0000001", "A0000002", "A0000003"]
+            assert {str(d.ProcedureStepState) for d in found.values()} == {"SCHEDULED"}
+            uid = str(found["A0000001"].SOPInstanceUID)
+            assert [str(d.SOPInstanceUID) for d in scu.find(SOPInstanceUID=uid)] == [uid]
+
+            # watch: an unknown AE is refused, WATCHER gets the state of every workitem
+            assert scu.action(GLOBAL, 3, ReceivingAE="NOBODY", DeletionLock="FALSE")[0] \
+                == 0xC308
+            assert scu.action(GLOBAL, 3, ReceivingAE="WATCHER", DeletionLock="FALSE")[0] == 0
+            events.wait_for(lambda r: len([x for x in r if x[0] == 1]) >= 3)
+
+            # claim: without a Transaction UID refused, with one accepted, then taken
+            assert scu.action(uid, 1, ProcedureStepState="IN PROGRESS")[0] == 0xC301
+            mine = generate_uid()
+            assert scu.action(uid, 1, ProcedureStepState="IN PROGRESS",
+                              TransactionUID=mine)[0] == 0
+            assert scu.action(uid, 1, ProcedureStepState="IN PROGRESS",
+                              TransactionUID=generate_uid())[0] == 0xC302
+            assert "A0000001" not in scu.mwl("CT01")  # claimed: off the MWL default answer
+            # update and complete: only with the performer's Transaction UID
+            changes = performed_procedure()
+            changes.TransactionUID = generate_uid()
+            assert scu.set(uid, changes) == 0xC301
+            assert scu.action(uid, 1, ProcedureStepState="COMPLETED",
+                              TransactionUID=mine)[0] == 0xC304  # final state not met
+            changes.TransactionUID = mine
+            assert scu.set(uid, changes) == 0
+            assert scu.action(uid, 1, ProcedureStepState="COMPLETED",
+                              TransactionUID=generate_uid())[0] == 0xC301
+            assert scu.action(uid, 1, ProcedureStepState="COMPLETED",
+                              TransactionUID=mine)[0] == 0
+            assert scu.action(uid, 1, ProcedureStepState="COMPLETED",
+                              TransactionUID=mine)[0] == 0xB306  # already: a warning
+            status, got = scu.get(uid)
+            assert status == 0 and got is not None and got.ProcedureStepState == "COMPLETED"
+            assert "TransactionUID" not in got
+            events.wait_for(lambda r: events.states(uid)[-2:] == ["IN PROGRESS",
+                                                                  "COMPLETED"])
+
+            # cancel: a scheduled workitem at once
+            other = str(found["A0000002"].SOPInstanceUID)
+            assert scu.action(other, 2, ReasonForCancellation="patient left")[0] == 0
+            assert scu.get(other)[1].ProcedureStepState == "CANCELED"
+            assert scu.action(other, 2, ReasonForCancellation="again")[0] == 0xB304
+            events.wait_for(lambda r: "CANCELED" in events.states(other))
+
+            # an MPPS on the third moves its workitem
+            third = str(found["A0000003"].SOPInstanceUID)
+            ds = mpps(study_uid=order(3).study_uid or "", sps_id="SPS0000003",
+                      accession="A0000003")
+            status, _ = scu.assoc.send_n_create(ds, ModalityPerformedProcedureStep,
+                                                generate_uid())
+            assert status.Status == 0
+            assert scu.get(third)[1].ProcedureStepState == "IN PROGRESS"
+            events.wait_for(lambda r: "IN PROGRESS" in events.states(third))
+
+            # UPS Push: a new workitem, on the worklist of its station
+            pushed = generate_uid()
+            assert scu.create(pushed, push_dataset("IN PROGRESS")) == 0xC309
+            assert scu.create(pushed, push_dataset()) == 0
+            assert scu.create(pushed, push_dataset()) == 0x0111
+            assert scu.mwl("CT02") == ["PUSHACC1"]
+            got = scu.get(pushed)[1]
+            assert got is not None and got.ProcedureStepLabel == "AI lung nodule check"
+            assert got.ScheduledProcedureStepPriority == "HIGH"
+            assert scu.get("1.2.3.4.5.6.7")[0] == 0xC307
+        finally:
+            scu.close()
+    await asyncio.to_thread(dimse)
+
+    # the RIS heard of the claim and the completion as of an MPPS
+    async def told() -> list[str]:
+        return [m.split("\r")[0].split("|")[8] for m in ris.received]
+    deadline = asyncio.get_running_loop().time() + 15
+    while len(ris.received) < 3:  # claim, completion, the MPPS of the third
+        assert asyncio.get_running_loop().time() < deadline, ris.received
+        await asyncio.sleep(0.05)
+    statuses = [next(seg.split("|")[5] for seg in m.split("\r") if seg.startswith("ORC"))
+                for m in ris.received if "A0000001" in m]
+    assert statuses[:2] == ["IP", "CM"]
+
+
+async def test_an_hl7_cancel_cancels_the_workitem_and_tells_its_watchers(
+        broker: Broker, events: EventScp) -> None:
+    t = today()
+    assert [msa(a)[1] for a in await send(
+        broker.mllp.bound_port, order(1, station="CT01", start=f"{t}0930").encode())] == ["AA"]
+
+    def find_and_watch() -> str:
+        scu = Scu(broker.dicom.bound_port)
+        try:
+            (item,) = scu.find()
+            uid = str(item.SOPInstanceUID)
+            assert scu.action(uid, 3, ReceivingAE="WATCHER", DeletionLock="TRUE")[0] == 0
+            return uid
+        finally:
+            scu.close()
+    uid = await asyncio.to_thread(find_and_watch)
+    cancel = order(1, control_id="CA1", order_control="CA", order_status="CA",
+                   station="CT01", start=f"{t}0930")
+    assert [msa(a)[1] for a in await send(broker.mllp.bound_port, cancel.encode())] == ["AA"]
+
+    def state() -> str:
+        scu = Scu(broker.dicom.bound_port)
+        try:
+            got = scu.get(uid)[1]
+            assert got is not None
+            return str(got.ProcedureStepState)
+        finally:
+            scu.close()
+    assert await asyncio.to_thread(state) == "CANCELED"
+    await asyncio.to_thread(events.wait_for, lambda r: "CANCELED" in events.states(uid))
+    threading.Event().wait(0)
