@@ -26,3 +26,8 @@ def back(to: str, notice: str = "", error: str = "") -> web.HTTPSeeOther:
 def return_to(request: web.Request, fields: dict[str, str], default: str) -> str:
     target = fields.get("return_to", "")
     return target if target.startswith("/") and not target.startswith("//") else default
+
+
+def hhmm(value: str) -> str:
+    digits = value.replace(":", "")
+    return f"{digits[:2]}:{digits[2:4]}" if len(digits) >= 4 else value

@@ -9,7 +9,8 @@ from aiohttp import web
 from broker.admin import html as h
 from broker.admin.analyst_views import last_seen, seen_line
 from broker.admin.api import SERVICE, form_or_json, parse_id, parse_key
-from broker.admin.pages import back, page, return_to
+from broker.admin.pages import back, hhmm, page, return_to
+from broker.admin.procedure_view import procedure_sections
 from broker.admin.service import (
     OUTBOX_STATES,
     PURGEABLE,
@@ -54,7 +55,7 @@ async def worklist(request: web.Request) -> web.Response:
     seen = await last_seen(request)
     sections = []
     for aet in sorted(groups):
-        rows = [[h.esc(_hhmm(i["start_time"])), h.esc(i["patient_name"]),
+        rows = [[h.esc(hhmm(i["start_time"])), h.esc(i["patient_name"]),
                  h.esc(i["patient_id"]), h.esc(i["accession"]), h.esc(i["modality"]),
                  h.esc(i["description"]), h.esc(i["sps_id"]), h.status(i["status"]),
                  h.link(h.path("procedures", i["study_uid"] or i["accession"]), "history")]
@@ -70,11 +71,6 @@ async def worklist(request: web.Request) -> web.Response:
     return page(request, f"Worklist of {day}", form + "".join(sections), "/worklist")
 
 
-def _hhmm(value: str) -> str:
-    digits = value.replace(":", "")
-    return f"{digits[:2]}:{digits[2:4]}" if len(digits) >= 4 else value
-
-
 # -- a procedure's history -----------------------------------------------------------------
 async def procedure(request: web.Request) -> web.Response:
     key = parse_key(request)
@@ -83,75 +79,8 @@ async def procedure(request: web.Request) -> web.Response:
         return page(request, f"Procedure {key}",
                     h.table(["History"], [], "no procedure has this Study Instance UID or "
                              "accession number"), "/worklist", 404)
-    return page(request, f"Procedure {key}", "".join(_procedure(p) for p in found),
+    return page(request, f"Procedure {key}", "".join(procedure_sections(p) for p in found),
                 "/worklist")
-
-
-def _procedure(p: Row) -> str:
-    key = p["accession"] or p["study_uid"]
-    parts = ['<p class="actions">' + h.link(h.path("procedures", key) + "/explain",
-                                             "Why is it (not) on the worklist?")
-             + " · " + h.link(h.path("procedures", key) + "/timeline", "Timeline") + "</p>"]
-    parts += [h.facts([
-        ("Patient", f"{h.esc(p['patient_name'])} ({h.esc(p['patient_id'])}"
-                    f"{'^^^' + h.esc(p['issuer']) if p['issuer'] else ''})"),
-        ("Birth date / sex", h.esc(f"{p['birth_date']} {p['sex']}")),
-        ("Accession", h.esc(p["accession"])),
-        ("Study Instance UID", h.esc(p["study_uid"])),
-        ("Requested procedure", h.esc(f"{p['requested_procedure_id']} "
-                                      f"{p['attrs'].get('RequestedProcedureDescription', '')}")),
-        ("Placer / filler order", h.esc(f"{p['placer_order']} / {p['filler_order']}")),
-        ("Priority", h.esc(p["priority"])),
-        ("Last order control", h.esc(p["order_control"])),
-        ("Created / updated", h.esc(f"{h.when(p['created_at'])} / {h.when(p['updated_at'])}")),
-    ])]
-    parts.append("<h2>HL7 messages in</h2>" + h.table(
-        ["Received", "Sender", "Type", "Control ID", "ACK", "Error"],
-        [[h.link(h.path("messages", str(m["id"])), h.when(m["received_at"])),
-          h.esc(m["sender_application"]), h.esc(m["message_type"]), h.esc(m["control_id"]),
-          h.status(m["outcome"]) + (" (duplicate)" if m["duplicate_of"] else ""),
-          h.esc(m["error"])] for m in p["messages_in"]], "no logged message names this accession"))
-    parts.append("<h2>Scheduled procedure steps</h2>" + h.table(
-        ["SPS ID", "Status", "Modality", "Start", "Stations", "Station name", "Description",
-         "Updated"],
-        [[h.esc(s["sps_id"]), h.status(s["status"]), h.esc(s["modality"]),
-          h.esc(f"{s['start_date']} {_hhmm(s['start_time'])}"), h.esc(", ".join(s["stations"])),
-          h.esc(s["station_name"]), h.esc(s["attrs"].get("ScheduledProcedureStepDescription",
-                                                           "")),
-          h.esc(h.when(s["updated_at"]))] for s in p["steps"]], "no step"))
-    parts.append("<h2>Performed procedure steps (MPPS)</h2>" + h.table(
-        ["SOP Instance UID", "Status", "Calling AE", "Steps", "Created", "Updated", "Dataset"],
-        [[h.esc(m["sop_instance_uid"]), h.status(m["status"]), h.esc(m["calling_ae"]),
-          h.esc(m["sps_ids"] or ("unscheduled" if m["unscheduled"] else "")),
-          h.esc(h.when(m["created_at"])), h.esc(h.when(m["updated_at"])),
-          "<details><summary>show</summary>" + h.pretty_json(m["dataset"]) + "</details>"]
-         for m in p["mpps"]], "no MPPS yet"))
-    if p["commitments"]:
-        parts.append("<h2>Storage commitment</h2>" + _generic(p["commitments"]))
-    if p["ian"] or p["availability"]:
-        summary = ", ".join(f"{k}: {v}" for k, v in p["availability"].items())
-        parts.append("<h2>Instance availability (IAN)</h2>"
-                     + (f"<p>Instances {h.esc(summary)}</p>" if summary else "")
-                     + _generic(p["ian"]))
-    if p["completions"]:
-        parts.append("<h2>Completion</h2>" + _generic(p["completions"]))
-    parts.append("<h2>HL7 messages out</h2>" + h.table(
-        ["Entry", "Destination", "Type", "Control ID", "State", "Attempts", "Last error",
-         "Updated"],
-        [[h.link(h.path("outbox", str(o["id"])), o["id"]), h.esc(o["destination"]),
-          h.esc(o["message_type"]), h.esc(o["control_id"]), h.status(o["state"]),
-          h.esc(o["attempts"]), h.esc(o["last_error"]), h.esc(h.when(o["updated_at"]))]
-         for o in p["messages_out"]], "nothing sent for this procedure"))
-    return "<section class=procedure>" + "".join(parts) + "</section>"
-
-
-def _generic(rows: list[Row]) -> str:
-    """Rows of tables this console does not know in detail, column by column."""
-    if not rows:
-        return ""
-    headers = list(rows[0])
-    return h.table(headers, [[h.esc(h.when(r[c]) if c.endswith("_at") and isinstance(
-        r[c], float) else r[c]) for c in headers] for r in rows])
 
 
 # -- message log ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from broker import __version__
-from broker.cli import analyst_tools
+from broker.cli import analyst_tools, ups_tools
 from broker.cli import care as care_commands
 from broker.cli.dicom_tools import cmd_import_worklist, cmd_query, cmd_simulate
 from broker.cli.hl7_tools import cmd_receive, cmd_send
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_receive)
     care_commands.register(sub, common)
     analyst_tools.add_parsers(sub, common)
+    ups_tools.add_parser(sub)
     return parser
 
 

@@ -89,6 +89,9 @@ async def procedure_history(conn: Conn, key: str, d: Dialect) -> list[Row]:
     for p in procedures:
         p["attrs"] = json.loads(p["attrs"])
         p["steps"] = await _steps(conn, p["id"], d)
+        p["ups_global_subscribers"] = [x["ae_title"] for x in await _rows(
+            conn, "SELECT ae_title FROM ups_subscriptions WHERE workitem_uid = '' AND"
+            " suspended = 0 ORDER BY ae_title")]
         p["messages_in"] = await _rows(conn, """
             SELECT id, received_at, sender_application, sender_facility, control_id,
                    message_type, outcome, duplicate_of, error
@@ -107,13 +110,19 @@ async def procedure_history(conn: Conn, key: str, d: Dialect) -> list[Row]:
 async def _steps(conn: Conn, procedure_fk: int, d: Dialect) -> list[Row]:
     rows = await _rows(conn, f"""
         SELECT s.id, s.sps_id, s.status, s.modality, s.start_date, s.start_time,
-               s.station_name, s.location, s.attrs, s.created_at, s.updated_at,
+               s.station_name, s.location, s.attrs, s.created_at, s.updated_at, s.uid,
+               w.performer AS ups_performer, w.cancel_requested_at AS ups_cancel_requested_at,
+               w.cancel_reason AS ups_cancel_reason,
                (SELECT {d.string_agg("st.station_aet", chr(92))} FROM step_stations st
                  WHERE st.step_fk = s.id) AS stations
-        FROM steps s WHERE s.procedure_fk = ? ORDER BY s.id""", (procedure_fk,))
+        FROM steps s LEFT JOIN workitems w ON w.step_fk = s.id
+        WHERE s.procedure_fk = ? ORDER BY s.id""", (procedure_fk,))
     for r in rows:
         r["attrs"] = json.loads(r["attrs"])
         r["stations"] = r["stations"].split("\\") if r["stations"] else []
+        r["ups_subscribers"] = [x["ae_title"] for x in await _rows(
+            conn, "SELECT ae_title FROM ups_subscriptions WHERE workitem_uid = ? ORDER BY"
+            " ae_title", (r["uid"],))] if r["uid"] else []
     return rows
 
 

@@ -295,6 +295,15 @@ async def test_ups_pull_watch_and_the_worklist_see_one_set_of_steps(
                 for m in ris.received if "A0000001" in m]
     assert statuses[:2] == ["IP", "CM"]
 
+    # the procedure page shows the workitem: its state, performer and subscribers
+    import aiohttp
+    assert broker.admin is not None
+    async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{broker.admin.bound_port}/procedures/A0000001") as page:
+        text = await page.text()
+    assert "Workitems (UPS)" in text and "COMPLETED" in text and "CT01" in text
+    assert "Global subscribers: WATCHER" in text
+
 
 async def test_an_hl7_cancel_cancels_the_workitem_and_tells_its_watchers(
         broker: Broker, events: EventScp) -> None:
@@ -327,3 +336,33 @@ async def test_an_hl7_cancel_cancels_the_workitem_and_tells_its_watchers(
     assert await asyncio.to_thread(state) == "CANCELED"
     await asyncio.to_thread(events.wait_for, lambda r: "CANCELED" in events.states(uid))
     threading.Event().wait(0)
+
+
+async def test_the_ups_command_finds_claims_and_completes(broker: Broker, ris: Ris) -> None:
+    import subprocess
+    import sys
+
+    t = today()
+    assert [msa(a)[1] for a in await send(
+        broker.mllp.bound_port, order(1, station="CT01", start=f"{t}0930").encode())] == ["AA"]
+    base = [str(Path(sys.executable).parent / "mwl-broker"), "ups"]
+    where = ["-p", str(broker.dicom.bound_port)]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *args, *where], capture_output=True, text=True,
+                              timeout=60)
+    found = await asyncio.to_thread(cli, "find", "--station", "CT01", "--state", "SCHEDULED")
+    assert found.returncode == 0, found.stderr
+    assert "1 workitem(s): status 0x0000" in found.stdout
+    uid = found.stdout.split()[0]
+    claimed = await asyncio.to_thread(cli, "claim", uid)
+    assert claimed.returncode == 0, claimed.stderr
+    transaction = claimed.stdout.split("Transaction UID ")[1].split()[0]
+    wrong = await asyncio.to_thread(cli, "complete", uid, "--transaction-uid", "1.2.3")
+    assert wrong.returncode == 1 and "0xC301" in wrong.stderr
+    done = await asyncio.to_thread(cli, "complete", uid, "--transaction-uid", transaction)
+    assert done.returncode == 0, done.stderr
+    got = await asyncio.to_thread(cli, "get", uid, "--json")
+    assert got.returncode == 0 and '"COMPLETED"' in got.stdout
+    refused = await asyncio.to_thread(cli, "subscribe", "global", "--receiving-ae", "NOBODY")
+    assert refused.returncode == 1 and "0xC308" in refused.stderr
