@@ -123,13 +123,16 @@ def apply_overrides(settings: Settings, overrides: list[str]) -> Settings:
     """Apply ``section.key=value`` overrides (values read as YAML scalars)."""
     for item in overrides:
         name, sep, text = item.partition("=")
-        section, _, key = name.strip().partition(".")
+        *path, key = name.strip().split(".")
+        section = ".".join(path)
         shown = f"{name.strip()}=…" if sep else item  # a value may be a secret: never echo it
-        if not sep or not key:
+        if not sep or not key or not path:
             raise ConfigError(f"override {shown!r} must look like section.key=value")
-        target = getattr(settings, section, None)
-        if target is None or not dataclasses.is_dataclass(target):
-            raise ConfigError(f"override {shown!r}: unknown section {section!r}")
+        target: Any = settings
+        for part in path:  # dicom.ups.subscribers: a section inside a section
+            target = getattr(target, part, None)
+            if target is None or not dataclasses.is_dataclass(target):
+                raise ConfigError(f"override {shown!r}: unknown section {section!r}")
         hints = get_type_hints(type(target))
         if key not in hints:
             raise ConfigError(f"override {shown!r}: unknown setting {section}.{key}")
