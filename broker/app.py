@@ -20,6 +20,7 @@ from broker.admin.analyst import AnalystService
 from broker.admin.http import AdminServer
 from broker.admin.ports import HealthSource
 from broker.admin.service import AdminService
+from broker.admin.ups_rs import UpsWeb
 from broker.analyst.query_log import QueryRecorder
 from broker.audit.trail import AuditTrail, open_trail
 from broker.cluster.membership import Membership
@@ -140,8 +141,13 @@ class Broker:
                                  self.store.worklist_reader,
                                  worklist_matching.from_settings(self.settings.dicom),
                                  ingest=self.ingestor.handle)
+        d = self.settings.dicom
+        dicomweb = UpsWeb(self.ups, self.writer, self.store.worklist_reader,
+                          lambda: (service.reader.conn, service.reader.dialect),
+                          worklist_matching.from_settings(d).limits, d.charset,
+                          on_queued=self._queued) if d.ups.enabled else None
         return AdminServer(self.settings.admin, self.metrics, service, analyst,
-                           audit=self.audit)
+                           audit=self.audit, dicomweb=dicomweb)
 
     def _ports(self) -> tuple[int, int, int]:
         admin = self.settings.admin.port if self.settings.admin.enabled else 0

@@ -16,6 +16,7 @@ from broker.admin.listen import ConnectionGate, GatedSite
 from broker.admin.service import AdminService, BadRequest
 from broker.admin.sessions import SessionStore
 from broker.admin.throttle import FailureLimit
+from broker.admin.ups_rs import UpsWeb
 from broker.audit.trail import AuditTrail
 from broker.config import AdminSettings, is_loopback
 from broker.logs import event
@@ -30,8 +31,9 @@ MAX_BODY = 64 * 1024
 class AdminServer:
     def __init__(self, settings: AdminSettings, metrics: Metrics, service: AdminService,
                  analyst: AnalystService | None = None,
-                 audit: AuditTrail | None = None) -> None:
-        """``analyst`` adds the query log, preview, explanation, trace and replay."""
+                 audit: AuditTrail | None = None, dicomweb: UpsWeb | None = None) -> None:
+        """``analyst`` adds the query log, preview, explanation, trace and replay;
+        ``dicomweb`` the Worklist Service (UPS-RS) under /dicomweb."""
         self.settings = settings
         self.host, self.port = settings.host, settings.port
         self.ssl_context = server_context(settings.tls, "admin.tls")
@@ -44,6 +46,7 @@ class AdminServer:
                                    settings.request_read_timeout, metrics)
         self.service = service
         self.analyst = analyst
+        self.dicomweb = dicomweb
         self._runner: web.AppRunner | None = None
 
     @property
@@ -81,6 +84,8 @@ class AdminServer:
             app[analyst_api.ANALYST] = self.analyst
             analyst_api.add_routes(app)
             analyst_views.add_routes(app)
+        if self.dicomweb is not None:
+            self.dicomweb.install(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
                                      keepalive_timeout=self.settings.request_read_timeout)
         await self._runner.setup()

@@ -284,6 +284,8 @@ class RetentionSettings:
     outbox_delivered_days: float = 30.0
     #: the query log (every worklist C-FIND with its keys and what it found)
     query_log_days: float = 30.0
+    #: UPS event reports kept for web (UPS-RS) subscribers, sent or still waiting
+    ups_events_days: float = 1.0
     chunk: int = 500
 
 

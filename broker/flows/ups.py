@@ -177,12 +177,14 @@ class UpsService:
 
     # -- UPS Watch ----------------------------------------------------------------------------
     def subscribe(self, uow: UnitOfWork, uid: str, ae_title: str, deletion_lock: bool,
-                  filter_query: dict[str, Any] | None = None) -> Result:
+                  filter_query: dict[str, Any] | None = None, web: bool = False) -> Result:
         """Subscribe ``ae_title`` to one workitem, or globally (the well-known UIDs; for the
         filtered one, ``filter_query`` is broker.store.ups.query_to_json of its keys); it
-        gets a state report of each workitem it now watches."""
+        gets a state report of each workitem it now watches. Over DIMSE only the AEs of
+        ``subscribers`` may subscribe; ``web`` (UPS-RS) takes any AE title, whose reports
+        wait in ``ups_events`` for its WebSocket unless it is one of ``subscribers``."""
         ae_title = ae_title.strip()
-        if ae_title not in self.subscribers:
+        if not web and ae_title not in self.subscribers:
             raise UpsError(rules.UNKNOWN_RECEIVING_AE, f"receiving AE {ae_title!r} is not in "
                            "ups.subscribers (its host and port): add it there first")
         if uid in (GLOBAL_SUBSCRIPTION, FILTERED_SUBSCRIPTION):
@@ -265,10 +267,16 @@ class UpsService:
 
     def _queue(self, uow: UnitOfWork, ae_title: str, item: Workitem, kind: EventType,
                info: Attrs) -> int:
+        """One event report: through the outbox for a DIMSE subscriber (N-EVENT-REPORT),
+        else into ``ups_events`` for a web one's WebSocket; in this job's transaction."""
         payload = {"event_type": int(kind), "sop_instance_uid": item.uid,
                    "receiving_ae": ae_title, "info": {**event_info(kind, item), **info}}
-        uow.outbox.enqueue(destination_of(ae_title), item.uid, uuid.uuid4().hex[:20],
-                           f"UPS-EVENT-{int(kind)}", json.dumps(payload, ensure_ascii=False))
+        text = json.dumps(payload, ensure_ascii=False)
+        if ae_title in self.subscribers:
+            uow.outbox.enqueue(destination_of(ae_title), item.uid, uuid.uuid4().hex[:20],
+                               f"UPS-EVENT-{int(kind)}", text)
+        else:
+            uow.ups.add_event(ae_title, item.uid, int(kind), text)
         return 1
 
     def attrs(self, item: Workitem) -> Attrs:

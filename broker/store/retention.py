@@ -192,8 +192,12 @@ OUTBOX_DELIVERED = Rule("outbox_delivered", "outbox",
 #: the worklist queries modalities made (the analyst's query log)
 QUERY_LOG = Rule("query_log", "query_log", "queried_at < :query_log", _doomed_own("query_log"))
 
+#: UPS event reports for web subscribers, delivered or not (one never connecting keeps none)
+UPS_EVENTS = Rule("ups_events", "ups_events", "created_at < :ups_events",
+                  _doomed_own("ups_events"))
+
 #: in the order they run
-RULES: tuple[Rule, ...] = (STEPS, MPPS, MESSAGE_LOG, OUTBOX_DELIVERED, QUERY_LOG)
+RULES: tuple[Rule, ...] = (STEPS, MPPS, MESSAGE_LOG, OUTBOX_DELIVERED, QUERY_LOG, UPS_EVENTS)
 
 
 class RetentionRepo:

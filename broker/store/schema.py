@@ -355,6 +355,26 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 10: UPS event reports for web subscribers (UPS-RS): written in the transaction of the
+    #     change, sent over the subscriber's WebSocket when it is open (oldest first), then
+    #     marked delivered; retention.ups_events_days removes them
+    """
+    CREATE TABLE ups_events (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        receiving_ae TEXT NOT NULL,
+        sop_instance_uid TEXT NOT NULL,
+        event_type INTEGER NOT NULL,
+        payload TEXT NOT NULL DEFAULT '{}',
+        delivered_at REAL
+    );
+    CREATE INDEX ups_events_pending ON ups_events(receiving_ae, id)
+        WHERE delivered_at IS NULL;
+    CREATE INDEX ups_events_at ON ups_events(created_at);
+    """
+)
+
 #: migrations that only add (tables, columns with defaults, indexes): a broker of the
 #: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
-ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 9})
+ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10})

@@ -198,3 +198,22 @@ class UpsRepo(Repo):
         return self.conn.execute(
             "SELECT 1 FROM ups_subscriptions WHERE workitem_uid = ? AND deletion_lock = 1"
             " LIMIT 1", (workitem_uid,)).fetchone() is not None
+
+    # -- event reports for web subscribers ------------------------------------------------
+    def add_event(self, receiving_ae: str, workitem_uid: str, event_type: int,
+                  payload: str) -> int:
+        """An event report for a web (UPS-RS) subscriber, sent when its WebSocket is open."""
+        row = self.conn.execute(
+            "INSERT INTO ups_events (created_at, receiving_ae, sop_instance_uid, event_type,"
+            " payload) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (self.now, receiving_ae, workitem_uid, event_type, payload)).fetchone()
+        return int(row[0])
+
+    def events_delivered(self, ids: list[int]) -> int:
+        """Mark event reports sent (retention removes them later)."""
+        if not ids:
+            return 0
+        cur = self.conn.execute(
+            "UPDATE ups_events SET delivered_at = ? WHERE delivered_at IS NULL AND id IN"
+            f" {self.dialect.json_values(integer=True)}", (self.now, json.dumps(ids)))
+        return int(cur.rowcount or 0)
