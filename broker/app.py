@@ -21,6 +21,7 @@ from broker.admin.http import AdminServer
 from broker.admin.ports import HealthSource
 from broker.admin.service import AdminService
 from broker.admin.ups_rs import UpsWeb
+from broker.admin.ups_ws import EventHub
 from broker.analyst.query_log import QueryRecorder
 from broker.audit.trail import AuditTrail, open_trail
 from broker.cluster.membership import Membership
@@ -96,7 +97,10 @@ class Broker:
         self.archive_reports = ArchiveReports(self.completion)
         self.ups.notify = notifier
         requests = _commitment_destinations(settings, self.archive_reports) + (
-            _forward_destinations(settings)) + _ups_destinations(settings)
+            _forward_destinations(settings))
+        self.ups_reporters = _ups_reporters(settings)
+        requests += [RequestDestination(destination_of(r.ae_title), r.send_row)
+                     for r in self.ups_reporters]
         self.outbox = OutboxWorker(self.store.outbox_reader, self.writer,
                                    [*destinations, *requests], backoff_base=o.backoff_base,
                                    backoff_max=o.backoff_max, poll=o.poll,
@@ -124,6 +128,7 @@ class Broker:
                                    self.metrics, self.query_log, self.audit, ups_scp)
         self.metrics.count_associations(lambda: self.dicom.active_associations)
         self.metrics.set_certificates(certificates(settings))  # those the contexts loaded
+        self.event_hub: EventHub | None = None
         self.admin = self._admin_server() if settings.admin.enabled else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = contextlib.AsyncExitStack()
@@ -146,6 +151,7 @@ class Broker:
                           lambda: (service.reader.conn, service.reader.dialect),
                           worklist_matching.from_settings(d).limits, d.charset,
                           on_queued=self._queued) if d.ups.enabled else None
+        self.event_hub = dicomweb.hub if dicomweb is not None else None
         return AdminServer(self.settings.admin, self.metrics, service, analyst,
                            audit=self.audit, dicomweb=dicomweb)
 
@@ -154,12 +160,18 @@ class Broker:
         return self.mllp.bound_port or 0, self.dicom.bound_port or 0, admin
 
     def _queued(self) -> None:
-        """Called from an association thread after messages were queued: wake the outbox."""
+        """Called from an association thread after messages were queued: wake the outbox
+        and the UPS-RS event hub."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.outbox.wake)
+            if self.event_hub is not None:
+                self._loop.call_soon_threadsafe(self.event_hub.wake)
 
     async def _handle_hl7(self, raw: bytes, peer: str) -> bytes:
-        return (await self.ingestor.handle(raw, peer)).ack
+        outcome = await self.ingestor.handle(raw, peer)
+        if self.event_hub is not None:
+            self.event_hub.wake()  # a UPS report the message queued goes out now
+        return outcome.ack
 
     async def start(self) -> None:
         """Start the store, the outbox, the listeners, the timers and the console, in order;
@@ -175,6 +187,8 @@ class Broker:
             await self.completion.start()
             stack.push_async_callback(self.completion.stop)
             await self.outbox.start()
+            for reporter in self.ups_reporters:  # after the outbox stops: its associations
+                stack.push_async_callback(asyncio.to_thread, reporter.close)
             stack.push_async_callback(self.outbox.stop)
             await self.mllp.start()
             stack.push_async_callback(self.mllp.stop, self.settings.mllp.shutdown_grace)
@@ -300,13 +314,12 @@ def _commitment_destinations(settings: Settings,
     return [RequestDestination(sc.name, send)]
 
 
-def _ups_destinations(settings: Settings) -> list[RequestDestination]:
-    """Each UPS subscriber's event reports, as an outbox destination."""
+def _ups_reporters(settings: Settings) -> list[EventReporter]:
+    """What sends each UPS subscriber's event reports (an outbox destination each)."""
     d = settings.dicom
-    return [RequestDestination(destination_of(u.ae_title.strip()), EventReporter(
-        d.ae_title, u.ae_title.strip(), u.host, u.port, u.timeout,
-        client_args(u.tls, f"dicom.ups.subscribers[{i}].tls", u.host), d.charset).send_row)
-        for i, u in enumerate(d.ups.subscribers)]
+    return [EventReporter(d.ae_title, u.ae_title.strip(), u.host, u.port, u.timeout,
+                          client_args(u.tls, f"dicom.ups.subscribers[{i}].tls", u.host),
+                          d.charset) for i, u in enumerate(d.ups.subscribers)]
 
 
 def _forward_destinations(settings: Settings) -> list[RequestDestination]:

@@ -70,6 +70,11 @@ class EventHub:
                 await self._task
             self._task = None
 
+    def wake(self) -> None:
+        """Look for reports now (a change was committed); from the event loop only."""
+        if self._sockets:
+            self._wake.set()
+
     def attach(self, ae_title: str, ws: web.WebSocketResponse) -> None:
         self._sockets.setdefault(ae_title, set()).add(ws)
         self._wake.set()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -20,6 +22,8 @@ from broker.logs import event
 from broker.store.repo import OutboxRow
 
 log = logging.getLogger("broker.ups")
+#: seconds an idle association to a subscriber is kept for the next report
+KEEP_OPEN = 20.0
 #: the outcome of one delivery: (delivered | retry | dead, reason, detail), as the outbox
 #: worker's request destinations answer
 Outcome = tuple[str, str, str]
@@ -35,6 +39,9 @@ class EventReporter:
         self.host, self.port, self.timeout = host, port, timeout
         self.tls_args = tls_args
         self.charset = charset
+        self._lock = threading.Lock()
+        self._assoc: Any = None
+        self._used = 0.0
 
     def send_row(self, row: OutboxRow) -> Outcome:
         report = json.loads(row.payload)
@@ -42,6 +49,38 @@ class EventReporter:
         return self.send(int(report["event_type"]), report["sop_instance_uid"], info)
 
     def send(self, event_type: int, uid: str, info: Dataset) -> Outcome:
+        """One report, on the association kept from the last one when it is still open
+        and younger than ``KEEP_OPEN`` seconds of idleness, else on a new one."""
+        with self._lock:
+            assoc = self._association()
+            if isinstance(assoc, tuple):
+                return assoc
+            try:
+                status, _ = assoc.send_n_event_report(info, event_type,
+                                                      UnifiedProcedureStepPush, uid)
+            except (OSError, RuntimeError) as exc:
+                self._close()
+                return "retry", f"sending to {self.ae_title} failed: {exc}", ""
+            self._used = time.monotonic()
+            if status is None or "Status" not in status:
+                self._close()  # the association broke or timed out: a new one next time
+                return "retry", f"no N-EVENT-REPORT response from {self.ae_title}", ""
+        code = int(status.Status)
+        event(log, "ups_event_sent", receiving_ae=self.ae_title, sop_instance_uid=uid,
+              event_type=event_type, status=f"0x{code:04X}")
+        if code == 0 or 0xB000 <= code <= 0xBFFF:
+            return "delivered", "", f"0x{code:04X}"
+        comment = str(status.get("ErrorComment", "") or "")
+        return "dead", (f"{self.ae_title} refused the event report: status 0x{code:04X}"
+                        + (f" ({comment})" if comment else "")), ""
+
+    def _association(self) -> Any:
+        """The open association, or (retry | dead, reason, detail) when none can be had."""
+        assoc = self._assoc
+        if assoc is not None and assoc.is_established and (
+                time.monotonic() - self._used < KEEP_OPEN):
+            return assoc
+        self._close()
         ae = AE(ae_title=self.local_ae)
         ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = self.timeout
         ae.add_requested_context(UnifiedProcedureStepEvent)
@@ -57,21 +96,17 @@ class EventReporter:
         if not assoc.is_established:
             return "retry", (f"association with {self.ae_title} at {self.host}:{self.port} "
                              "rejected, aborted or not answered"), ""
-        try:
-            if not assoc.accepted_contexts:
-                return "dead", f"{self.ae_title} does not accept UPS event reports", ""
-            status, _ = assoc.send_n_event_report(info, event_type, UnifiedProcedureStepPush,
-                                                  uid)
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        if status is None or "Status" not in status:
-            return "retry", f"no N-EVENT-REPORT response from {self.ae_title}", ""
-        code = int(status.Status)
-        event(log, "ups_event_sent", receiving_ae=self.ae_title, sop_instance_uid=uid,
-              event_type=event_type, status=f"0x{code:04X}")
-        if code == 0 or 0xB000 <= code <= 0xBFFF:
-            return "delivered", "", f"0x{code:04X}"
-        comment = str(status.get("ErrorComment", "") or "")
-        return "dead", (f"{self.ae_title} refused the event report: status 0x{code:04X}"
-                        + (f" ({comment})" if comment else "")), ""
+        if not assoc.accepted_contexts:
+            assoc.release()
+            return "dead", f"{self.ae_title} does not accept UPS event reports", ""
+        self._assoc, self._used = assoc, time.monotonic()
+        return assoc
+
+    def _close(self) -> None:
+        assoc, self._assoc = self._assoc, None
+        if assoc is not None and assoc.is_established:
+            assoc.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()

@@ -78,6 +78,10 @@ def query_from_json(data: dict[str, Any]) -> WorklistQuery:
                          bool(data.get("include_hidden", True)))
 
 
+#: the step of a workitem UID (the uid != '' term lets the partial unique index serve it)
+BY_UID = " WHERE s.uid = ? AND s.uid != ''"
+
+
 class UpsRepo(Repo):
     def assign_uids(self) -> int:
         """Give every step still without a workitem UID its UID; returns how many."""
@@ -94,9 +98,9 @@ class UpsRepo(Repo):
 
     def workitem(self, uid: str) -> Workitem | None:
         """The workitem of ``uid`` (steps not yet named by UPS get their UIDs first)."""
-        row = self.conn.execute(WORKITEM + " WHERE s.uid = ?", (uid,)).fetchone()
+        row = self.conn.execute(WORKITEM + BY_UID, (uid,)).fetchone()
         if row is None and self.assign_uids():
-            row = self.conn.execute(WORKITEM + " WHERE s.uid = ?", (uid,)).fetchone()
+            row = self.conn.execute(WORKITEM + BY_UID, (uid,)).fetchone()
         return workitem_of(row) if row is not None else None
 
     def workitems_of_steps(self, step_ids: list[int]) -> list[Workitem]:

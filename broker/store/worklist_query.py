@@ -167,6 +167,8 @@ def build(query: WorklistQuery, d: Dialect = SQLITE) -> Statement:
             if pn is not None:
                 filters.append((10 + len(extra), pn))
                 extra.append(COLUMNS[match.keyword])
+    if "SOPInstanceUID" in by_keyword:  # lets the partial unique index on steps.uid serve
+        where.append("s.uid != ''")
     if query.step_ids:  # the analyst's explanation: the same query, on these steps only
         where.append(f"s.id IN {d.json_values(integer=True)}")
         params.append(json.dumps(list(query.step_ids)))
