@@ -42,6 +42,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/dimse_memory.py
 	$(BIN)/python benchmarks/real_clients.py
 	$(BIN)/python benchmarks/hl7_clients.py
+	$(BIN)/python benchmarks/ups.py
+	$(BIN)/python benchmarks/query_log_ab.py
 	$(BIN)/python benchmarks/report.py
 
 bench-quick: $(STAMP) system-deps
@@ -56,6 +58,7 @@ bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/dimse_memory.py --quick
 	$(BIN)/python benchmarks/real_clients.py --quick
 	$(BIN)/python benchmarks/hl7_clients.py --quick
+	$(BIN)/python benchmarks/ups.py --quick
 	$(BIN)/python benchmarks/report.py --quick
 
 # live fuzz campaign against the running broker, bounded: make fuzz FUZZ_SECONDS=120
