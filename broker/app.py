@@ -51,6 +51,7 @@ from broker.net.exposure import open_listeners
 from broker.net.tls import client_args, client_context, server_context
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
 from broker.store.analyst_queries import AnalystReader
+from broker.store.errors import StoreError
 from broker.store.factory import Store, open_store
 from broker.store.repo import OutboxRow
 from broker.store.unit_of_work import UnitOfWork
@@ -155,6 +156,17 @@ class Broker:
         return AdminServer(self.settings.admin, self.metrics, service, analyst,
                            audit=self.audit, dicomweb=dicomweb)
 
+    async def _scp_status(self, status: str) -> None:
+        """Tell the UPS subscribers the broker RESTARTED or is GOING DOWN (event type 4)."""
+        if not self.settings.dicom.ups.enabled:
+            return
+        try:
+            if await self.writer.run(lambda uow: self.ups.scp_status(uow, status)):
+                self.outbox.wake()
+        except StoreError as exc:
+            event(log, "ups_scp_status_not_queued", logging.WARNING, status=status,
+                  error=str(exc))
+
     def _ports(self) -> tuple[int, int, int]:
         admin = self.settings.admin.port if self.settings.admin.enabled else 0
         return self.mllp.bound_port or 0, self.dicom.bound_port or 0, admin
@@ -211,6 +223,7 @@ class Broker:
             event(log, "listener_open_to_all", logging.WARNING, listener=exposed.listener,
                   host=exposed.host, port=exposed.port, restrict_with=exposed.restrict)
         self.audit.application_start()
+        await self._scp_status("RESTARTED")
         event(log, "broker_ready", node=self.node, database=self.store.description,
               mllp_port=self.mllp.bound_port, dicom_port=self.dicom.bound_port,
               seconds=round(time.perf_counter() - started, 3))
@@ -219,6 +232,7 @@ class Broker:
         """Stop what started, in reverse order: the console first, the store last."""
         event(log, "broker_stopping")
         self.audit.application_stop()
+        await self._scp_status("GOING DOWN")
         await self._running.aclose()
         event(log, "broker_stopped")
 

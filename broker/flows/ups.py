@@ -267,17 +267,36 @@ class UpsService:
 
     def _queue(self, uow: UnitOfWork, ae_title: str, item: Workitem, kind: EventType,
                info: Attrs) -> int:
+        return self._send(uow, ae_title, item.uid, kind, {**event_info(kind, item), **info})
+
+    def _send(self, uow: UnitOfWork, ae_title: str, uid: str, kind: EventType,
+              info: Attrs) -> int:
         """One event report: through the outbox for a DIMSE subscriber (N-EVENT-REPORT),
         else into ``ups_events`` for a web one's WebSocket; in this job's transaction."""
-        payload = {"event_type": int(kind), "sop_instance_uid": item.uid,
-                   "receiving_ae": ae_title, "info": {**event_info(kind, item), **info}}
+        payload = {"event_type": int(kind), "sop_instance_uid": uid,
+                   "receiving_ae": ae_title, "info": info}
         text = json.dumps(payload, ensure_ascii=False)
         if ae_title in self.subscribers:
-            uow.outbox.enqueue(destination_of(ae_title), item.uid, uuid.uuid4().hex[:20],
+            uow.outbox.enqueue(destination_of(ae_title), uid, uuid.uuid4().hex[:20],
                                f"UPS-EVENT-{int(kind)}", text)
         else:
-            uow.ups.add_event(ae_title, item.uid, int(kind), text)
+            uow.ups.add_event(ae_title, uid, int(kind), text)
         return 1
+
+    def scp_status(self, uow: UnitOfWork, status: str) -> int:
+        """An SCP Status Change report (event type 4) to every subscribing AE: the broker
+        RESTARTED (its subscriptions and workitems kept: WARM START) or GOING DOWN."""
+        info = {"SCPStatus": status, "SubscriptionListStatus": "WARM START",
+                "UnifiedProcedureStepListStatus": "WARM START"}
+        if status != "RESTARTED":
+            info = {"SCPStatus": status}
+        queued = 0
+        for ae_title in uow.ups.subscribing_aes():
+            queued += self._send(uow, ae_title, GLOBAL_SUBSCRIPTION, EventType.SCP_STATUS_CHANGE,
+                                 info)
+        if queued:
+            event(log, "ups_scp_status_reported", status=status, subscribers=queued)
+        return queued
 
     def attrs(self, item: Workitem) -> Attrs:
         return workitem_attrs(item.uid, item.state, item.patient, item.procedure, item.step,

@@ -193,6 +193,11 @@ class UpsRepo(Repo):
             (json.dumps(study_uids),)).fetchall()
         return {int(r[0]): str(r[1]) for r in rows}
 
+    def subscribing_aes(self) -> list[str]:
+        """Every AE title with a subscription (of any kind)."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT DISTINCT ae_title FROM ups_subscriptions ORDER BY ae_title").fetchall()]
+
     def has_subscriptions(self) -> bool:
         return self.conn.execute("SELECT 1 FROM ups_subscriptions LIMIT 1").fetchone() \
             is not None

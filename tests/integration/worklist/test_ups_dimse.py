@@ -366,3 +366,34 @@ async def test_the_ups_command_finds_claims_and_completes(broker: Broker, ris: R
     assert got.returncode == 0 and '"COMPLETED"' in got.stdout
     refused = await asyncio.to_thread(cli, "subscribe", "global", "--receiving-ae", "NOBODY")
     assert refused.returncode == 1 and "0xC308" in refused.stderr
+
+
+async def test_subscribers_hear_the_scp_going_down_and_restarting(
+        tmp_path: Path, events: EventScp) -> None:
+    settings = make_settings(tmp_path)
+    settings.dicom.ups.subscribers = [UpsSubscriberSettings("WATCHER", "127.0.0.1",
+                                                            events.port, 5.0)]
+    settings.outbound.poll = 0.05
+    first = Broker(settings)
+    await first.start()
+    try:
+        def subscribe() -> None:
+            scu = Scu(first.dicom.bound_port)
+            try:
+                assert scu.action(GLOBAL, 3, ReceivingAE="WATCHER", DeletionLock="FALSE")[0] \
+                    == 0
+            finally:
+                scu.close()
+        await asyncio.to_thread(subscribe)
+    finally:
+        await first.stop()
+    second = Broker(settings)  # the same database: the subscription is kept (warm start)
+    await second.start()
+    try:
+        await asyncio.to_thread(events.wait_for, lambda r: [
+            x[2].get("SCPStatus") for x in r if x[0] == 4] == ["GOING DOWN", "RESTARTED"])
+        restarted = [x for x in events.reports if x[0] == 4][-1]
+        assert restarted[1] == GLOBAL
+        assert restarted[2]["SubscriptionListStatus"] == "WARM START"
+    finally:
+        await second.stop()
