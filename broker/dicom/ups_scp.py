@@ -70,7 +70,7 @@ def parse_ups_identifier(identifier: Dataset, limits: QueryLimits | None = None
     """A UPS C-FIND identifier as the worklist's query: the same matching rules on the same
     columns (ProcedureStepState as the step statuses, a station code's value as the station
     AE title, the Referenced Request Sequence's keys as the order's)."""
-    parsed = ParsedQuery(WorklistQuery(include_hidden=True), [],
+    parsed = ParsedQuery(WorklistQuery(include_hidden=True, workitems=True), [],
                          limits=limits or QueryLimits(), matchable=UPS_MATCHABLE)
     for elem in identifier:
         if elem.tag == SPECIFIC_CHARACTER_SET or elem.tag.element == 0:
@@ -110,7 +110,7 @@ def row_attrs(row: WorklistRow) -> dict[str, Any]:
              "READY": UpsState.SCHEDULED, "STARTED": UpsState.IN_PROGRESS,
              "DEPARTED": UpsState.IN_PROGRESS, "COMPLETED": UpsState.COMPLETED}.get(
         str(row.step.get("ScheduledProcedureStepStatus")), UpsState.CANCELED)
-    return workitem_attrs(row.uid, state, row.patient, row.procedure, row.step)
+    return workitem_attrs(row.uid, state, row.patient, row.procedure, row.step, row.own)
 
 
 class UpsScp:

@@ -49,6 +49,7 @@ class WorklistQuery:
     matches: list[Match] = field(default_factory=list)
     include_hidden: bool = False  # the query has a value for SPS Status
     step_ids: tuple[int, ...] = ()  # only these steps (row ids): the analyst's explanation
+    workitems: bool = False  # also read each step's UPS workitem attributes
 
     def keywords(self) -> set[str]:
         return {m.keyword for m in self.matches}

@@ -80,6 +80,7 @@ class WorklistRow:
     step_id: int = 0  # the step's row id (the query log keeps which steps a query returned)
     stored_uid: str = ""  # the step's workitem UID, once UPS has named it
     created_at: float = 0.0
+    own: Attrs | None = None  # the workitem's own attributes (a UPS query asks for them)
 
     @property
     def uid(self) -> str:
@@ -165,7 +166,7 @@ def build(query: WorklistQuery, d: Dialect = SQLITE) -> Statement:
         if match.keyword in COLUMNS:
             pn = _condition(match, COLUMNS[match.keyword], where, params, d)
             if pn is not None:
-                filters.append((10 + len(extra), pn))
+                filters.append((11 + len(extra), pn))
                 extra.append(COLUMNS[match.keyword])
     if "SOPInstanceUID" in by_keyword:  # lets the partial unique index on steps.uid serve
         where.append("s.uid != ''")
@@ -176,8 +177,10 @@ def build(query: WorklistQuery, d: Dialect = SQLITE) -> Statement:
         where.append(f"s.status NOT IN ({', '.join('?' * len(HIDDEN_STATUSES))})")
         params += [s.value for s in HIDDEN_STATUSES]
     columns = "".join(f", {c}" for c in extra)
+    own = ("(SELECT w.attrs FROM workitems w WHERE w.step_fk = s.id)" if query.workitems
+           else "NULL")
     sql = (f"SELECT pt.patient_id, pt.issuer, pt.attrs, p.study_uid, p.attrs, s.status,"
-           f" s.attrs, s.id, s.uid, s.created_at{columns}"
+           f" s.attrs, s.id, s.uid, s.created_at, {own}{columns}"
            f" FROM {source} JOIN procedures p ON p.id = s.procedure_fk"
            f" JOIN patients pt ON pt.id = p.patient_fk")
     if where:
@@ -227,7 +230,7 @@ def rows(cursor: Batches, filters: list[tuple[int, str]]) -> Iterator[WorklistRo
             if filters and not all(pn_match(row[i], p) for i, p in filters):
                 continue
             (patient_id, issuer, patient, uid, procedure, status, step, step_id, step_uid,
-             created) = row[:10]
+             created, own) = row[:11]
             patient_attrs = json.loads(patient)
             patient_attrs["PatientID"] = patient_id
             if issuer:
@@ -237,4 +240,4 @@ def rows(cursor: Batches, filters: list[tuple[int, str]]) -> Iterator[WorklistRo
             step_attrs = json.loads(step)
             step_attrs["ScheduledProcedureStepStatus"] = status
             yield WorklistRow(patient_attrs, procedure_attrs, step_attrs, step_id, step_uid,
-                              created)
+                              created, json.loads(own) if own else None)

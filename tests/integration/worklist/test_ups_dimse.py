@@ -241,6 +241,11 @@ async def test_ups_pull_watch_and_the_worklist_see_one_set_of_steps(
                               TransactionUID=mine)[0] == 0xC304  # final state not met
             changes.TransactionUID = mine
             assert scu.set(uid, changes) == 0
+            # C-FIND answers hold the workitem's own attributes too
+            (answer,) = scu.find(SOPInstanceUID=uid,
+                                 UnifiedProcedureStepPerformedProcedureSequence=[])
+            performed = answer.UnifiedProcedureStepPerformedProcedureSequence[0]
+            assert performed.PerformedProcedureStepEndDateTime == f"{t}094500"
             assert scu.action(uid, 1, ProcedureStepState="COMPLETED",
                               TransactionUID=generate_uid())[0] == 0xC301
             assert scu.action(uid, 1, ProcedureStepState="COMPLETED",
