@@ -41,6 +41,10 @@ RIS_STATUS = {UpsState.IN_PROGRESS: "IN PROGRESS", UpsState.COMPLETED: "COMPLETE
 #: seconds a "nobody subscribes" answer is kept (a subscription made on another broker of a
 #: shared database reaches this one's HL7 path within it)
 NO_SUBSCRIBER_TTL = 5.0
+#: what an N-SET changes that makes an Assigned report (event type 5)
+ASSIGNMENT = frozenset({"ScheduledStationNameCodeSequence", "ScheduledHumanPerformersSequence",
+                        "ScheduledStationClassCodeSequence",
+                        "ScheduledStationGeographicLocationCodeSequence"})
 #: event reports a subscriber gets at most when it subscribes globally (the current state
 #: of each workitem still to be done)
 INITIAL_REPORTS = 1000
@@ -119,9 +123,12 @@ class UpsService:
             raise UpsError(rules.INVALID_VALUE, "Procedure Step State changes by N-ACTION "
                            "(Change State) only, not by N-SET")
         progress = "ProcedureStepProgressInformationSequence" in changes
+        assigned = bool(ASSIGNMENT.intersection(changes))
         item.attrs = merge_set(item.attrs or {}, changes)
         uow.ups.save(item)
         queued = self._report(uow, item, EventType.PROGRESS_REPORT) if progress else 0
+        if assigned:
+            queued += self._report(uow, item, EventType.ASSIGNED)
         event(log, "ups_updated", sop_instance_uid=uid, calling_ae=calling_ae)
         return Result(0, self.attrs(item), queued)
 
@@ -241,8 +248,16 @@ class UpsService:
 
         def after() -> int:
             now = uow.ups.states_of_studies(study_uids)
-            moved = [step for step, state in now.items() if before.get(step) != state]
-            return self.state_changed(uow, moved)
+            moved = [step for step, (status, _) in now.items()
+                     if before.get(step, ("", ""))[0] != status]
+            assigned = [step for step, (status, stations) in now.items()
+                        if step in before and before[step][0] == status
+                        and before[step][1] != stations]
+            queued = self.state_changed(uow, moved)
+            if assigned:
+                queued += sum(self._report(uow, item, EventType.ASSIGNED)
+                              for item in uow.ups.workitems_of_steps(assigned))
+            return queued
         return after
 
     def _subscribed(self, uow: UnitOfWork) -> bool:
@@ -326,4 +341,10 @@ def event_info(kind: EventType, item: Workitem) -> Attrs:
     if kind is EventType.PROGRESS_REPORT:
         progress = (item.attrs or {}).get("ProcedureStepProgressInformationSequence") or []
         return {"ProcedureStepProgressInformationSequence": progress}
+    if kind is EventType.ASSIGNED:
+        attrs = workitem_attrs(item.uid, state, item.patient, item.procedure, item.step,
+                               item.attrs)
+        return {k: attrs[k] for k in ("ScheduledStationNameCodeSequence",
+                                      "ScheduledHumanPerformersSequence",
+                                      "InputReadinessState") if k in attrs}
     return {}

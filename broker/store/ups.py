@@ -185,13 +185,15 @@ class UpsRepo(Repo):
         cursor = self.conn.execute(statement.sql, statement.params)
         return any(row.step_id == step_id for row in rows(cursor, statement.filters))
 
-    def states_of_studies(self, study_uids: list[str]) -> dict[int, str]:
-        """The status of each step of the procedures of ``study_uids``."""
+    def states_of_studies(self, study_uids: list[str]) -> dict[int, tuple[str, str]]:
+        """(status, station AE titles) of each step of the procedures of ``study_uids``."""
         rows = self.conn.execute(
-            "SELECT s.id, s.status FROM steps s JOIN procedures p ON p.id = s.procedure_fk"
-            f" WHERE p.study_uid IN {self.dialect.json_values()}",
+            f"SELECT s.id, s.status, (SELECT {self.dialect.string_agg('st.station_aet', ',')}"
+            " FROM step_stations st WHERE st.step_fk = s.id) FROM steps s JOIN procedures p"
+            f" ON p.id = s.procedure_fk WHERE p.study_uid IN {self.dialect.json_values()}",
             (json.dumps(study_uids),)).fetchall()
-        return {int(r[0]): str(r[1]) for r in rows}
+        return {int(r[0]): (str(r[1]), ",".join(sorted(str(r[2] or "").split(","))))
+                for r in rows}
 
     def subscribing_aes(self) -> list[str]:
         """Every AE title with a subscription (of any kind)."""

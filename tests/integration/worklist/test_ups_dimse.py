@@ -402,3 +402,26 @@ async def test_subscribers_hear_the_scp_going_down_and_restarting(
         assert restarted[2]["SubscriptionListStatus"] == "WARM START"
     finally:
         await second.stop()
+
+
+async def test_an_hl7_change_of_station_is_an_assigned_report(broker: Broker,
+                                                              events: EventScp) -> None:
+    t = today()
+    assert [msa(a)[1] for a in await send(
+        broker.mllp.bound_port, order(1, station="CT01", start=f"{t}0930").encode())] == ["AA"]
+
+    def find_and_watch() -> str:
+        scu = Scu(broker.dicom.bound_port)
+        try:
+            (item,) = scu.find()
+            uid = str(item.SOPInstanceUID)
+            assert scu.action(uid, 3, ReceivingAE="WATCHER", DeletionLock="FALSE")[0] == 0
+            return uid
+        finally:
+            scu.close()
+    uid = await asyncio.to_thread(find_and_watch)
+    moved = order(1, control_id="XO1", order_control="XO", station="CT02", start=f"{t}0930")
+    assert [msa(a)[1] for a in await send(broker.mllp.bound_port, moved.encode())] == ["AA"]
+    await asyncio.to_thread(events.wait_for, lambda r: any(
+        x[0] == 5 and x[1] == uid for x in r))
+    assert events.states(uid) == ["SCHEDULED"]  # the initial report only: no state change
