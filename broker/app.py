@@ -97,6 +97,7 @@ class Broker:
                                          on_queued=self._queued)
         self.archive_reports = ArchiveReports(self.completion)
         self.ups.notify = notifier
+        self.ups.final = self.completion.mpps_final
         requests = _commitment_destinations(settings, self.archive_reports) + (
             _forward_destinations(settings))
         self.ups_reporters = _ups_reporters(settings)

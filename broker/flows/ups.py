@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.dicom.mwl import nodes_of, to_pydicom
 from broker.dicom.workitem import from_create, merge_set, performed, workitem_attrs
 from broker.logs import event
 from broker.model.orders import Attrs, PatientKey, StepStatus
@@ -33,6 +34,8 @@ from broker.workflow import ups as rules
 from broker.workflow.ups import UpsError
 
 log = logging.getLogger("broker.ups")
+#: a final performed procedure: (uow, mpps row id, its UID, status, summary, steps) → queued
+Final = Callable[[UnitOfWork, int, str, str, dict[str, Any], list[int]], int]
 #: what tells the RIS of a step's new status (broker.workflow.notify.StatusNotifier)
 Notify = Callable[[UnitOfWork, list[int], str, dict[str, Any]], int]
 #: the MPPS status whose status message a workitem's new state sends
@@ -75,6 +78,9 @@ class UpsService:
         self.subscribers = dict(subscribers)
         self.notify = notify
         self.on_queued = on_queued
+        #: a performed procedure became final (broker.flows.completion.CompletionFlow
+        #: .mpps_final): storage commitment and the completion notice, where configured
+        self.final: Final | None = None
         self._none_until = 0.0
 
     # -- UPS Push ---------------------------------------------------------------------------
@@ -150,9 +156,11 @@ class UpsService:
             item.status = move.step_status
         uow.ups.save(item)
         queued = self._report(uow, item, EventType.STATE_REPORT)
+        summary = self._summary(item, calling_ae)
         if self.notify is not None:
-            queued += self.notify(uow, [item.step_id], RIS_STATUS[move.state],
-                                  self._summary(item, calling_ae))
+            queued += self.notify(uow, [item.step_id], RIS_STATUS[move.state], summary)
+        if move.state is UpsState.COMPLETED and self.final is not None:
+            queued += self._performed(uow, item, summary)
         event(log, "ups_state_changed", sop_instance_uid=uid, state=move.state.value,
               calling_ae=calling_ae)
         return Result(0, self.attrs(item), queued)
@@ -317,15 +325,45 @@ class UpsService:
         return workitem_attrs(item.uid, item.state, item.patient, item.procedure, item.step,
                               item.attrs)
 
+    def _performed(self, uow: UnitOfWork, item: Workitem, summary: dict[str, Any]) -> int:
+        """A completed workitem's performance, kept as the step's performed procedure (an
+        MPPS record under the workitem's UID), so storage commitment of its output and the
+        completion notice follow as they do an MPPS's."""
+        assert self.final is not None
+        dataset = to_pydicom(nodes_of([], item.attrs or {}), "ISO_IR 192").to_json_dict()
+        pk = uow.mpps.insert_mpps(item.uid, "COMPLETED", dataset, item.performer, False)
+        uow.mpps.link(pk, [item.step_id])
+        return self.final(uow, pk, item.uid, "COMPLETED", summary, [item.step_id])
+
     @staticmethod
     def _summary(item: Workitem, calling_ae: str) -> dict[str, Any]:
-        """What the RIS's status message says of the performance (as of an MPPS)."""
-        done = performed(item.attrs or {})
+        """What the RIS's status message says of the performance (as of an MPPS): its
+        times, station, and the instances of the Output Information Sequence."""
+        own = item.attrs or {}
+        done = performed(own)
+        instances = output_instances(done.get("OutputInformationSequence")
+                                     or own.get("OutputInformationSequence") or [])
         return {"start": str(done.get("PerformedProcedureStepStartDateTime", ""))[:14],
                 "end": str(done.get("PerformedProcedureStepEndDateTime", ""))[:14],
                 "station": item.performer or calling_ae, "status": RIS_STATUS.get(
-                    item.state, ""), "series_count": 0, "image_count": 0,
-                "sop_instance_uid": item.uid, "instances": []}
+                    item.state, ""), "series_count": len({i[2] for i in instances}),
+                "image_count": len(instances), "sop_instance_uid": item.uid,
+                "instances": instances}
+
+
+def output_instances(items: list[Any]) -> list[tuple[str, str, str]]:
+    """(SOP Instance UID, SOP Class UID, Series Instance UID) of each instance of an Output
+    Information Sequence (Referenced Instances and Access Macro)."""
+    found = []
+    for series in items if isinstance(items, list) else []:
+        if not isinstance(series, dict):
+            continue
+        for ref in series.get("ReferencedSOPSequence") or []:
+            if isinstance(ref, dict) and ref.get("ReferencedSOPInstanceUID"):
+                found.append((str(ref["ReferencedSOPInstanceUID"]),
+                              str(ref.get("ReferencedSOPClassUID", "")),
+                              str(series.get("SeriesInstanceUID", ""))))
+    return found
 
 
 def event_info(kind: EventType, item: Workitem) -> Attrs:

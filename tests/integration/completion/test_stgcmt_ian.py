@@ -619,3 +619,66 @@ async def test_unscheduled_mpps_is_committed_but_no_notice_is_sent(tmp_path: Pat
                 (0,)]
         finally:
             await broker.stop()
+
+
+def ups_complete(port: int, study_uid: str, uids: list[str]) -> None:
+    """A UPS performer (stock pynetdicom): find the workitem, claim it, set its performed
+    procedure with the instances it made (Output Information Sequence), complete it."""
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        UnifiedProcedureStepPull,
+        UnifiedProcedureStepPush,
+    )
+
+    ae = AE(ae_title="AI01")
+    ae.add_requested_context(UnifiedProcedureStepPull)
+    ae.dimse_timeout = ae.acse_timeout = ae.network_timeout = 10
+    assoc = ae.associate("127.0.0.1", port, ae_title="MWLBROKER")
+    try:
+        query = Dataset()
+        query.SOPInstanceUID = ""
+        query.StudyInstanceUID = study_uid
+        (found,) = [i for s, i in assoc.send_c_find(query, UnifiedProcedureStepPull)
+                    if s.Status in (0xFF00, 0xFF01)]
+        uid, transaction = str(found.SOPInstanceUID), generate_uid()
+        claim = Dataset()
+        claim.ProcedureStepState, claim.TransactionUID = "IN PROGRESS", transaction
+        assert assoc.send_n_action(claim, 1, UnifiedProcedureStepPush, uid)[0].Status == 0
+        series = Dataset()
+        series.StudyInstanceUID, series.SeriesInstanceUID = study_uid, "1.2.3.4.5"
+        refs = []
+        for instance in uids:
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+            ref.ReferencedSOPInstanceUID = instance
+            refs.append(ref)
+        series.ReferencedSOPSequence = refs
+        done = Dataset()
+        done.PerformedProcedureStepStartDateTime = "20261122101500"
+        done.PerformedProcedureStepEndDateTime = "20261122103000"
+        done.OutputInformationSequence = [series]
+        changes = Dataset()
+        changes.TransactionUID = transaction
+        changes.UnifiedProcedureStepPerformedProcedureSequence = [done]
+        assert assoc.send_n_set(changes, UnifiedProcedureStepPush, uid)[0].Status == 0
+        complete = Dataset()
+        complete.ProcedureStepState, complete.TransactionUID = "COMPLETED", transaction
+        assert assoc.send_n_action(complete, 1, UnifiedProcedureStepPush, uid)[0].Status == 0
+    finally:
+        assoc.release()
+
+
+async def test_a_ups_completion_asks_the_archive_to_commit_its_output(
+        tmp_path: Path, ris: Ris) -> None:
+    port = free_port()
+    with Archive(port) as archive:
+        broker = await started(completion_settings(tmp_path, ris, port))
+        try:
+            uids = instance_uids(2)
+            await asyncio.to_thread(ups_complete, broker.dicom.bound_port,
+                                    order(1).study_uid or "", uids)
+            await until(lambda: commitment(broker) == [("committed", "")])
+            assert [u for _, u in archive.requests] == [uids]
+            assert sorted(per_instance(broker)) == [(u, "committed", None)
+                                                    for u in sorted(uids)]
+        finally:
+            await broker.stop()
