@@ -7,6 +7,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from broker.dicom.encoder import encode
+from broker.dicom.fastjson import to_json as fast_json
 from broker.dicom.mwl import SPECIFIC_CHARACTER_SET, ReturnKey, nodes_of, to_pydicom
 from broker.dicom.workitem import attrs_of
 from broker.model.orders import Attrs
@@ -45,8 +47,14 @@ def attrs_from_json(data: Any) -> Attrs:
 
 def to_json(attrs: Attrs, charset: str, keys: list[ReturnKey] | None = None) -> JsonDataset:
     """Attributes (exactly ``keys`` when given, else all) as a DICOM JSON dataset; JSON is
-    UTF-8 text, so Specific Character Set is left out."""
-    ds = to_pydicom(nodes_of(keys or [], attrs), charset)
+    UTF-8 text, so Specific Character Set is left out. Encoded by the worklist's encoder
+    and read back by broker.dicom.fastjson where both can (pydicom otherwise)."""
+    nodes = nodes_of(keys or [], attrs)
+    fast = fast_json(encode(nodes, "ISO_IR 192", False), False)
+    if fast is not None:
+        fast.pop("00080005", None)
+        return fast
+    ds = to_pydicom(nodes, charset)
     if SPECIFIC_CHARACTER_SET in ds:
         del ds[SPECIFIC_CHARACTER_SET]
     return ds.to_json_dict()
