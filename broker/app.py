@@ -38,6 +38,7 @@ from broker.flows.completion import CompletionFlow
 from broker.flows.hl7_in import Ingestor
 from broker.flows.mpps_in import MppsIn
 from broker.flows.ups import UpsService, destination_of
+from broker.flows.upstream import UpstreamPoller
 from broker.hl7 import ack
 from broker.hl7.server import MllpServer
 from broker.logs import event
@@ -111,6 +112,8 @@ class Broker:
                                    listen=self.store.listen)
         self.purger = self.store.purger(settings.retention)
         self.membership = Membership(self.writer, self.node, self._ports, version=__version__)
+        self.upstreams = [UpstreamPoller(u, self.writer, d.ae_title, self.metrics, i)
+                          for i, u in enumerate(settings.upstream_worklists)]
         ups = self.ups
 
         def notify(uow: UnitOfWork, steps: list[int], status: str,
@@ -140,7 +143,8 @@ class Broker:
             partial(health.mllp, self.mllp, self.ingestor.counts),
             partial(health.dicom, self.dicom), partial(health.outbox, self.outbox),
             partial(health.writer, self.writer),
-            partial(health.database, self.membership, self.store.description)]
+            partial(health.database, self.membership, self.store.description),
+            *(partial(health.upstream, u) for u in self.upstreams)]
         service = AdminService(self.writer, self.store.admin_reader, self.outbox, self.mappings,
                                self.metrics, sources, self.node)
         analyst = AnalystService(lambda: AnalystReader(service.reader.conn,
@@ -216,6 +220,9 @@ class Broker:
             stack.push_async_callback(self.membership.stop)
             await self.purger.start()
             stack.push_async_callback(self.purger.stop)
+            for upstream in self.upstreams:  # after the writer, stopped before it
+                await upstream.start()
+                stack.push_async_callback(upstream.stop)
             if self.admin is not None:
                 await self.admin.start()
                 stack.push_async_callback(self.admin.stop)

@@ -101,6 +101,14 @@ class Metrics:
             "mwl_tls_certificate_expiry_timestamp_seconds", "notAfter (Unix time) of the "
             "certificate each TLS listener or outbound connection presents, read at start",
             ["kind", "name", "file"], registry=r)
+        self.upstream_up = Gauge("mwl_upstream_up", "1 when the last poll of the upstream "
+                                 "worklist succeeded (0: the broker answers from its copy)",
+                                 ["upstream"], registry=r)
+        self.upstream_last_success = Gauge(
+            "mwl_upstream_last_success_timestamp_seconds", "Unix time of the upstream "
+            "worklist's last good poll", ["upstream"], registry=r)
+        self.upstream_items = Gauge("mwl_upstream_items", "Requested procedures mirrored "
+                                    "from the upstream worklist", ["upstream"], registry=r)
         self._seen: dict[str, set[str]] = {}
         self._commits_seen = 0
         self._last_message: dict[tuple[str, str], float] = {}
@@ -125,6 +133,14 @@ class Metrics:
 
     def rejected(self, listener: str, reason: str) -> None:
         self.rejections.labels(listener, reason).inc()
+
+    def upstream_polled(self, upstream: str, up: bool, items: int | None = None,
+                        at: float | None = None) -> None:
+        self.upstream_up.labels(upstream).set(1 if up else 0)
+        if items is not None:
+            self.upstream_items.labels(upstream).set(items)
+        if at is not None:
+            self.upstream_last_success.labels(upstream).set(at)
 
     # -- scrape ----------------------------------------------------------------------------
     def count_associations(self, active: Callable[[], int]) -> None:

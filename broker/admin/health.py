@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from broker.admin.ports import (
@@ -10,6 +11,7 @@ from broker.admin.ports import (
     MllpStatus,
     OutboxStatus,
     Row,
+    UpstreamStatus,
     WriterStatus,
 )
 from broker.outbound.outbox import Destination
@@ -51,3 +53,14 @@ def database(membership: MembershipStatus, address: str) -> Row:
     return {"name": "database", "up": membership.reachable, "address": address,
             "detail": {"node": membership.node, "heartbeats": membership.beats,
                        "last_reached_seconds_ago": membership.last_reached_ago()}}
+
+
+def upstream(poller: UpstreamStatus) -> Row:
+    """An upstream worklist: reachable at its last poll or not. Advisory: while it is away
+    the broker answers from its last good copy, so it does not make the broker unready."""
+    ago = round(time.time() - poller.last_success, 1) if poller.last_success else None
+    return {"name": f"upstream:{poller.name}", "up": poller.up, "advisory": True,
+            "address": poller.address,
+            "detail": {"items": poller.items, "polls": poller.polls,
+                       "failures": poller.failures, "last_success_seconds_ago": ago,
+                       **({"error": poller.last_error} if poller.last_error else {})}}

@@ -131,3 +131,18 @@ class MembershipStatus(Protocol):
     def beats(self) -> int: ...
 
     def last_reached_ago(self) -> float | None: ...
+
+
+class UpstreamStatus(Protocol):
+    """An upstream worklist's poller: reachable at its last poll, and what it mirrors."""
+
+    name: str
+    up: bool
+    items: int
+    polls: int
+    failures: int
+    last_success: float | None
+    last_error: str
+
+    @property
+    def address(self) -> str: ...

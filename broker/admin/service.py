@@ -182,7 +182,7 @@ class AdminService:
         return [source() for source in self.health_sources]
 
     def ready(self) -> tuple[bool, dict[str, bool]]:
-        checks = {h["name"]: bool(h["up"]) for h in self.health()}
+        checks = {h["name"]: bool(h["up"]) for h in self.health() if not h.get("advisory")}
         return all(checks.values()), checks
 
     async def scrape(self) -> bytes:

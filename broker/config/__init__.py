@@ -204,6 +204,38 @@ class DicomSettings:
 
 
 @dataclass
+class UpstreamQuerySettings:
+    """What an upstream worklist is asked for: SPS start dates from ``days_before`` before
+    today to ``days_after`` after it, optionally one modality and station, plus ``keys``
+    (keyword or tag: matching value; empty: return key)."""
+
+    modality: str = ""
+    station: str = ""
+    days_before: int = 0
+    days_after: int = 1
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class UpstreamWorklistSettings:
+    """A Modality Worklist SCP (a RIS's own) queried every ``interval`` seconds and mirrored
+    into the store as orders of source ``name`` (docs/operations.md, "Upstream worklists")."""
+
+    name: str = ""
+    ae_title: str = ""
+    host: str = "127.0.0.1"
+    port: int = 104
+    #: empty: dicom.ae_title
+    calling_ae: str = ""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    interval: float = 60.0
+    timeout: float = 30.0
+    query: UpstreamQuerySettings = field(default_factory=UpstreamQuerySettings)
+    #: an item missing from this many polls in a row is removed (its steps CANCELED)
+    remove_after: int = 3
+
+
+@dataclass
 class DestinationSettings:
     """A system that receives the broker's HL7 (the RIS)."""
 
@@ -344,6 +376,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    upstream_worklists: list[UpstreamWorklistSettings] = field(default_factory=list)
 
 
 class ConfigError(ValueError):

@@ -6,7 +6,14 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from broker.config import AuditSettings, ConfigError, DicomSettings, Settings, is_loopback
+from broker.config import (
+    AuditSettings,
+    ConfigError,
+    DicomSettings,
+    Settings,
+    UpstreamWorklistSettings,
+    is_loopback,
+)
 
 #: DICOM Specific Character Sets the worklist can answer in
 DICOM_CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
@@ -80,6 +87,7 @@ def check(settings: Settings, where: str = "settings") -> None:
             raise ConfigError(f"{where}: {label} {number} must be 0 (off) or more")
     _check_dicom_limits(settings.dicom, where)
     _check_audit(settings.audit, where)
+    _check_upstreams(settings.upstream_worklists, where)
     if settings.mappings.watch_interval < 0:
         raise ConfigError(f"{where}: mappings.watch_interval "
                           f"{settings.mappings.watch_interval} must be 0 (off) or more")
@@ -128,6 +136,37 @@ def _check_audit(audit: AuditSettings, where: str) -> None:
                           ("spool_max_bytes", audit.spool_max_bytes)):
         if number <= 0:
             raise ConfigError(f"{where}: audit.{label} {number} must be more than 0")
+
+
+def _check_upstreams(upstreams: list[UpstreamWorklistSettings], where: str) -> None:
+    """Each upstream worklist has a unique name, an AE title, a port and usable timings."""
+    from broker.dicom.client import keyword_of
+
+    names = [u.name for u in upstreams]
+    for i, u in enumerate(upstreams):
+        label = f"{where}: upstream_worklists[{i}]"
+        if not u.name.strip():
+            raise ConfigError(f"{label} needs a name (its orders' source, a metrics label)")
+        if names.count(u.name) > 1:
+            raise ConfigError(f"{label}: name {u.name!r} is used more than once")
+        if not u.ae_title.strip() or not u.host.strip():
+            raise ConfigError(f"{label} ({u.name}) needs an ae_title and a host")
+        if not 0 < u.port < 65536:
+            raise ConfigError(f"{label} ({u.name}): port {u.port} must be 1 to 65535")
+        for key, number in (("interval", u.interval), ("timeout", u.timeout),
+                            ("remove_after", u.remove_after)):
+            if number <= 0 or (key == "remove_after" and number != int(number)):
+                raise ConfigError(f"{label} ({u.name}): {key} {number} must be more than 0"
+                                  + (" (a whole number of polls)" if key == "remove_after"
+                                     else ""))
+        if u.query.days_before < 0 or u.query.days_after < 0:
+            raise ConfigError(f"{label} ({u.name}): query.days_before and query.days_after "
+                              "must be 0 or more")
+        for key in u.query.keys:
+            try:
+                keyword_of(key)
+            except ValueError as exc:
+                raise ConfigError(f"{label} ({u.name}): query.keys: {exc}") from None
 
 
 def _check_destination_charsets(settings: Settings, where: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,8 +103,10 @@ class WorklistClient:
     """One association, many queries (TCP_NODELAY on)."""
 
     def __init__(self, host: str, port: int, *, called: str = "MWLBROKER",
-                 calling: str = "MWLQUERY", timeout: float = 30) -> None:
+                 calling: str = "MWLQUERY", timeout: float = 30,
+                 tls_args: tuple[ssl.SSLContext, str] | None = None) -> None:
         self.host, self.port, self.called = host, port, called
+        self.tls_args = tls_args
         self.ae = AE(ae_title=calling)
         self.ae.add_requested_context(ModalityWorklistInformationFind)
         self.ae.add_requested_context(Verification)
@@ -118,7 +121,8 @@ class WorklistClient:
         self.close()
 
     def open(self) -> None:
-        assoc = self.ae.associate(self.host, self.port, ae_title=self.called)
+        assoc = self.ae.associate(self.host, self.port, ae_title=self.called,
+                                  tls_args=self.tls_args)
         if not assoc.is_established:
             raise QueryFailed(f"association with {self.called} at {self.host}:{self.port} "
                               "was rejected or failed")

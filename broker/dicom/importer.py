@@ -76,20 +76,27 @@ def read_worklist_file(path: Path) -> Imported:
         ds = dcmread(path, force=True)
     except (InvalidDicomError, OSError, ValueError) as exc:
         raise ImportError_(f"{path}: not a DICOM file ({exc})") from exc
+    return Imported(path, order_of(ds, str(path), path.name))
+
+
+def order_of(ds: Dataset, where: str, seed: str, control: str = "IMPORT") -> OrderChange:
+    """A worklist item (a file's data set, or a C-FIND answer) as an order; ``where`` names
+    it in errors, ``seed`` derives a Study Instance UID for an item without one, accession
+    number and requested procedure ID."""
     attrs = to_attrs(ds)
     sps_items = attrs.pop("ScheduledProcedureStepSequence", None) or [{}]
     patient_id = str(attrs.get("PatientID", "")).strip()
     if not patient_id:
-        raise ImportError_(f"{path}: no Patient ID (0010,0020)")
+        raise ImportError_(f"{where}: no Patient ID (0010,0020)")
     patient = Patient(PatientKey(patient_id, str(attrs.get("IssuerOfPatientID", "")).strip()),
                       {k: v for k, v in attrs.items() if k in PATIENT_KEYWORDS
                        and k not in ("PatientID", "IssuerOfPatientID")})
     procedure = Procedure({k: v for k, v in attrs.items() if k not in PATIENT_KEYWORDS})
     if not procedure.study_uid:
-        seed = [str(attrs.get(k, "")) for k in ("AccessionNumber", "RequestedProcedureID")]
-        if not any(seed):
-            seed = [patient_id, path.name]
-        procedure.attrs["StudyInstanceUID"] = generate_study_uid("import", "", seed)
+        seeds = [str(attrs.get(k, "")) for k in ("AccessionNumber", "RequestedProcedureID")]
+        if not any(seeds):
+            seeds = [patient_id, seed]
+        procedure.attrs["StudyInstanceUID"] = generate_study_uid("import", "", seeds)
         procedure.generated_uid = True
     statuses = []
     for index, item in enumerate(sps_items, start=1):
@@ -101,8 +108,7 @@ def read_worklist_file(path: Path) -> Imported:
         status = StepStatus(str(statuses[0]).strip().upper() or "SCHEDULED")
     except ValueError:
         status = StepStatus.SCHEDULED
-    order = OrderChange(patient, procedure, OrderAction.UPSERT, status, "IMPORT", "cancel")
-    return Imported(path, order)
+    return OrderChange(patient, procedure, OrderAction.UPSERT, status, control, "cancel")
 
 
 def group_by_study(items: list[Imported]) -> list[tuple[list[Path], OrderChange]]:

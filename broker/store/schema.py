@@ -375,6 +375,22 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 11: upstream worklists: a procedure's source (an upstream's name; '' for HL7, UPS and
+    #     the rest), and each mirrored item's digest and the polls in a row that missed it
+    """
+    ALTER TABLE procedures ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    CREATE TABLE upstream_items (
+        source TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        digest TEXT NOT NULL DEFAULT '',
+        missed_polls INTEGER NOT NULL DEFAULT 0,
+        last_seen_at REAL NOT NULL,
+        PRIMARY KEY (source, study_uid)
+    );
+    """
+)
+
 #: migrations that only add (tables, columns with defaults, indexes): a broker of the
 #: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
-ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10})
+ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11})

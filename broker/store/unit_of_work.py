@@ -17,6 +17,7 @@ from broker.store.repo import MppsRepo, OutboxRepo, Repo
 from broker.store.retention import RetentionRepo
 from broker.store.sqlite.dialect import SQLITE
 from broker.store.ups import UpsRepo
+from broker.store.upstream import UpstreamRepo
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Repo)
@@ -85,6 +86,10 @@ class UnitOfWork:
     @property
     def queries(self) -> QueryLogRepo:
         return self._repo(QueryLogRepo)
+
+    @property
+    def upstream(self) -> UpstreamRepo:
+        return self._repo(UpstreamRepo)
 
     @property
     def cluster(self) -> ClusterRepo:

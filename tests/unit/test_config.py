@@ -277,3 +277,34 @@ def test_audit_overrides() -> None:
     assert (s.audit.enabled, s.audit.transport, s.audit.port) == (True, "udp", 514)
     with pytest.raises(ConfigError, match=r"audit\.transport 'smtp'"):
         apply_overrides(Settings(), ["audit.transport=smtp"])
+
+
+def test_upstream_worklists(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, """
+upstream_worklists:
+  - name: ris-wl
+    ae_title: RISWL
+    host: 10.0.0.5
+    port: 3000
+    query: {modality: CT, days_before: 1, keys: {PatientID: "", "(0008,0090)": ""}}
+"""))
+    (u,) = settings.upstream_worklists
+    assert (u.name, u.port, u.interval, u.remove_after, u.calling_ae) == ("ris-wl", 3000, 60.0,
+                                                                          3, "")
+    assert (u.query.modality, u.query.days_before, u.query.days_after) == ("CT", 1, 1)
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ("- {ae_title: X}", "needs a name"),
+    ("- {name: a}", "needs an ae_title"),
+    ("- {name: a, ae_title: X}\n  - {name: a, ae_title: Y}", "used more than once"),
+    ("- {name: a, ae_title: X, port: 0}", "port 0 must be 1 to 65535"),
+    ("- {name: a, ae_title: X, interval: 0}", "interval 0.0 must be more than 0"),
+    ("- {name: a, ae_title: X, remove_after: 0}", "remove_after 0"),
+    ("- {name: a, ae_title: X, query: {days_after: -1}}", "days_after must be 0 or more"),
+    ("- {name: a, ae_title: X, query: {keys: {NoSuchKey: ''}}}", "NoSuchKey"),
+])
+def test_upstream_worklist_errors(tmp_path: Path, body: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match="upstream_worklists") as info:
+        load_settings(write(tmp_path, "upstream_worklists:\n  " + body + "\n"))
+    assert fragment in str(info.value)

@@ -1,0 +1,180 @@
+"""Upstream worklists: each configured Modality Worklist SCP (a RIS's own) is queried every
+``interval`` seconds as an SCU (in a thread) and its answer mirrored into the store in one
+transaction (broker.workflow.upstream). While it cannot be reached the store keeps its last
+good copy, which the broker goes on answering from; the next good poll catches up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+
+from pydicom.dataset import Dataset
+
+from broker.config import UpstreamWorklistSettings
+from broker.dicom.client import QueryFailed, WorklistClient, build_query, query_keys
+from broker.dicom.importer import ImportError_, order_of
+from broker.dicom.status import SUCCESS
+from broker.logs import event, exception_site
+from broker.metrics import Metrics
+from broker.model.orders import OrderChange
+from broker.net.tls import client_args
+from broker.store.errors import StoreError
+from broker.store.unit_of_work import JobRunner
+from broker.workflow.upstream import PollOutcome, apply_poll, by_study
+
+log = logging.getLogger("broker.upstream")
+
+#: asked on top of the client's default return keys, so the mirror holds what a modality
+#: usually asks the broker for (an upstream answers only the keys it is asked)
+MIRRORED_KEYS = ("PatientWeight", "PatientSize", "MedicalAlerts", "Allergies",
+                 "PregnancyStatus", "OtherPatientIDsSequence", "ReferringPhysicianName",
+                 "RequestedProcedurePriority", "RequestedProcedureCodeSequence",
+                 "AdmissionID", "ScheduledPerformingPhysicianName", "ScheduledStationName",
+                 "ScheduledProcedureStepLocation", "ScheduledProtocolCodeSequence",
+                 "PlacerOrderNumberImagingServiceRequest",
+                 "FillerOrderNumberImagingServiceRequest", "StudyDate", "StudyTime")
+
+
+def query_for(settings: UpstreamWorklistSettings, today: datetime.date) -> Dataset:
+    """The C-FIND identifier of one poll: SPS start dates around ``today``."""
+    q = settings.query
+    first = today - datetime.timedelta(days=q.days_before)
+    last = today + datetime.timedelta(days=q.days_after)
+    extra = [f"{k}=" for k in MIRRORED_KEYS] + [f"{k}={v}" for k, v in q.keys.items()]
+    return build_query(query_keys(extra, station=q.station, modality=q.modality,
+                                  date=f"{first:%Y%m%d}-{last:%Y%m%d}"))
+
+
+class UpstreamPoller:
+    """One upstream worklist, polled by an asyncio task of its own."""
+
+    def __init__(self, settings: UpstreamWorklistSettings, writer: JobRunner, calling_ae: str,
+                 metrics: Metrics | None = None, index: int = 0) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.writer = writer
+        self.calling_ae = settings.calling_ae or calling_ae
+        self.metrics = metrics
+        self._tls = client_args(settings.tls, f"upstream_worklists[{index}].tls",
+                                settings.host)
+        self.up = False
+        self.items = 0
+        self.polls = 0
+        self.failures = 0
+        self.last_success: float | None = None
+        self.last_error = ""
+        self.last_outcome: PollOutcome | None = None
+        self._client: WorklistClient | None = None
+        self._halt = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        if metrics is not None:
+            metrics.upstream_polled(self.name, False)
+
+    @property
+    def address(self) -> str:
+        s = self.settings
+        return f"{s.ae_title}@{s.host}:{s.port}"
+
+    def query(self) -> list[Dataset]:
+        """One C-FIND (in a thread): every match, or QueryFailed unless it ended in success."""
+        s = self.settings
+        client = WorklistClient(s.host, s.port, called=s.ae_title, calling=self.calling_ae,
+                                timeout=s.timeout, tls_args=self._tls)
+        self._client = client
+        try:
+            result = client.find(query_for(s, datetime.date.today()))
+        finally:
+            self._client = None
+            with contextlib.suppress(Exception):
+                client.close()
+        if result.status != SUCCESS:  # a partial answer would remove what it left out
+            raise QueryFailed(f"C-FIND ended with status 0x{result.status:04X} "
+                              f"{result.comment}".strip())
+        return result.matches
+
+    def orders(self, matches: list[Dataset]) -> list[OrderChange]:
+        """The matches as orders (one per procedure); an unusable one is left out."""
+        orders: list[OrderChange] = []
+        unusable = 0
+        for n, ds in enumerate(matches, start=1):
+            steps = ds.get("ScheduledProcedureStepSequence") or [Dataset()]
+            seed = f"{self.name}|{steps[0].get('ScheduledProcedureStepID', n)}"
+            try:
+                orders.append(order_of(ds, f"{self.name} answer {n}", seed, "UPSTREAM"))
+            except ImportError_:
+                unusable += 1
+        if unusable:
+            event(log, "upstream_items_unusable", logging.WARNING, upstream=self.name,
+                  count=unusable, reason="no Patient ID")
+        return by_study(orders)
+
+    async def poll(self) -> PollOutcome | None:
+        """Query the upstream and mirror its answer; None when it failed (the copy stays)."""
+        self.polls += 1
+        try:
+            matches = await asyncio.to_thread(self.query)
+        except Exception as exc:  # unreachable, refused, timed out, aborted at stop
+            self._failed(str(exc) or type(exc).__name__)
+            return None
+        orders = self.orders(matches)
+        s = self.settings
+        try:
+            outcome = await self.writer.run(
+                lambda uow: apply_poll(uow, self.name, orders, s.remove_after))
+        except StoreError as exc:
+            event(log, "upstream_not_stored", logging.ERROR, upstream=self.name,
+                  error=str(exc))
+            return None
+        if self.last_error:
+            event(log, "upstream_resumed", upstream=self.name, address=self.address)
+        self.up, self.items, self.last_success = True, outcome.items, time.time()
+        self.last_error, self.last_outcome = "", outcome
+        if self.metrics is not None:
+            self.metrics.upstream_polled(self.name, True, outcome.items, self.last_success)
+        for study_uid, holder in outcome.skipped:
+            event(log, "upstream_item_skipped", logging.WARNING, upstream=self.name,
+                  study_uid=study_uid, held_by=holder or "hl7",
+                  reason="the Study Instance UID or accession number is another source's")
+        if outcome.added or outcome.updated or outcome.removed:
+            event(log, "upstream_mirrored", upstream=self.name, added=outcome.added,
+                  updated=outcome.updated, removed=outcome.removed, items=outcome.items)
+        return outcome
+
+    def _failed(self, error: str) -> None:
+        self.failures += 1
+        if self.up or not self.last_error:
+            event(log, "upstream_unreachable", logging.WARNING, upstream=self.name,
+                  address=self.address, error=error, serving="last good copy")
+        self.up, self.last_error = False, error
+        if self.metrics is not None:
+            self.metrics.upstream_polled(self.name, False)
+
+    async def start(self) -> None:
+        self._halt.clear()
+        self._task = asyncio.create_task(self._loop(), name=f"upstream:{self.name}")
+
+    async def stop(self) -> None:
+        """Stop polling: a query under way is aborted."""
+        self._halt.set()
+        client = self._client
+        if client is not None and client.assoc is not None:
+            with contextlib.suppress(Exception):
+                client.assoc.abort()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):  # wait_for cancels the task then
+                await asyncio.wait_for(self._task, self.settings.timeout + 5)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while not self._halt.is_set():
+            try:
+                await self.poll()
+            except Exception as exc:
+                event(log, "upstream_poll_failed", logging.ERROR, upstream=self.name,
+                      **exception_site(exc))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.interval):
+                    await self._halt.wait()
