@@ -126,7 +126,7 @@ def apply_overrides(settings: Settings, overrides: list[str]) -> Settings:
         *path, key = name.strip().split(".")
         section = ".".join(path)
         shown = f"{name.strip()}=…" if sep else item  # a value may be a secret: never echo it
-        if not sep or not key or not path:
+        if not sep or not key:
             raise ConfigError(f"override {shown!r} must look like section.key=value")
         target: Any = settings
         for part in path:  # dicom.ups.subscribers: a section inside a section
@@ -134,8 +134,9 @@ def apply_overrides(settings: Settings, overrides: list[str]) -> Settings:
             if target is None or not dataclasses.is_dataclass(target):
                 raise ConfigError(f"override {shown!r}: unknown section {section!r}")
         hints = get_type_hints(type(target))
-        if key not in hints:
-            raise ConfigError(f"override {shown!r}: unknown setting {section}.{key}")
+        if key not in hints or (not path and dataclasses.is_dataclass(getattr(target, key))):
+            raise ConfigError(f"override {shown!r}: unknown setting {name.strip()} (a "
+                              "section's settings are section.key=value)")
         value = _convert(hints[key], _yaml(text), f"override {name}")
         setattr(target, key, value)
     if overrides:

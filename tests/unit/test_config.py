@@ -176,7 +176,7 @@ def test_apply_overrides_value_may_contain_equals_sign() -> None:
     ("override", "fragment"),
     [
         ("mllp.port", "must look like section.key=value"),
-        ("mllp=3", "must look like section.key=value"),
+        ("mllp=3", "a section.s settings are section.key=value"),
         ("nosuch.port=1", "unknown section 'nosuch'"),
         ("mllp.prot=1", "unknown setting mllp.prot"),
         ("mllp.port=abc", "must be a number"),
@@ -308,3 +308,12 @@ def test_upstream_worklist_errors(tmp_path: Path, body: str, fragment: str) -> N
     with pytest.raises(ConfigError, match="upstream_worklists") as info:
         load_settings(write(tmp_path, "upstream_worklists:\n  " + body + "\n"))
     assert fragment in str(info.value)
+
+
+def test_overrides_reach_top_level_lists_and_settings_inside_sections() -> None:
+    s = apply_overrides(Settings(), [
+        "upstream_worklists=[{name: ris-mwl, ae_title: RISMWL, port: 11112, interval: 5}]",
+        "dicom.ups.subscribers=[{ae_title: WATCHER, port: 11113}]"])
+    assert [(u.name, u.ae_title, u.port, u.interval) for u in s.upstream_worklists] == [
+        ("ris-mwl", "RISMWL", 11112, 5.0)]
+    assert [(w.ae_title, w.port) for w in s.dicom.ups.subscribers] == [("WATCHER", 11113)]
