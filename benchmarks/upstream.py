@@ -7,7 +7,7 @@ broker every 20 ms until the new item is in its answer (so the figure is about i
 plus one poll). Broker CPU per poll from /proc over a quiet minute.
 
     python benchmarks/upstream.py --quick   # 100 upstream items, interval 1 s, 10 changes
-    python benchmarks/upstream.py           # 2,000 upstream items, interval 2 s, 20 changes
+    python benchmarks/upstream.py           # 1,000 upstream items, interval 5 s, 12 changes
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ from benchmarks.worklist_data import items, worklist_file
 TODAY = datetime.date.today().strftime("%Y%m%d")
 
 
+def today(ds: Dataset) -> Dataset:
+    """A worklist item moved to today (what the upstream query asks for)."""
+    ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate = TODAY
+    return ds
+
+
 def accessions(port: int) -> set[str]:
     """The accession numbers the broker answers for today's steps (a stock SCU)."""
     ae = AE(ae_title="BENCHSCU")
@@ -55,22 +61,21 @@ def accessions(port: int) -> set[str]:
 
 
 def main(quick: bool) -> int:
-    size, interval, changes = (100, 1.0, 10) if quick else (2000, 2.0, 20)
-    orders = [o for o in items(size * 3) if o.procedure.steps and str(
-        o.procedure.steps[0].attrs.get("ScheduledProcedureStepStartDate")) == TODAY][:size]
-    spare = [o for o in items(size * 3, seed=11) if o.procedure.steps and str(
-        o.procedure.steps[0].attrs.get("ScheduledProcedureStepStartDate")) == TODAY]
+    size, interval, changes = (100, 1.0, 10) if quick else (1000, 5.0, 12)
+    orders = list(items(size))
+    spare = orders[:changes]  # copied under new accession numbers and Study UIDs
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "upstream_items":
                                len(orders), "interval_s": interval, "others_before": others()}
     rng = random.Random(5)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        with Wlmscpfs(folder / "wlmscpfs") as upstream:
-            upstream.items_folder.mkdir(parents=True, exist_ok=True)
-            (upstream.items_folder / "lockfile").touch()
-            for n, o in enumerate(orders):
-                worklist_file(o).save_as(upstream.items_folder / f"item{n:06d}.wl",
-                                         enforce_file_format=True)
+        peer = Wlmscpfs(folder / "wlmscpfs")
+        peer.items_folder.mkdir(parents=True, exist_ok=True)
+        (peer.items_folder / "lockfile").touch()
+        for n, o in enumerate(orders):
+            today(worklist_file(o)).save_as(peer.items_folder / f"item{n:06d}.wl",
+                                            enforce_file_format=True)
+        with peer as upstream:
             (folder / "broker").mkdir()
             broker = BrokerUnderTest(
                 folder / "broker", "logging.level=WARNING",
@@ -89,12 +94,15 @@ def main(quick: bool) -> int:
                     (cpu_seconds(broker.proc.pid) - cpu0) * 1000 * interval
                     / (time.monotonic() - t0), 2)
                 latencies = []
-                for k, o in enumerate(spare[:changes]):
+                for k, o in enumerate(spare):
                     time.sleep(rng.uniform(0, interval))
-                    accession = str(o.procedure.attrs.get("AccessionNumber"))
+                    accession = f"NEW{k:06d}"
+                    ds = today(worklist_file(o))
+                    ds.AccessionNumber = accession  # an order the upstream did not have
+                    ds.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.77.{k}"
                     started = time.perf_counter()
-                    worklist_file(o).save_as(upstream.items_folder / f"new{k:04d}.wl",
-                                             enforce_file_format=True)
+                    ds.save_as(upstream.items_folder / f"new{k:04d}.wl",
+                               enforce_file_format=True)
                     while accession not in accessions(broker.dicom_port):
                         if time.perf_counter() - started > 10 * interval + 30:
                             raise RuntimeError(f"{accession} did not reach the broker")
