@@ -29,7 +29,7 @@ ACCEPTED_TYPES = frozenset({MEDIA_TYPE, "application/json"})
 #: DIMSE failure status → HTTP status (PS3.18 Tables 11.4.3-1 … 11.12.3-1); other
 #: failures are 400, warnings are the transaction's success status with a Warning
 HTTP_OF = {
-    rules.NO_LONGER_UPDATABLE: 409, rules.WRONG_TRANSACTION_UID: 409,
+    rules.NO_LONGER_UPDATABLE: 400, rules.WRONG_TRANSACTION_UID: 400,
     rules.ALREADY_IN_PROGRESS: 409, rules.ONLY_SCHEDULED_BY_CREATE: 400,
     rules.FINAL_STATE_NOT_MET: 409, rules.NO_SUCH_WORKITEM: 404,
     rules.UNKNOWN_RECEIVING_AE: 403, rules.NOT_SCHEDULED_AT_CREATE: 400,

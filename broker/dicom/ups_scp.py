@@ -162,9 +162,11 @@ class UpsScp:
             return status_dataset(0x0107, f"the attribute list cannot be read: {exc}"), None
         status, result = self._attempt("N-CREATE", uid, calling, lambda uow: (
             self.service.create(uow, uid, attrs, calling)))
-        if result is not None:
-            status.AffectedSOPInstanceUID = uid
-        return status, self._answer(result)
+        answer = self._answer(result)
+        if result is not None:  # the UID the broker gave, when the request had none
+            answer = answer if answer is not None else Dataset()
+            answer.AffectedSOPInstanceUID = uid  # pynetdicom moves it to the response
+        return status, answer
 
     # -- N-SET, N-GET (Pull) ------------------------------------------------------------
     def on_n_set(self, ev: Event) -> tuple[Dataset, Dataset | None]:
@@ -184,7 +186,12 @@ class UpsScp:
         request: Any = ev.request
         uid = str(request.RequestedSOPInstanceUID or "")
         calling = ev.assoc.requestor.ae_title.strip()
-        wanted = [int(t) for t in (request.AttributeIdentifierList or [])]
+        listed = request.AttributeIdentifierList
+        if listed is None:
+            listed = []
+        elif not isinstance(listed, list | tuple) and type(listed).__name__ != "MultiValue":
+            listed = [listed]  # one tag: pydicom gives it alone, not as a list
+        wanted = [int(t) for t in listed]
 
         def job(uow: Any) -> Result:
             from broker.flows.ups import Result

@@ -28,8 +28,9 @@ from broker.model.ups import (
     UpsState,
     state_of,
 )
+from broker.store.orders import StepChange, StepRow
 from broker.store.unit_of_work import UnitOfWork
-from broker.store.ups import Workitem
+from broker.store.ups import OPTED_OUT, Workitem
 from broker.workflow import ups as rules
 from broker.workflow.ups import UpsError
 
@@ -44,6 +45,12 @@ RIS_STATUS = {UpsState.IN_PROGRESS: "IN PROGRESS", UpsState.COMPLETED: "COMPLETE
 #: seconds a "nobody subscribes" answer is kept (a subscription made on another broker of a
 #: shared database reaches this one's HL7 path within it)
 NO_SUBSCRIBER_TTL = 5.0
+#: what an N-SET changes in the step itself (the worklist's scheduling)
+SCHEDULING = frozenset({"ScheduledStationNameCodeSequence",
+                        "ScheduledProcedureStepStartDateTime", "ProcedureStepLabel"})
+#: what the RIS's order holds: an N-SET may not change it
+RIS_OWNED = frozenset({"PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
+                       "PatientSex", "StudyInstanceUID", "ReferencedRequestSequence"})
 #: what an N-SET changes that makes an Assigned report (event type 5)
 ASSIGNMENT = frozenset({"ScheduledStationNameCodeSequence", "ScheduledHumanPerformersSequence",
                         "ScheduledStationClassCodeSequence",
@@ -130,13 +137,30 @@ class UpsService:
                            "(Change State) only, not by N-SET")
         progress = "ProcedureStepProgressInformationSequence" in changes
         assigned = bool(ASSIGNMENT.intersection(changes))
-        item.attrs = merge_set(item.attrs or {}, changes)
+        self._check_owned(item, changes)
+        scheduling = step_changes(item.step, changes)
+        if scheduling != item.step:  # the worklist (and C-FIND) see the new scheduling
+            uow.orders.update_steps([StepChange(
+                StepRow(item.step_id, str(item.step.get("ScheduledProcedureStepID", "")),
+                        item.status, item.step), scheduling, item.status)])
+            item.step = scheduling
+        item.attrs = merge_set(item.attrs or {}, {k: v for k, v in changes.items()
+                                                  if k not in SCHEDULING})
         uow.ups.save(item)
         queued = self._report(uow, item, EventType.PROGRESS_REPORT) if progress else 0
         if assigned:
             queued += self._report(uow, item, EventType.ASSIGNED)
         event(log, "ups_updated", sop_instance_uid=uid, calling_ae=calling_ae)
         return Result(0, self.attrs(item), queued)
+
+    def _check_owned(self, item: Workitem, changes: Attrs) -> None:
+        """The patient's and the order's attributes are the RIS's: an N-SET may repeat
+        them, not change them."""
+        current = self.attrs(item)
+        for key in RIS_OWNED.intersection(changes):
+            if changes[key] not in (None, "", []) and changes[key] != current.get(key):
+                raise UpsError(rules.INVALID_VALUE, f"{key} comes from the RIS's order and "
+                               "cannot be changed by N-SET (send the change through the RIS)")
 
     def change_state(self, uow: UnitOfWork, uid: str, requested: str, transaction_uid: str,
                      calling_ae: str) -> Result:
@@ -175,6 +199,8 @@ class UpsService:
             return Result(outcome.warning, self.attrs(item), 0, "the workitem is already "
                           "CANCELED")
         item.cancel_requested, item.cancel_reason = True, reason[:1024]
+        item.attrs = with_cancellation(item.attrs or {}, reason, contact or {},
+                                       uow.now if outcome.canceled else None)
         if outcome.canceled:
             uow.mpps.set_step_status(item.step_id, StepStatus.CANCELED)
             item.status = StepStatus.CANCELED
@@ -184,6 +210,7 @@ class UpsService:
         else:
             uow.ups.save(item)
             queued = self._report(uow, item, EventType.CANCEL_REQUESTED, {
+                "RequestingAE": calling_ae,
                 **({"ReasonForCancellation": reason[:1024]} if reason else {}),
                 **(contact or {})})
         event(log, "ups_cancel_requested", sop_instance_uid=uid, calling_ae=calling_ae,
@@ -222,11 +249,15 @@ class UpsService:
         return Result(0, {}, queued)
 
     def unsubscribe(self, uow: UnitOfWork, uid: str, ae_title: str) -> Result:
+        """End ``ae_title``'s subscription to one workitem (also when it came from a global
+        subscription: the workitem is then left out of it), or all of them (the global
+        UIDs)."""
         if uid in (GLOBAL_SUBSCRIPTION, FILTERED_SUBSCRIPTION):
             uow.ups.unsubscribe(ae_title.strip(), None)
         else:
             self.get(uow, uid)
             uow.ups.unsubscribe(ae_title.strip(), uid)
+            uow.ups.subscribe(ae_title.strip(), uid, OPTED_OUT, False)
         event(log, "ups_unsubscribed", receiving_ae=ae_title, sop_instance_uid=uid)
         return Result()
 
@@ -234,7 +265,12 @@ class UpsService:
         if uid not in (GLOBAL_SUBSCRIPTION, FILTERED_SUBSCRIPTION):
             raise UpsError(rules.ACTION_NOT_APPROPRIATE, "suspending applies to the global "
                            f"subscription ({GLOBAL_SUBSCRIPTION}) only")
-        uow.ups.suspend_global(ae_title.strip())
+        ae = ae_title.strip()
+        # the workitems it watches now stay watched; new ones no longer join (PS3.4 CC.2.3.3)
+        for item in uow.ups.open_workitems(INITIAL_REPORTS):
+            if uow.ups.watches(ae, item.uid):
+                uow.ups.subscribe(ae, item.uid, "", False)
+        uow.ups.suspend_global(ae)
         return Result()
 
     # -- events --------------------------------------------------------------------------
@@ -282,9 +318,13 @@ class UpsService:
     def _report(self, uow: UnitOfWork, item: Workitem, kind: EventType,
                 info: Attrs | None = None) -> int:
         queued = 0
+        told: set[str] = set()
         for sub in uow.ups.subscriptions(item.uid):
+            if sub.ae_title in told:  # one report per AE, whatever it subscribed by
+                continue
             if sub.filter and not uow.ups.matches(json.loads(sub.filter), item.step_id):
                 continue
+            told.add(sub.ae_title)
             queued += self._queue(uow, sub.ae_title, item, kind, info or {})
         return queued
 
@@ -364,6 +404,45 @@ def output_instances(items: list[Any]) -> list[tuple[str, str, str]]:
                               str(ref.get("ReferencedSOPClassUID", "")),
                               str(series.get("SeriesInstanceUID", ""))))
     return found
+
+
+def step_changes(step: Attrs, changes: Attrs) -> Attrs:
+    """The step's attributes with an N-SET's new scheduling: stations (the station codes'
+    values), start date and time, description (the Procedure Step Label)."""
+    out = dict(step)
+    codes = changes.get("ScheduledStationNameCodeSequence")
+    if isinstance(codes, list):
+        stations = [str(c.get("CodeValue")) for c in codes
+                    if isinstance(c, dict) and c.get("CodeValue")]
+        if stations:
+            out["ScheduledStationAETitle"] = stations if len(stations) > 1 else stations[0]
+        else:
+            out.pop("ScheduledStationAETitle", None)
+    start = str(changes.get("ScheduledProcedureStepStartDateTime") or "")
+    if start:
+        out["ScheduledProcedureStepStartDate"] = start[:8]
+        out["ScheduledProcedureStepStartTime"] = start[8:14]
+    if changes.get("ProcedureStepLabel"):
+        out["ScheduledProcedureStepDescription"] = str(changes["ProcedureStepLabel"])[:64]
+    return out
+
+
+def with_cancellation(own: Attrs, reason: str, contact: Attrs, at: float | None) -> Attrs:
+    """The workitem's Procedure Step Progress Information Sequence with the cancellation:
+    when (``at``, once canceled), why, and whom to contact (PS3.4 CC.2.5.1.3)."""
+    progress = own.get("ProcedureStepProgressInformationSequence") or [{}]
+    item = dict(progress[0]) if isinstance(progress, list) and progress and isinstance(
+        progress[0], dict) else {}
+    if at is not None:
+        item["ProcedureStepCancellationDateTime"] = time.strftime("%Y%m%d%H%M%S",
+                                                                  time.localtime(at))
+    if reason:
+        item["ReasonForCancellation"] = reason[:1024]
+    uri, name = contact.get("ContactURI"), contact.get("ContactDisplayName")
+    if uri or name:
+        item["ProcedureStepCommunicationsURISequence"] = [
+            {k: v for k, v in (("ContactURI", uri), ("ContactDisplayName", name)) if v}]
+    return {**own, "ProcedureStepProgressInformationSequence": [item]}
 
 
 def event_info(kind: EventType, item: Workitem) -> Attrs:

@@ -121,8 +121,8 @@ async def _steps(conn: Conn, procedure_fk: int, d: Dialect) -> list[Row]:
         r["attrs"] = json.loads(r["attrs"])
         r["stations"] = r["stations"].split("\\") if r["stations"] else []
         r["ups_subscribers"] = [x["ae_title"] for x in await _rows(
-            conn, "SELECT ae_title FROM ups_subscriptions WHERE workitem_uid = ? ORDER BY"
-            " ae_title", (r["uid"],))] if r["uid"] else []
+            conn, "SELECT ae_title FROM ups_subscriptions WHERE workitem_uid = ? AND"
+            " filter != '-' ORDER BY ae_title", (r["uid"],))] if r["uid"] else []
     return rows
 
 

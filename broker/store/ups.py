@@ -78,6 +78,8 @@ def query_from_json(data: dict[str, Any]) -> WorklistQuery:
                          bool(data.get("include_hidden", True)))
 
 
+#: the filter of a row that leaves one workitem out of an AE's global subscription
+OPTED_OUT = "-"
 #: the step of a workitem UID (the uid != '' term lets the partial unique index serve it)
 BY_UID = " WHERE s.uid = ? AND s.uid != ''"
 
@@ -133,6 +135,10 @@ class UpsRepo(Repo):
     # -- subscriptions --------------------------------------------------------------------
     def subscribe(self, ae_title: str, workitem_uid: str, filter_json: str,
                   deletion_lock: bool) -> None:
+        if workitem_uid and filter_json != OPTED_OUT:  # subscribing again ends an opt-out
+            self.conn.execute("DELETE FROM ups_subscriptions WHERE ae_title = ? AND"
+                              " workitem_uid = ? AND filter = ?",
+                              (ae_title, workitem_uid, OPTED_OUT))
         self.conn.execute(
             "INSERT INTO ups_subscriptions (ae_title, workitem_uid, filter, deletion_lock,"
             " suspended, created_at) VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (ae_title,"
@@ -165,8 +171,14 @@ class UpsRepo(Repo):
             "SELECT ae_title, workitem_uid, filter, deletion_lock, suspended FROM"
             " ups_subscriptions WHERE workitem_uid = ? OR (workitem_uid = '' AND suspended ="
             " 0) ORDER BY id", (workitem_uid,)).fetchall()
-        return [Subscription(str(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4]))
+        subs = [Subscription(str(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4]))
                 for r in rows]
+        out = {s.ae_title for s in subs if s.workitem_uid and s.filter == OPTED_OUT}
+        return [s for s in subs if s.ae_title not in out]
+
+    def watches(self, ae_title: str, workitem_uid: str) -> bool:
+        """Whether ``ae_title`` gets the workitem's reports now (any subscription)."""
+        return any(s.ae_title == ae_title for s in self.subscriptions(workitem_uid))
 
     def open_workitems(self, limit: int) -> list[Workitem]:
         """Workitems still to be done (SCHEDULED or IN PROGRESS), earliest start first."""

@@ -80,9 +80,8 @@ def change_state(current: UpsState, kept_uid: str, requested: str, given_uid: st
         if current is target:
             return Transition(current, None, None, ALREADY_CANCELED if target is
                               UpsState.CANCELED else ALREADY_COMPLETED_WARNING)
-        raise UpsError(NO_LONGER_UPDATABLE if current is UpsState.CANCELED or target is
-                       UpsState.IN_PROGRESS else ALREADY_COMPLETED,
-                       f"the workitem is {current} and may no longer change state")
+        raise UpsError(NO_LONGER_UPDATABLE, f"the workitem is {current} and may no longer "
+                       "change state")
     if target is UpsState.IN_PROGRESS:
         if current is UpsState.IN_PROGRESS:
             raise UpsError(ALREADY_IN_PROGRESS, "the workitem is already IN PROGRESS (claimed "

@@ -183,8 +183,8 @@ async def test_claim_update_complete_and_cancel(broker: Broker, web: UpsRs) -> N
                     str(dataset(d).SOPInstanceUID) for d in await web.search({STATION: "CT01"})}
     uid, other = by_accession["A0000001"], by_accession["A0000002"]
 
-    # claim: no Transaction UID 409, then a claim, then another performer's 409
-    missing = await web.change(uid, "IN PROGRESS", expect=409)
+    # claim: no Transaction UID 400 (PS3.18 11.7.3), then a claim, another performer's 409
+    missing = await web.change(uid, "IN PROGRESS", expect=400)
     assert missing.body["dimse_status"] == "0xC301" and missing.warnings
     mine = generate_uid()
     await web.change(uid, "IN PROGRESS", mine)
@@ -200,7 +200,7 @@ async def test_claim_update_complete_and_cancel(broker: Broker, web: UpsRs) -> N
     early = await web.change(uid, "COMPLETED", mine, expect=409)
     assert early.body["dimse_status"] == "0xC304"
     wrong = await web.call("POST", f"/workitems/{uid}?{generate_uid()}", body(performed()),
-                           409)
+                           400)
     assert wrong.body["dimse_status"] == "0xC301"
     await web.call("POST", f"/workitems/{uid}?{mine}", body(performed()), 200)
     with_body = performed()
@@ -208,13 +208,13 @@ async def test_claim_update_complete_and_cancel(broker: Broker, web: UpsRs) -> N
     with_body.ProcedureStepProgressInformationSequence = [Dataset()]
     with_body.ProcedureStepProgressInformationSequence[0].ProcedureStepProgress = "50"
     await web.call("POST", f"/workitems/{uid}", body(with_body), 200)
-    assert (await web.change(uid, "COMPLETED", generate_uid(), expect=409)).body[
+    assert (await web.change(uid, "COMPLETED", generate_uid(), expect=400)).body[
         "dimse_status"] == "0xC301"
     await web.change(uid, "COMPLETED", mine)
     again = await web.change(uid, "COMPLETED", mine, expect=200)
     assert "already in the requested state of COMPLETED" in again.warnings[0]
     assert await web.state(uid) == "COMPLETED"
-    late = await web.call("POST", f"/workitems/{uid}?{mine}", body(performed()), 409)
+    late = await web.call("POST", f"/workitems/{uid}?{mine}", body(performed()), 400)
     assert late.body["dimse_status"] == "0xC300"
 
     # cancellation: a SCHEDULED workitem at once (202), again a Warning, a COMPLETED one 409

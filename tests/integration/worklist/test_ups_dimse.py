@@ -425,3 +425,99 @@ async def test_an_hl7_change_of_station_is_an_assigned_report(broker: Broker,
     await asyncio.to_thread(events.wait_for, lambda r: any(
         x[0] == 5 and x[1] == uid for x in r))
     assert events.states(uid) == ["SCHEDULED"]  # the initial report only: no state change
+
+
+async def test_subscriptions_without_duplicates_opt_out_and_suspend(
+        broker: Broker, events: EventScp) -> None:
+    """Found by an independent probe: one report per AE whatever it subscribed by; leaving
+    one workitem of a global subscription; suspending keeps what is watched now; a cancel
+    request names its requester and is kept in the workitem; N-CREATE without a UID and
+    N-GET of one attribute answer properly."""
+    t = today()
+    acks = await send(broker.mllp.bound_port, *(order(n, station="CT01", start=f"{t}0930")
+                                                .encode() for n in (1, 2, 3)))
+    assert [msa(a)[1] for a in acks] == ["AA"] * 3
+
+    def dimse() -> None:
+        scu = Scu(broker.dicom.bound_port)
+        try:
+            found = {str(d.ReferencedRequestSequence[0].AccessionNumber): str(d.SOPInstanceUID)
+                     for d in scu.find()}
+            one, two, three = found["A0000001"], found["A0000002"], found["A0000003"]
+            assert scu.action(GLOBAL, 3, ReceivingAE="WATCHER", DeletionLock="FALSE")[0] == 0
+            assert scu.action(one, 3, ReceivingAE="WATCHER", DeletionLock="FALSE")[0] == 0
+            events.wait_for(lambda r: len(r) >= 4)
+            events.reports.clear()
+            progress = Dataset()
+            step = Dataset()
+            step.ProcedureStepProgress = "10"
+            progress.ProcedureStepProgressInformationSequence = [step]
+            assert scu.set(one, progress) == 0
+            events.wait_for(lambda r: any(x[0] == 3 and x[1] == one for x in r))
+            # leave workitem two out of the global subscription
+            assert scu.action(two, 4, ReceivingAE="WATCHER")[0] == 0
+            assert scu.set(two, progress) == 0
+            # suspend the global subscription: three stays watched, new ones are not
+            assert scu.action(GLOBAL, 5, ReceivingAE="WATCHER")[0] == 0
+            assert scu.set(three, progress) == 0
+            events.wait_for(lambda r: any(x[0] == 3 and x[1] == three for x in r))
+            assert [x[1] for x in events.reports if x[0] == 3].count(one) == 1  # not twice
+            assert two not in [x[1] for x in events.reports]
+            mine = generate_uid()
+            assert scu.action(three, 1, ProcedureStepState="IN PROGRESS",
+                              TransactionUID=mine)[0] == 0
+            assert scu.action(three, 2, ReasonForCancellation="patient unwell",
+                              ContactDisplayName="Ward 3")[0] == 0
+            events.wait_for(lambda r: any(x[0] == 2 and x[1] == three for x in r))
+            (requested,) = [x for x in events.reports if x[0] == 2]
+            assert requested[2]["RequestingAE"] == "CT01"
+            assert scu.action(three, 1, ProcedureStepState="CANCELED", TransactionUID=mine)[0] \
+                == 0
+            got = scu.get(three)[1]
+            assert got is not None
+            kept = got.ProcedureStepProgressInformationSequence[0]
+            assert kept.ReasonForCancellation == "patient unwell"
+            assert kept.ProcedureStepCommunicationsURISequence[0].ContactDisplayName == \
+                "Ward 3"
+            # N-CREATE without a SOP Instance UID: the broker's UID comes back
+            status, created = scu.assoc.send_n_create(push_dataset(),
+                                                      UnifiedProcedureStepPush, None)
+            assert status.Status == 0 and created is not None and created.SOPInstanceUID
+            status, ds = scu.assoc.send_n_get([0x00741000], UnifiedProcedureStepPush,
+                                              str(created.SOPInstanceUID))
+            assert status.Status == 0 and ds.ProcedureStepState == "SCHEDULED"
+            assert "PatientName" not in ds
+        finally:
+            scu.close()
+    await asyncio.to_thread(dimse)
+
+
+async def test_an_n_set_of_the_scheduling_moves_the_step_on_the_worklist(
+        broker: Broker) -> None:
+    t = today()
+    assert [msa(a)[1] for a in await send(
+        broker.mllp.bound_port, order(1, station="CT01", start=f"{t}0930").encode())] == ["AA"]
+
+    def dimse() -> None:
+        scu = Scu(broker.dicom.bound_port)
+        try:
+            (item,) = scu.find()
+            uid = str(item.SOPInstanceUID)
+            change = Dataset()
+            code = Dataset()
+            code.CodeValue, code.CodingSchemeDesignator = "MR09", "99MWLBROKER"
+            code.CodeMeaning = "MR09"
+            change.ScheduledStationNameCodeSequence = [code]
+            change.ScheduledProcedureStepStartDateTime = f"{t}1400"
+            assert scu.set(uid, change) == 0
+            assert scu.mwl("MR09") == ["A0000001"] and scu.mwl("CT01") == []
+            station = Dataset()
+            station.CodeValue = "MR09"
+            assert [str(d.SOPInstanceUID) for d in scu.find(
+                ScheduledStationNameCodeSequence=[station])] == [uid]
+            rename = Dataset()
+            rename.PatientName = "SOMEONE^ELSE"
+            assert scu.set(uid, rename) == 0x0106  # the RIS's data
+        finally:
+            scu.close()
+    await asyncio.to_thread(dimse)
