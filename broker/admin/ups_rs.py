@@ -241,7 +241,16 @@ class UpsWeb:
         web subscriber's reports wait for its WebSocket)."""
         uid, ae = self._uid(request), parse_ae(request.match_info["ae"])
         lock = flag(request.query.get("deletionlock", ""), "deletionlock")
-        filters = [(k, v) for k, v in request.query.items() if k != "deletionlock"]
+        filters = []
+        for k, v in request.query.items():
+            if k == "filter":  # PS3.18 11.10.1.2: filter=Key=value[,Key=value]
+                for part in v.split(","):
+                    key, sep, value = part.partition("=")
+                    if not sep:
+                        raise BadRequest(f"filter {part!r}: write Key=value")
+                    filters.append((key.strip(), value.strip()))
+            elif k != "deletionlock":
+                filters.append((k, v))
         query: dict[str, Any] | None = None
         unsupported: list[str] = []
         if filters and uid != FILTERED_SUBSCRIPTION:

@@ -29,6 +29,7 @@ from broker.dicom.mwl import (
 from broker.dicom.pynetdicom_patches.encoded import PreEncoded
 from broker.dicom.status import (
     CANCEL,
+    INVALID_ATTRIBUTE_VALUE,
     PENDING,
     PENDING_WARNING,
     PROCESSING_FAILURE,
@@ -37,10 +38,10 @@ from broker.dicom.status import (
     DimseFailure,
     status_dataset,
 )
-from broker.dicom.workitem import attrs_of, workitem_attrs
+from broker.dicom.workitem import STATION_SCHEME, attrs_of, workitem_attrs
 from broker.logs import event
 from broker.model.ups import ActionType, UpsState
-from broker.model.worklist import Match, WorklistQuery
+from broker.model.worklist import Match, WorklistQuery, wildcard_match
 from broker.store.errors import StoreError
 from broker.store.ports import WorklistReader
 from broker.store.ups import query_to_json
@@ -79,17 +80,22 @@ def parse_ups_identifier(identifier: Dataset, limits: QueryLimits | None = None
         keyword = elem.keyword
         if keyword == "ProcedureStepState":
             value = str(elem.value or "").strip()
-            if value:
-                try:
-                    statuses = STATUSES_OF[UpsState(value)]
-                except ValueError:
+            if value and value != "*":  # a CS value may hold wildcards
+                states = [st for st in UpsState if wildcard_match(value, st.value)]
+                if not states and not ("*" in value or "?" in value):
                     raise DimseFailure(UNABLE_TO_PROCESS, f"ProcedureStepState {value!r} is "
-                                       "not a UPS state") from None
+                                       "not a UPS state")
+                statuses = tuple(s for st in states for s in STATUSES_OF[st]) or ("-",)
                 parsed.query.matches.append(Match("ScheduledProcedureStepStatus", "list",
                                                   values=statuses))
         elif keyword == "ScheduledStationNameCodeSequence":
             items = list(elem.value or [])
             code = str(items[0].get("CodeValue", "") or "").strip() if items else ""
+            for other in ("CodingSchemeDesignator", "CodeMeaning"):  # matched by value only
+                given = str(items[0].get(other, "") or "").strip() if items else ""
+                if given and given != "*" and not (other == "CodingSchemeDesignator"
+                                                   and given == STATION_SCHEME):
+                    parsed.unsupported.append(f"ScheduledStationNameCodeSequence/{other}")
             if code and code != "*":
                 kind = "wildcard" if "*" in code or "?" in code else "single"
                 parsed.query.matches.append(Match(STATION, kind, code))
@@ -234,17 +240,24 @@ class UpsScp:
         receiving = str(info.get(RECEIVING_AE).value).strip() if RECEIVING_AE in info else \
             calling
         if action is ActionType.SUBSCRIBE:
-            lock = str(info.get(DELETION_LOCK).value).strip().upper() == "TRUE" if \
-                DELETION_LOCK in info else False
+            given = str(info.get(DELETION_LOCK).value or "").strip().upper() if \
+                DELETION_LOCK in info else "FALSE"
+            if given not in ("TRUE", "FALSE"):
+                return status_dataset(INVALID_ATTRIBUTE_VALUE, f"Deletion Lock {given!r} is "
+                                      "neither TRUE nor FALSE"), None
+            lock = given == "TRUE"
             keys = Dataset()
             for elem in info:
                 if elem.tag not in (RECEIVING_AE, DELETION_LOCK, SPECIFIC_CHARACTER_SET):
                     keys.add(elem)
             try:
-                query = query_to_json(parse_ups_identifier(keys, self.limits).query) if \
-                    len(keys) else None
+                parsed = parse_ups_identifier(keys, self.limits) if len(keys) else None
             except DimseFailure as exc:
                 return exc.dataset(), None
+            if parsed is not None and parsed.unsupported:  # never a wider filter than asked
+                return status_dataset(INVALID_ATTRIBUTE_VALUE, "the broker cannot filter on "
+                                      + ", ".join(parsed.unsupported)), None
+            query = query_to_json(parsed.query) if parsed is not None else None
             status, _ = self._attempt("subscribe", uid, receiving, lambda uow: (
                 s.subscribe(uow, uid, receiving, lock, query)))
             return status, None

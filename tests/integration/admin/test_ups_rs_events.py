@@ -210,8 +210,9 @@ async def test_filtered_and_workitem_subscriptions_unsubscribe_and_suspend(
         broker: Broker, web: UpsRs, watcher: Watcher) -> None:
     uids = await scheduled(broker, web, "CT01")
     first = uids["A0000001"]
+    # the PS3.18 11.10.1.2 form: filter=Key=value
     filtered = await web.call("POST", f"/workitems/{FILTERED}/subscribers/CT02WATCH",
-                              None, 201, params={STATION: "CT02"})
+                              None, 201, params={"filter": f"{STATION}=CT02"})
     assert not filtered.warnings
     ct02 = await web.channel("CT02WATCH")
     elsewhere, here = generate_uid(), generate_uid()

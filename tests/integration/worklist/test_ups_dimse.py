@@ -521,3 +521,32 @@ async def test_an_n_set_of_the_scheduling_moves_the_step_on_the_worklist(
         finally:
             scu.close()
     await asyncio.to_thread(dimse)
+
+
+async def test_query_and_subscription_inputs_are_read_strictly(broker: Broker) -> None:
+    t = today()
+    assert [msa(a)[1] for a in await send(
+        broker.mllp.bound_port, order(1, station="CT01", start=f"{t}0930").encode())] == ["AA"]
+    filtered = "1.2.840.10008.5.1.4.34.5.1"
+
+    def dimse() -> None:
+        scu = Scu(broker.dicom.bound_port)
+        try:
+            assert len(scu.find(ProcedureStepState="SCHED*")) == 1  # CS wildcards
+            assert len(scu.find(ProcedureStepState="*")) == 1
+            assert scu.find(ProcedureStepState="COMP*") == []
+            ds = Dataset()
+            ds.ProcedureStepState = ""
+            code = Dataset()
+            code.CodeValue, code.CodingSchemeDesignator = "CT01", "SOMEOTHER"
+            ds.ScheduledStationNameCodeSequence = [code]
+            statuses = [s.Status for s, _ in scu.assoc.send_c_find(ds, UnifiedProcedureStepPull)]
+            assert statuses[0] == 0xFF01  # the scheme is not matched: said so
+            # a filter the broker cannot apply is refused, never widened to everything
+            assert scu.action(filtered, 3, ReceivingAE="WATCHER", DeletionLock="FALSE",
+                              WorklistLabel="CT*")[0] == 0x0106
+            assert scu.action(GLOBAL, 3, ReceivingAE="WATCHER", DeletionLock="MAYBE")[0] \
+                == 0x0106
+        finally:
+            scu.close()
+    await asyncio.to_thread(dimse)
