@@ -275,7 +275,7 @@ class UpsService:
     def state_changed(self, uow: UnitOfWork, step_ids: list[int]) -> int:
         """State reports for steps another path moved (MPPS, HL7): queued for their
         subscribers in that path's transaction."""
-        if not step_ids or not uow.ups.has_subscriptions():
+        if not step_ids or not self._subscribed(uow):  # no read while nobody subscribes
             return 0
         return sum(self._report(uow, item, EventType.STATE_REPORT)
                    for item in uow.ups.workitems_of_steps(step_ids))
