@@ -170,6 +170,24 @@ class Scu:
         return int(status.Status)
 
 
+async def watched_order(broker: Broker, lock: str = "FALSE") -> str:
+    """Order 1 for CT01 today, its workitem found and subscribed to by WATCHER; its UID."""
+    assert [msa(a)[1] for a in await send(
+        broker.mllp.bound_port, order(1, station="CT01", start=f"{today()}0930").encode()
+    )] == ["AA"]
+
+    def find_and_watch() -> str:
+        scu = Scu(broker.dicom.bound_port)
+        try:
+            (item,) = scu.find()
+            uid = str(item.SOPInstanceUID)
+            assert scu.action(uid, 3, ReceivingAE="WATCHER", DeletionLock=lock)[0] == 0
+            return uid
+        finally:
+            scu.close()
+    return await asyncio.to_thread(find_and_watch)
+
+
 def performed_procedure() -> Dataset:
     ds = Dataset()
     item = Dataset()
@@ -313,19 +331,7 @@ async def test_ups_pull_watch_and_the_worklist_see_one_set_of_steps(
 async def test_an_hl7_cancel_cancels_the_workitem_and_tells_its_watchers(
         broker: Broker, events: EventScp) -> None:
     t = today()
-    assert [msa(a)[1] for a in await send(
-        broker.mllp.bound_port, order(1, station="CT01", start=f"{t}0930").encode())] == ["AA"]
-
-    def find_and_watch() -> str:
-        scu = Scu(broker.dicom.bound_port)
-        try:
-            (item,) = scu.find()
-            uid = str(item.SOPInstanceUID)
-            assert scu.action(uid, 3, ReceivingAE="WATCHER", DeletionLock="TRUE")[0] == 0
-            return uid
-        finally:
-            scu.close()
-    uid = await asyncio.to_thread(find_and_watch)
+    uid = await watched_order(broker, "TRUE")
     cancel = order(1, control_id="CA1", order_control="CA", order_status="CA",
                    station="CT01", start=f"{t}0930")
     assert [msa(a)[1] for a in await send(broker.mllp.bound_port, cancel.encode())] == ["AA"]
@@ -407,19 +413,7 @@ async def test_subscribers_hear_the_scp_going_down_and_restarting(
 async def test_an_hl7_change_of_station_is_an_assigned_report(broker: Broker,
                                                               events: EventScp) -> None:
     t = today()
-    assert [msa(a)[1] for a in await send(
-        broker.mllp.bound_port, order(1, station="CT01", start=f"{t}0930").encode())] == ["AA"]
-
-    def find_and_watch() -> str:
-        scu = Scu(broker.dicom.bound_port)
-        try:
-            (item,) = scu.find()
-            uid = str(item.SOPInstanceUID)
-            assert scu.action(uid, 3, ReceivingAE="WATCHER", DeletionLock="FALSE")[0] == 0
-            return uid
-        finally:
-            scu.close()
-    uid = await asyncio.to_thread(find_and_watch)
+    uid = await watched_order(broker, "FALSE")
     moved = order(1, control_id="XO1", order_control="XO", station="CT02", start=f"{t}0930")
     assert [msa(a)[1] for a in await send(broker.mllp.bound_port, moved.encode())] == ["AA"]
     await asyncio.to_thread(events.wait_for, lambda r: any(
