@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from broker.store.schema_v9 import LATER
+
 MIGRATIONS: list[str] = [
     # 1: patients, requested procedures, scheduled steps, stations, message log
     """
@@ -319,77 +321,7 @@ MIGRATIONS.append(
     """
 )
 
-MIGRATIONS.append(
-    # 9: Unified Procedure Step: each scheduled step is a workitem; its SOP Instance UID
-    #    (given by a UPS Push N-CREATE, else assigned when UPS first names the step), the
-    #    workitem's own state (Transaction UID, performer, progress, cancellation request,
-    #    attributes the worklist does not hold) and the subscriptions of UPS Watch SCUs
-    """
-    ALTER TABLE steps ADD COLUMN uid TEXT NOT NULL DEFAULT '';
-    CREATE UNIQUE INDEX steps_uid ON steps(uid) WHERE uid != '';
-    CREATE INDEX steps_without_uid ON steps(id) WHERE uid = '';
-
-    CREATE TABLE workitems (
-        step_fk INTEGER PRIMARY KEY REFERENCES steps(id) ON DELETE CASCADE,
-        transaction_uid TEXT NOT NULL DEFAULT '',
-        performer TEXT NOT NULL DEFAULT '',
-        attrs TEXT NOT NULL DEFAULT '{}',
-        cancel_requested_at REAL,
-        cancel_reason TEXT NOT NULL DEFAULT '',
-        cancel_requested_by TEXT NOT NULL DEFAULT '',
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-
-    CREATE TABLE ups_subscriptions (
-        id INTEGER PRIMARY KEY,
-        ae_title TEXT NOT NULL,
-        workitem_uid TEXT NOT NULL DEFAULT '',
-        filter TEXT NOT NULL DEFAULT '',
-        deletion_lock INTEGER NOT NULL DEFAULT 0,
-        suspended INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        UNIQUE (ae_title, workitem_uid, filter)
-    );
-    CREATE INDEX ups_subscriptions_workitem ON ups_subscriptions(workitem_uid);
-    """
-)
-
-MIGRATIONS.append(
-    # 10: UPS event reports for web subscribers (UPS-RS): written in the transaction of the
-    #     change, sent over the subscriber's WebSocket when it is open (oldest first), then
-    #     marked delivered; retention.ups_events_days removes them
-    """
-    CREATE TABLE ups_events (
-        id INTEGER PRIMARY KEY,
-        created_at REAL NOT NULL,
-        receiving_ae TEXT NOT NULL,
-        sop_instance_uid TEXT NOT NULL,
-        event_type INTEGER NOT NULL,
-        payload TEXT NOT NULL DEFAULT '{}',
-        delivered_at REAL
-    );
-    CREATE INDEX ups_events_pending ON ups_events(receiving_ae, id)
-        WHERE delivered_at IS NULL;
-    CREATE INDEX ups_events_at ON ups_events(created_at);
-    """
-)
-
-MIGRATIONS.append(
-    # 11: upstream worklists: a procedure's source (an upstream's name; '' for HL7, UPS and
-    #     the rest), and each mirrored item's digest and the polls in a row that missed it
-    """
-    ALTER TABLE procedures ADD COLUMN source TEXT NOT NULL DEFAULT '';
-    CREATE TABLE upstream_items (
-        source TEXT NOT NULL,
-        study_uid TEXT NOT NULL,
-        digest TEXT NOT NULL DEFAULT '',
-        missed_polls INTEGER NOT NULL DEFAULT 0,
-        last_seen_at REAL NOT NULL,
-        PRIMARY KEY (source, study_uid)
-    );
-    """
-)
+MIGRATIONS += LATER  # 9 and on: broker/store/schema_v9.py
 
 #: migrations that only add (tables, columns with defaults, indexes): a broker of the
 #: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
