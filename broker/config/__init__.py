@@ -16,9 +16,11 @@ from broker.config.dicom import (
     UpstreamQuerySettings,
     UpstreamWorklistSettings,
 )
+from broker.config.fhir import FhirDestinationSettings, FhirIntakeSettings, FhirSettings
 from broker.config.tls import TlsSettings
 
-__all__ = ["CallingAeSettings", "DicomSettings", "ForwardSettings", "TlsSettings",
+__all__ = ["CallingAeSettings", "DicomSettings", "FhirDestinationSettings", "FhirIntakeSettings",
+           "FhirSettings", "ForwardSettings", "TlsSettings",
            "UpsSettings", "UpsSubscriberSettings", "UpstreamQuerySettings",
            "UpstreamWorklistSettings"]
 
@@ -259,6 +261,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     upstream_worklists: list[UpstreamWorklistSettings] = field(default_factory=list)
+    fhir: FhirSettings = field(default_factory=FhirSettings)
 
 
 class ConfigError(ValueError):

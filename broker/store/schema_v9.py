@@ -76,3 +76,30 @@ LATER.append(
     );
     """
 )
+
+LATER.append(
+    # 12: FHIR resources taken in at /fhir (Patient, ServiceRequest, …): the resource as
+    #     last stored (its logical id, version, business identifier, digest for idempotent
+    #     reposts), and for a ServiceRequest the Study Instance UID of the requested
+    #     procedure it became (how a step's progress finds its ServiceRequest)
+    """
+    CREATE TABLE fhir_resources (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        identifier_system TEXT NOT NULL DEFAULT '',
+        identifier_value TEXT NOT NULL DEFAULT '',
+        study_uid TEXT NOT NULL DEFAULT '',
+        patient_id TEXT NOT NULL DEFAULT '',
+        issuer TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT '',
+        digest TEXT NOT NULL DEFAULT '',
+        body TEXT NOT NULL DEFAULT '{}',
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (resource_type, id)
+    );
+    CREATE INDEX fhir_resources_identifier
+        ON fhir_resources(resource_type, identifier_system, identifier_value);
+    CREATE INDEX fhir_resources_study ON fhir_resources(study_uid) WHERE study_uid != '';
+    """
+)
