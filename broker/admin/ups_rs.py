@@ -20,6 +20,7 @@ from broker.admin.ups_rs_http import (
     answers,
     bare_uid,
     body_json,
+    check_accept,
     dicom_json,
     done,
     flag,
@@ -33,7 +34,7 @@ from broker.dicom.dicom_json import attrs_from_json, to_json
 from broker.dicom.mwl import QueryLimits
 from broker.dicom.ups_scp import parse_ups_identifier, row_attrs
 from broker.flows.ups import Result, UpsService
-from broker.model.ups import FILTERED_SUBSCRIPTION, GLOBAL_SUBSCRIPTION
+from broker.model.ups import FILTERED_SUBSCRIPTION, GLOBAL_SUBSCRIPTION, WEB_PERFORMER
 from broker.model.worklist import WorklistQuery
 from broker.store.ports import WorklistReader
 from broker.store.ups import query_to_json
@@ -41,7 +42,7 @@ from broker.store.worklist_query import WorklistRow
 
 BASE = "/dicomweb"
 #: the calling AE the UPS jobs record for a UPS-RS request (HTTP names none)
-WEB_CALLER = "DICOMWEB"
+WEB_CALLER = WEB_PERFORMER
 #: Search: results per page when ``limit`` is not given, and at most
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -51,7 +52,8 @@ DEFAULT_FIELDS = (
     "SOPClassUID", "SOPInstanceUID", "ProcedureStepState", "ScheduledProcedureStepPriority",
     "ProcedureStepLabel", "WorklistLabel", "ScheduledProcedureStepStartDateTime",
     "ScheduledStationNameCodeSequence", "ScheduledWorkitemCodeSequence", "PatientName",
-    "PatientID", "IssuerOfPatientID", "StudyInstanceUID", "ReferencedRequestSequence")
+    "PatientID", "IssuerOfPatientID", "StudyInstanceUID", "ReferencedRequestSequence",
+    "InputReadinessState")
 
 
 class UpsWeb:
@@ -129,6 +131,7 @@ class UpsWeb:
     @answers("retrieve")
     async def retrieve(self, request: web.Request) -> web.StreamResponse:
         """PS3.18 11.5: the workitem (never its Transaction UID)."""
+        check_accept(request)
         uid = self._uid(request)
 
         def job(uow: Any) -> Result:
@@ -160,8 +163,7 @@ class UpsWeb:
                              "COMPLETED or CANCELED")
         result = await self._run(lambda uow: self.service.change_state(
             uow, uid, state, transaction, WEB_CALLER))
-        return done(200, result.warning, result.comment,
-                    data=[to_json({"ProcedureStepState": state}, self.charset)])
+        return done(200, result.warning, result.comment)
 
     @answers("request cancellation")
     async def request_cancel(self, request: web.Request) -> web.StreamResponse:
@@ -182,6 +184,7 @@ class UpsWeb:
     async def search(self, request: web.Request) -> web.StreamResponse:
         """PS3.18 11.9: QIDO-style matching on the UPS C-FIND SCP's parsing and SQL; 200
         with the matches (an empty array when none), a Warning for what was not matched."""
+        check_accept(request)
         matches: list[tuple[str, str]] = []
         fields: list[str] = []
         limit, offset, fuzzy = DEFAULT_LIMIT, 0, False

@@ -36,7 +36,7 @@ HTTP_OF = {
     rules.NOT_IN_PROGRESS: 409, rules.ALREADY_COMPLETED: 409,
     rules.PERFORMER_CHOOSES_NOT_TO_CANCEL: 409, rules.ACTION_NOT_APPROPRIATE: 409,
     rules.DUPLICATE_INSTANCE: 409, rules.MISSING_ATTRIBUTE: 400, rules.INVALID_VALUE: 400,
-    rules.NOT_AUTHORIZED: 403,
+    rules.NOT_AUTHORIZED: 403, rules.PERFORMER_NOT_CONTACTED: 409, 0x0121: 400,
 }
 #: the Warning texts PS3.18 gives for the warning statuses
 WARNING_TEXT = {
@@ -44,7 +44,10 @@ WARNING_TEXT = {
     rules.ALREADY_COMPLETED_WARNING: "The UPS is already in the requested state of "
     "COMPLETED.",
     rules.DELETION_LOCK_NOT_GRANTED: "Deletion Lock not granted.",
+    rules.CREATED_WITH_MODIFICATIONS: "The UPS was created with modifications.",
 }
+#: media ranges of an Accept header that a DICOM JSON answer satisfies
+ANSWERABLE = frozenset({MEDIA_TYPE, "application/json", "application/*", "*/*"})
 #: a request handler (a function of the request, or a method: self and the request)
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
@@ -81,8 +84,10 @@ def done(status: int, warning_status: int = 0, comment: str = "",
     """A transaction's success, with the Warning of a warning status."""
     out = dict(headers or {})
     if warning_status:
-        out["Warning"] = warning(WARNING_TEXT.get(warning_status, comment or
-                                                  f"status 0x{warning_status:04X}"))
+        text = WARNING_TEXT.get(warning_status, comment or f"status 0x{warning_status:04X}")
+        if warning_status == rules.CREATED_WITH_MODIFICATIONS and comment:
+            text = f"{text[:-1]}: {comment}"
+        out["Warning"] = warning(text)
     if data is not None:
         return dicom_json(data, status, out)
     return web.Response(status=status, headers=out)
@@ -117,6 +122,26 @@ def answers(what: str) -> Callable[[Handler], Handler]:
                 return failure(0x0110, f"the request failed: {type(exc).__name__}", 500)
         return run
     return wrap
+
+
+def check_accept(request: web.Request) -> None:
+    """406 unless the Accept header (if any) takes DICOM JSON: the broker answers no
+    application/dicom+xml or multipart (PS3.18 8.7.3)."""
+    accept = request.headers.get("Accept", "").strip()
+    if not accept:
+        return
+    for part in accept.split(","):
+        media, *params = (p.strip().lower() for p in part.split(";"))
+        weight = next((p[2:] for p in params if p.startswith("q=")), "1")
+        try:
+            taken = float(weight) > 0
+        except ValueError:
+            taken = False
+        if media in ANSWERABLE and taken:
+            return
+    raise web.HTTPNotAcceptable(
+        text=json.dumps({"error": f"Accept {accept[:100]!r}: the Worklist Service answers "
+                         f"{MEDIA_TYPE} only"}), content_type="application/json")
 
 
 async def body_json(request: web.Request, required: bool = True) -> Any:

@@ -151,8 +151,12 @@ def cmd_ups(args: argparse.Namespace) -> int:
             if not args.transaction_uid:
                 raise SystemExit("mwl-broker ups: --transaction-uid of the claim is needed")
             now = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
+            station = _dataset(CodeValue=args.aet, CodingSchemeDesignator="99MWLBROKER",
+                               CodeMeaning=args.aet)
             item = _dataset(PerformedProcedureStepStartDateTime=args.start or now,
-                            PerformedProcedureStepEndDateTime=args.end or now)
+                            PerformedProcedureStepEndDateTime=args.end or now,
+                            PerformedStationNameCodeSequence=[station],
+                            PerformedWorkitemCodeSequence=[], OutputInformationSequence=[])
             code, comment = scu.set(uid, _dataset(
                 TransactionUID=args.transaction_uid,
                 UnifiedProcedureStepPerformedProcedureSequence=[item]))

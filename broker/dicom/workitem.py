@@ -22,18 +22,26 @@ MAPPED = frozenset({
     "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
     "ReferencedRequestSequence", "ScheduledProcedureStepStartDateTime",
     "ScheduledStationNameCodeSequence", "ProcedureStepLabel", "ScheduledProcedureStepPriority",
-    "TransactionUID", "SpecificCharacterSet", "InputReadinessState"})
+    "TransactionUID", "SpecificCharacterSet"})
 PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
                 "PatientSex")
-REQUEST_KEYS = ("StudyInstanceUID", "AccessionNumber", "RequestedProcedureID",
-                "RequestedProcedureDescription", "PlacerOrderNumberImagingServiceRequest",
-                "FillerOrderNumberImagingServiceRequest")
+REQUEST_KEYS = ("StudyInstanceUID", "AccessionNumber", "IssuerOfAccessionNumberSequence",
+                "RequestedProcedureID", "RequestedProcedureDescription",
+                "RequestedProcedureCodeSequence", "PlacerOrderNumberImagingServiceRequest",
+                "FillerOrderNumberImagingServiceRequest", "ReasonForTheRequestedProcedure",
+                "ReasonForRequestedProcedureCodeSequence")
+STATIONS = "ScheduledStationNameCodeSequence"
 STUDY_UID_NAMESPACE = uuid.UUID("3f1c8f26-2d7b-4b0e-8a47-8d8b3d5d0e21")
 
 
 def _stations(step: Attrs) -> list[str]:
     value = step.get("ScheduledStationAETitle") or []
     return [str(v) for v in (value if isinstance(value, list) else [value]) if v]
+
+
+def _codes(items: Any) -> list[str]:
+    return [str(item.get("CodeValue")) for item in items if isinstance(item, dict)
+            and item.get("CodeValue")] if isinstance(items, list) else []
 
 
 def workitem_attrs(uid: str, state: UpsState, patient: Attrs, procedure: Attrs, step: Attrs,
@@ -73,6 +81,8 @@ def workitem_attrs(uid: str, state: UpsState, patient: Attrs, procedure: Attrs, 
             {"CodeValue": str(step["Modality"]), "CodingSchemeDesignator": "DCM",
              "CodeMeaning": str(step["Modality"])}])
     for key, value in (own or {}).items():  # an N-SET's values over the step's
+        if key == STATIONS and _codes(value) != _stations(step):
+            continue  # the station codes given for other stations than the step's now
         if key not in ("SOPClassUID", "SOPInstanceUID", "ProcedureStepState",
                        "TransactionUID", "SpecificCharacterSet"):
             out[key] = value
@@ -93,9 +103,7 @@ def from_create(uid: str, attrs: Attrs) -> tuple[Attrs, Attrs, Attrs, Attrs]:
     if priority in MWL_PRIORITY:
         procedure["RequestedProcedurePriority"] = MWL_PRIORITY[priority]
     start = str(attrs.get("ScheduledProcedureStepStartDateTime") or "")
-    stations = [str(item.get("CodeValue")) for item in attrs.get(
-        "ScheduledStationNameCodeSequence") or [] if isinstance(item, dict)
-        and item.get("CodeValue")]
+    stations = _codes(attrs.get(STATIONS))
     sps_id = f"UPS{uuid.uuid5(STUDY_UID_NAMESPACE, uid).hex[:13]}"  # SH: 16 characters
     step: Attrs = {"ScheduledProcedureStepID": sps_id}
     if start:
@@ -113,6 +121,8 @@ def from_create(uid: str, attrs: Attrs) -> tuple[Attrs, Attrs, Attrs, Attrs]:
                 "CodeValue", ""))) <= 16:
             step["Modality"] = str(first.get("CodeValue"))
     own = {k: v for k, v in attrs.items() if k not in MAPPED}
+    if stations:  # their schemes and meanings as given
+        own[STATIONS] = attrs[STATIONS]
     return patient, procedure, step, own
 
 

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.dicom.mwl import nodes_of, to_pydicom
-from broker.dicom.workitem import from_create, merge_set, performed, workitem_attrs
+from broker.dicom.workitem import STATIONS, from_create, merge_set, performed, workitem_attrs
 from broker.logs import event
 from broker.model.orders import Attrs, PatientKey, StepStatus
 from broker.model.ups import (
     FILTERED_SUBSCRIPTION,
     GLOBAL_SUBSCRIPTION,
+    WEB_PERFORMER,
     EventType,
     UpsState,
 )
@@ -32,6 +33,7 @@ from broker.store.unit_of_work import UnitOfWork
 from broker.store.ups import OPTED_OUT, Workitem
 from broker.workflow import ups as rules
 from broker.workflow.ups import UpsError
+from broker.workflow.ups_create import check_create, created_comment, dropped, modifications
 from broker.workflow.ups_records import (
     ASSIGNMENT,
     RIS_OWNED,
@@ -90,17 +92,15 @@ class UpsService:
 
     # -- UPS Push ---------------------------------------------------------------------------
     def create(self, uow: UnitOfWork, uid: str, attrs: Attrs, calling_ae: str) -> Result:
-        state = str(attrs.get("ProcedureStepState", "")).strip()
-        if state != UpsState.SCHEDULED.value:
-            raise UpsError(rules.NOT_SCHEDULED_AT_CREATE, f"Procedure Step State is "
-                           f"{state or 'empty'}: a new workitem is SCHEDULED")
-        if not str(attrs.get("PatientID", "")).strip():
-            raise UpsError(rules.MISSING_ATTRIBUTE, "Patient ID (0010,0020) is missing: the "
-                           "broker's workitems are a patient's scheduled steps")
+        """UPS Push N-CREATE: a SCHEDULED workitem with its patient, requested procedure and
+        step; a Warning B300 names what the workitem holds otherwise than the request."""
+        check_create(attrs)
         if uow.ups.workitem(uid) is not None:
             raise UpsError(rules.DUPLICATE_INSTANCE, f"a workitem with SOP Instance UID {uid} "
                            "exists")
-        patient, procedure, step, own = from_create(uid, attrs)
+        left_out = dropped(attrs)
+        given = {k: v for k, v in attrs.items() if k not in left_out}
+        patient, procedure, step, own = from_create(uid, given)
         key = PatientKey(str(patient["PatientID"]), str(patient.get("IssuerOfPatientID", "")))
         placed = uow.orders.place_order(key, patient, procedure, f"UPS_{calling_ae}"[:20],
                                         [step], StepStatus.SCHEDULED)
@@ -115,8 +115,12 @@ class UpsService:
         item.attrs = own
         uow.ups.save(item)
         queued = self._report(uow, item, EventType.STATE_REPORT)
-        event(log, "ups_created", sop_instance_uid=uid, calling_ae=calling_ae)
-        return Result(0, self.attrs(item), queued)
+        stored = self.attrs(item)
+        changed = modifications(given, stored)
+        warning, comment = created_comment(changed, left_out)
+        event(log, "ups_created", sop_instance_uid=uid, calling_ae=calling_ae,
+              modified=",".join(changed) or None, left_out=",".join(left_out) or None)
+        return Result(warning, stored, queued, comment)
 
     # -- UPS Pull -----------------------------------------------------------------------------
     def get(self, uow: UnitOfWork, uid: str) -> Workitem:
@@ -143,7 +147,7 @@ class UpsService:
                         item.status, item.step), scheduling, item.status)])
             item.step = scheduling
         item.attrs = merge_set(item.attrs or {}, {k: v for k, v in changes.items()
-                                                  if k not in SCHEDULING})
+                                                  if k not in SCHEDULING or k == STATIONS})
         uow.ups.save(item)
         queued = self._report(uow, item, EventType.PROGRESS_REPORT) if progress else 0
         if assigned:
@@ -206,6 +210,7 @@ class UpsService:
             queued = self._report(uow, item, EventType.STATE_REPORT, {
                 "ReasonForCancellation": reason[:1024]} if reason else {})
         else:
+            self._check_performer_reached(uow, item)
             uow.ups.save(item)
             queued = self._report(uow, item, EventType.CANCEL_REQUESTED, {
                 "RequestingAE": calling_ae,
@@ -214,6 +219,24 @@ class UpsService:
         event(log, "ups_cancel_requested", sop_instance_uid=uid, calling_ae=calling_ae,
               canceled=outcome.canceled)
         return Result(0, self.attrs(item), queued)
+
+    def _check_performer_reached(self, uow: UnitOfWork, item: Workitem) -> None:
+        """A cancellation request of an IN PROGRESS workitem is for its performer: refused
+        (C312) when no Cancel Requested report would reach it — the performer (a DIMSE one
+        by its AE title; one that claimed over UPS-RS or by MPPS through any subscriber)
+        does not subscribe to the workitem's events."""
+        told = self._recipients(uow, item)
+        performer = item.performer.strip()
+        if performer and performer != WEB_PERFORMER:
+            if performer in told:
+                return
+            raise UpsError(rules.PERFORMER_NOT_CONTACTED, f"performer {performer} does not "
+                           "subscribe to this workitem's events: the cancellation request "
+                           "cannot reach it; ask it (or its operator) directly")
+        if not told:
+            raise UpsError(rules.PERFORMER_NOT_CONTACTED, "nobody subscribes to this "
+                           "workitem's events: the cancellation request cannot reach its "
+                           "performer; ask it (or its operator) directly")
 
     # -- UPS Watch ----------------------------------------------------------------------------
     def subscribe(self, uow: UnitOfWork, uid: str, ae_title: str, deletion_lock: bool,
@@ -313,18 +336,21 @@ class UpsService:
         self._none_until = now + NO_SUBSCRIBER_TTL
         return False
 
-    def _report(self, uow: UnitOfWork, item: Workitem, kind: EventType,
-                info: Attrs | None = None) -> int:
-        queued = 0
-        told: set[str] = set()
+    def _recipients(self, uow: UnitOfWork, item: Workitem) -> list[str]:
+        """The AEs a report of ``item`` goes to: one each, whatever they subscribed by."""
+        told: list[str] = []
         for sub in uow.ups.subscriptions(item.uid):
-            if sub.ae_title in told:  # one report per AE, whatever it subscribed by
+            if sub.ae_title in told:
                 continue
             if sub.filter and not uow.ups.matches(json.loads(sub.filter), item.step_id):
                 continue
-            told.add(sub.ae_title)
-            queued += self._queue(uow, sub.ae_title, item, kind, info or {})
-        return queued
+            told.append(sub.ae_title)
+        return told
+
+    def _report(self, uow: UnitOfWork, item: Workitem, kind: EventType,
+                info: Attrs | None = None) -> int:
+        return sum(self._queue(uow, ae_title, item, kind, info or {})
+                   for ae_title in self._recipients(uow, item))
 
     def _queue(self, uow: UnitOfWork, ae_title: str, item: Workitem, kind: EventType,
                info: Attrs) -> int:

@@ -56,6 +56,8 @@ class EventType(IntEnum):
     ASSIGNED = 5
 
 
+#: the performer (calling AE) the broker records for a UPS-RS request (HTTP names none)
+WEB_PERFORMER = "DICOMWEB"
 PUSH = "1.2.840.10008.5.1.4.34.6.1"
 WATCH = "1.2.840.10008.5.1.4.34.6.2"
 PULL = "1.2.840.10008.5.1.4.34.6.3"

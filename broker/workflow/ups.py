@@ -24,6 +24,7 @@ UNKNOWN_RECEIVING_AE = 0xC308
 NOT_SCHEDULED_AT_CREATE = 0xC309
 NOT_IN_PROGRESS = 0xC310
 ALREADY_COMPLETED = 0xC311
+PERFORMER_NOT_CONTACTED = 0xC312
 PERFORMER_CHOOSES_NOT_TO_CANCEL = 0xC313
 ACTION_NOT_APPROPRIATE = 0xC314
 DUPLICATE_INSTANCE = 0x0111
@@ -35,6 +36,9 @@ NOT_AUTHORIZED = 0x0124
 #: there before a workitem may become COMPLETED (PS3.4 Table CC.2.5-3, "Final State")
 COMPLETED_REQUIRES = ("PerformedProcedureStepStartDateTime",
                       "PerformedProcedureStepEndDateTime")
+#: ... and that must be there, possibly empty (Type 2 in that sequence, final state "P")
+COMPLETED_PRESENT = ("PerformedStationNameCodeSequence", "PerformedWorkitemCodeSequence",
+                     "OutputInformationSequence")
 PERFORMED = "UnifiedProcedureStepPerformedProcedureSequence"
 
 
@@ -96,7 +100,8 @@ def change_state(current: UpsState, kept_uid: str, requested: str, given_uid: st
                        "request its cancellation")
     check_transaction(kept_uid, given_uid)
     if target is UpsState.COMPLETED:
-        missing = [k for k in COMPLETED_REQUIRES if not performed.get(k)]
+        missing = [k for k in COMPLETED_REQUIRES if not performed.get(k)] + [
+            k for k in COMPLETED_PRESENT if k not in performed]
         if missing:
             raise UpsError(FINAL_STATE_NOT_MET, f"COMPLETED needs {', '.join(missing)} in the "
                            f"{PERFORMED} (set them with N-SET first)")

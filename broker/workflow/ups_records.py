@@ -12,7 +12,8 @@ from broker.model.orders import Attrs
 from broker.model.ups import EventType, UpsState, state_of
 from broker.store.ups import Workitem
 
-#: what an N-SET changes in the step itself (the worklist's scheduling)
+#: what an N-SET changes in the step itself (the worklist's scheduling; the station codes
+#: are also kept as given, with their schemes and meanings)
 SCHEDULING = frozenset({"ScheduledStationNameCodeSequence",
                         "ScheduledProcedureStepStartDateTime", "ProcedureStepLabel"})
 #: what the RIS's order holds: an N-SET may not change it

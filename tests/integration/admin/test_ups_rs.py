@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from broker.app import Broker
+from tests.support import ups
 from tests.support.broker import make_settings, mappings_with_orc18_station
 from tests.support.dicomweb import UpsRs, body, dataset
 from tests.support.mllp import msa, send
@@ -71,12 +72,7 @@ def workitem(patient_id: str = "WEB1", station: str = "CT02", accession: str = "
 
 
 def performed() -> Dataset:
-    ds = Dataset()
-    item = Dataset()
-    item.PerformedProcedureStepStartDateTime = f"{today()}093000"
-    item.PerformedProcedureStepEndDateTime = f"{today()}094500"
-    ds.UnifiedProcedureStepPerformedProcedureSequence = [item]
-    return ds
+    return ups.performed_procedure(f"{today()}093000", f"{today()}094500")
 
 
 async def test_create_retrieve_and_the_refusals_of_create(web: UpsRs) -> None:
@@ -113,6 +109,25 @@ async def test_create_retrieve_and_the_refusals_of_create(web: UpsRs) -> None:
     wrong_type = await web.call("POST", "/workitems", body(workitem()), 415,
                                 headers={"Content-Type": "text/plain"})
     assert "application/dicom+json" in wrong_type.body["error"]
+    # only DICOM JSON is answered: XML or multipart asked for is 406 (PS3.18 8.7.3)
+    for accept in ("application/dicom+xml", "multipart/related; type=\"application/dicom\"",
+                   "application/dicom+json; q=0, application/dicom+xml"):
+        await web.call("GET", f"/workitems/{uid}", expect=406, headers={"Accept": accept})
+        await web.call("GET", "/workitems", expect=406, headers={"Accept": accept})
+    for accept in ("application/dicom+json", "*/*", "application/dicom+xml, application/*"):
+        await web.call("GET", f"/workitems/{uid}", expect=200, headers={"Accept": accept})
+    # created with modifications: 201 with a Warning that names them
+    changed = workitem(patient_id="WEB4", accession="WEBACC4")
+    changed.TransactionUID = generate_uid()
+    modified = await web.call("POST", "/workitems", body(changed), 201)
+    assert modified.warnings == ['299 mwl-broker: "The UPS was created with modifications: '
+                                 'left out TransactionUID"']
+    # Type 1 at creation (PS3.4 Table CC.2.5-3)
+    no_label = workitem(patient_id="WEB5", accession="WEBACC5")
+    del no_label.ProcedureStepLabel
+    refused = await web.call("POST", "/workitems", body(no_label), 400)
+    assert refused.body["dimse_status"] == "0x0120" and "ProcedureStepLabel" in \
+        refused.body["error"]
 
 
 async def test_search_matches_as_ups_cfind_does(broker: Broker, web: UpsRs) -> None:
@@ -187,7 +202,8 @@ async def test_claim_update_complete_and_cancel(broker: Broker, web: UpsRs) -> N
     missing = await web.change(uid, "IN PROGRESS", expect=400)
     assert missing.body["dimse_status"] == "0xC301" and missing.warnings
     mine = generate_uid()
-    await web.change(uid, "IN PROGRESS", mine)
+    claimed = await web.change(uid, "IN PROGRESS", mine)
+    assert claimed.body is None  # PS3.18 11.7.3: no payload
     taken = await web.change(uid, "IN PROGRESS", generate_uid(), expect=409)
     assert taken.body["dimse_status"] == "0xC302"
     assert await web.state(uid) == "IN PROGRESS"

@@ -174,7 +174,10 @@ async def test_the_websocket_gets_every_event_whatever_caused_it(
     got = await next_report(ws)
     assert (got.event_type, got.uid, got.state) == (1, second, "CANCELED")
 
-    # a cancellation request through UPS-RS on the claimed one: 202 and Cancel Requested
+    # a cancellation request through UPS-RS on the claimed one: refused (C312) while its
+    # performer CT01 does not subscribe to its events; once it does, 202 and Cancel Requested
+    await web.call("POST", f"/workitems/{first}/cancelrequest", None, 409)
+    await web.call("POST", f"/workitems/{first}/subscribers/CT01", None, 201)
     request = Dataset()
     request.ReasonForCancellation = "scanner down"
     request.ContactDisplayName = "Desk"
@@ -238,7 +241,8 @@ async def test_filtered_and_workitem_subscriptions_unsubscribe_and_suspend(
 
     # unsubscribed: nothing more; suspended: no new workitems
     await web.call("DELETE", f"/workitems/{first}/subscribers/ONE ITEM", None, 200)
-    await web.call("POST", f"/workitems/{first}/cancelrequest", None, 202)
+    nobody = await web.call("POST", f"/workitems/{first}/cancelrequest", None, 409)
+    assert nobody.body["dimse_status"] == "0xC312"  # its performer cannot be told
     assert await silent(one)
     await web.call("POST", f"/workitems/{FILTERED}/subscribers/CT02WATCH/suspend", None, 200)
     await web.call("POST", "/workitems", body(workitem("W4", station="CT02",

@@ -23,6 +23,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from broker.app import Broker
 from broker.config import DestinationSettings, Settings
 from broker.dicom.stgcmt import PUSH_MODEL_INSTANCE
+from tests.support import ups
 from tests.support.broker import free_port, make_settings
 from tests.support.db import Db
 from tests.support.mllp import msa, send
@@ -652,10 +653,7 @@ def ups_complete(port: int, study_uid: str, uids: list[str]) -> None:
             ref.ReferencedSOPInstanceUID = instance
             refs.append(ref)
         series.ReferencedSOPSequence = refs
-        done = Dataset()
-        done.PerformedProcedureStepStartDateTime = "20261122101500"
-        done.PerformedProcedureStepEndDateTime = "20261122103000"
-        done.OutputInformationSequence = [series]
+        done = ups.performed_item("20261122101500", "20261122103000", output=[series])
         changes = Dataset()
         changes.TransactionUID = transaction
         changes.UnifiedProcedureStepPerformedProcedureSequence = [done]

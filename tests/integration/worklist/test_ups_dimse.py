@@ -28,6 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from broker.app import Broker
 from broker.config import DestinationSettings, UpsSubscriberSettings
+from tests.support import ups
 from tests.support.broker import make_settings, mappings_with_orc18_station
 from tests.support.mllp import msa, send
 from tests.support.mpps import mpps
@@ -189,12 +190,7 @@ async def watched_order(broker: Broker, lock: str = "FALSE") -> str:
 
 
 def performed_procedure() -> Dataset:
-    ds = Dataset()
-    item = Dataset()
-    item.PerformedProcedureStepStartDateTime = f"{today()}093000"
-    item.PerformedProcedureStepEndDateTime = f"{today()}094500"
-    ds.UnifiedProcedureStepPerformedProcedureSequence = [item]
-    return ds
+    return ups.performed_procedure(f"{today()}093000", f"{today()}094500")
 
 
 def push_dataset(state: str = "SCHEDULED") -> Dataset:
@@ -457,9 +453,19 @@ async def test_subscriptions_without_duplicates_opt_out_and_suspend(
             events.wait_for(lambda r: any(x[0] == 3 and x[1] == three for x in r))
             assert [x[1] for x in events.reports if x[0] == 3].count(one) == 1  # not twice
             assert two not in [x[1] for x in events.reports]
+            # a cancellation request must reach the performer: CT01 claimed two and does
+            # not subscribe to it (nor does anyone now): C312
+            assert scu.action(two, 1, ProcedureStepState="IN PROGRESS",
+                              TransactionUID=generate_uid())[0] == 0
+            assert scu.action(two, 2, ReasonForCancellation="patient unwell")[0] == 0xC312
+            # WATCHER performs three, to which it subscribes: told of the request
             mine = generate_uid()
-            assert scu.action(three, 1, ProcedureStepState="IN PROGRESS",
-                              TransactionUID=mine)[0] == 0
+            performer = Scu(broker.dicom.bound_port, "WATCHER")
+            try:
+                assert performer.action(three, 1, ProcedureStepState="IN PROGRESS",
+                                        TransactionUID=mine)[0] == 0
+            finally:
+                performer.close()
             assert scu.action(three, 2, ReasonForCancellation="patient unwell",
                               ContactDisplayName="Ward 3")[0] == 0
             events.wait_for(lambda r: any(x[0] == 2 and x[1] == three for x in r))
@@ -541,6 +547,89 @@ async def test_query_and_subscription_inputs_are_read_strictly(broker: Broker) -
                               WorklistLabel="CT*")[0] == 0x0106
             assert scu.action(GLOBAL, 3, ReceivingAE="WATCHER", DeletionLock="MAYBE")[0] \
                 == 0x0106
+        finally:
+            scu.close()
+    await asyncio.to_thread(dimse)
+
+
+async def test_n_create_requires_type_1_and_says_what_it_stored_otherwise(
+        broker: Broker) -> None:
+    """PS3.4 Table CC.2.5-3: Type 1 missing 0120, empty 0121, not enumerated 0106; a
+    request the broker stores as given answers 0000; one it changes or leaves parts of
+    out answers B300 and names them; a COMPLETED needs the performed procedure's station,
+    workitem code and output."""
+    def dimse() -> None:
+        scu = Scu(broker.dicom.bound_port)
+        try:
+            def create(ds: Dataset) -> tuple[int, str, Dataset | None]:
+                status, answer = scu.assoc.send_n_create(ds, UnifiedProcedureStepPush,
+                                                         generate_uid())
+                return int(status.Status), str(status.get("ErrorComment", "")), answer
+
+            for keyword in ("ScheduledProcedureStepPriority", "ProcedureStepLabel",
+                            "ScheduledProcedureStepStartDateTime", "InputReadinessState"):
+                ds = push_dataset()
+                delattr(ds, keyword)
+                code, comment, _ = create(ds)
+                assert (code, comment.split()[0]) == (0x0120, keyword)
+                ds = push_dataset()
+                setattr(ds, keyword, "")
+                assert create(ds)[0] == 0x0121
+            ds = push_dataset()
+            ds.ScheduledProcedureStepPriority = "URGENT"
+            assert create(ds)[0] == 0x0106
+
+            # stored as given, the station's scheme and meaning and the readiness included
+            ds = push_dataset()
+            ds.InputReadinessState = "UNAVAILABLE"
+            ds.ScheduledStationNameCodeSequence[0].CodingSchemeDesignator = "L"
+            ds.ScheduledStationNameCodeSequence[0].CodeMeaning = "CT scanner 2"
+            ds.ReferencedRequestSequence[0].StudyInstanceUID = generate_uid()
+            code, comment, answer = create(ds)
+            assert (code, comment) == (0, "")
+            assert answer is not None and answer.InputReadinessState == "UNAVAILABLE"
+            station = answer.ScheduledStationNameCodeSequence[0]
+            assert (station.CodingSchemeDesignator, station.CodeMeaning) == (
+                "L", "CT scanner 2")
+            assert scu.mwl("CT02") != []  # the step is on CT02's worklist
+
+            # a Transaction UID and a performed procedure are left out; a start time with
+            # fractions is stored to the second: B300 naming them
+            ds = push_dataset()
+            ds.PatientID = "PUSH2"
+            ds.TransactionUID = generate_uid()
+            ds.ScheduledProcedureStepStartDateTime = f"{today()}140000.123456"
+            ds.UnifiedProcedureStepPerformedProcedureSequence = [ups.performed_item(
+                f"{today()}093000", f"{today()}094500")]
+            code, comment, answer = create(ds)
+            assert code == 0xB300
+            assert comment.startswith("modified ScheduledProcedureStepStartDateTime")
+            assert "; left out Transacti" in comment  # 64 characters: the rest is logged
+            assert answer is not None
+            assert answer.ScheduledProcedureStepStartDateTime == f"{today()}140000"
+            uid = str(answer.SOPInstanceUID)
+            assert scu.get(uid)[1].get("UnifiedProcedureStepPerformedProcedureSequence") \
+                in (None, [])
+
+            # COMPLETED: the performed procedure's station, workitem code and output first
+            mine = generate_uid()
+            assert scu.action(uid, 1, ProcedureStepState="IN PROGRESS",
+                              TransactionUID=mine)[0] == 0
+            times = Dataset()
+            item = Dataset()
+            item.PerformedProcedureStepStartDateTime = f"{today()}093000"
+            item.PerformedProcedureStepEndDateTime = f"{today()}094500"
+            times.UnifiedProcedureStepPerformedProcedureSequence = [item]
+            times.TransactionUID = mine
+            assert scu.set(uid, times) == 0
+            code, comment = scu.action(uid, 1, ProcedureStepState="COMPLETED",
+                                       TransactionUID=mine)
+            assert code == 0xC304 and "PerformedStationNameCodeSequence" in comment
+            whole = performed_procedure()
+            whole.TransactionUID = mine
+            assert scu.set(uid, whole) == 0
+            assert scu.action(uid, 1, ProcedureStepState="COMPLETED",
+                              TransactionUID=mine)[0] == 0
         finally:
             scu.close()
     await asyncio.to_thread(dimse)
