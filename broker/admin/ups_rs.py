@@ -7,6 +7,7 @@ docs/dicom-conformance.md, "UPS-RS"."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -274,9 +275,20 @@ class UpsWeb:
 
     @answers("unsubscribe")
     async def unsubscribe(self, request: web.Request) -> web.StreamResponse:
-        """PS3.18 11.11: 200."""
+        """PS3.18 11.11: 200; 404 when the AE holds no such subscription (or the workitem is
+        unknown)."""
         uid, ae = self._uid(request), parse_ae(request.match_info["ae"])
-        await self._run(lambda uow: self.service.unsubscribe(uow, uid, ae))
+
+        def job(uow: Any) -> Result:
+            worklist = uid in (GLOBAL_SUBSCRIPTION, FILTERED_SUBSCRIPTION)
+            if not (uow.ups.subscribes_globally(ae) if worklist else
+                    uow.ups.watches(ae, self.service.get(uow, uid).uid)):
+                raise web.HTTPNotFound(text=json.dumps({"error": (
+                    f"{ae} holds no subscription to " + ("the worklist" if worklist else
+                                                          f"workitem {uid}"))}),
+                    content_type="application/json")
+            return self.service.unsubscribe(uow, uid, ae)
+        await self._run(job)
         return done(200)
 
     @answers("suspend")

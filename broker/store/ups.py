@@ -212,6 +212,12 @@ class UpsRepo(Repo):
         return [str(r[0]) for r in self.conn.execute(
             "SELECT DISTINCT ae_title FROM ups_subscriptions ORDER BY ae_title").fetchall()]
 
+    def subscribes_globally(self, ae_title: str) -> bool:
+        """Whether ``ae_title`` holds a global (filtered or not) subscription."""
+        return self.conn.execute(
+            "SELECT 1 FROM ups_subscriptions WHERE ae_title = ? AND workitem_uid = ''"
+            " LIMIT 1", (ae_title,)).fetchone() is not None
+
     def has_subscriptions(self) -> bool:
         return self.conn.execute("SELECT 1 FROM ups_subscriptions LIMIT 1").fetchone() \
             is not None

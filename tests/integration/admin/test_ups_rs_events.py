@@ -241,6 +241,9 @@ async def test_filtered_and_workitem_subscriptions_unsubscribe_and_suspend(
 
     # unsubscribed: nothing more; suspended: no new workitems
     await web.call("DELETE", f"/workitems/{first}/subscribers/ONE ITEM", None, 200)
+    gone = await web.call("DELETE", f"/workitems/{first}/subscribers/ONE ITEM", None, 404)
+    assert "holds no subscription" in gone.body["error"]
+    await web.call("DELETE", f"/workitems/{GLOBAL}/subscribers/NOBODY", None, 404)
     nobody = await web.call("POST", f"/workitems/{first}/cancelrequest", None, 409)
     assert nobody.body["dimse_status"] == "0xC312"  # its performer cannot be told
     assert await silent(one)
