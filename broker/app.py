@@ -112,7 +112,7 @@ class Broker:
                                    listen=self.store.listen)
         self.purger = self.store.purger(settings.retention)
         self.membership = Membership(self.writer, self.node, self._ports, version=__version__)
-        self.upstreams = [UpstreamPoller(u, self.writer, d.ae_title, self.metrics, i)
+        self.upstreams = [UpstreamPoller(u, self.writer, d.ae_title, self.metrics, i, self.node)
                           for i, u in enumerate(settings.upstream_worklists)]
         ups = self.ups
 

@@ -59,6 +59,11 @@ def upstream(poller: UpstreamStatus) -> Row:
     """An upstream worklist: reachable at its last poll or not. Advisory: while it is away
     the broker answers from its last good copy, so it does not make the broker unready."""
     ago = round(time.time() - poller.last_success, 1) if poller.last_success else None
+    if not poller.polling and poller.polled_elsewhere:
+        return {"name": f"upstream:{poller.name}", "up": True, "advisory": True,
+                "address": poller.address,
+                "detail": {"polled_by": "another broker sharing the database",
+                           "polls_skipped": poller.polled_elsewhere}}
     return {"name": f"upstream:{poller.name}", "up": poller.up, "advisory": True,
             "address": poller.address,
             "detail": {"items": poller.items, "polls": poller.polls,

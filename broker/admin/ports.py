@@ -143,6 +143,11 @@ class UpstreamStatus(Protocol):
     failures: int
     last_success: float | None
     last_error: str
+    #: polls skipped because another broker sharing the database holds the upstream
+    polled_elsewhere: int
 
     @property
     def address(self) -> str: ...
+
+    @property
+    def polling(self) -> bool: ...

@@ -1,7 +1,13 @@
 """Upstream worklists: each configured Modality Worklist SCP (a RIS's own) is queried every
 ``interval`` seconds as an SCU (in a thread) and its answer mirrored into the store in one
 transaction (broker.workflow.upstream). While it cannot be reached the store keeps its last
-good copy, which the broker goes on answering from; the next good poll catches up."""
+good copy, which the broker goes on answering from; the next good poll catches up.
+
+Brokers sharing one database poll each upstream once: the poller holds the lease of the
+lane ``upstream:<name>`` (broker.store.cluster, as outbox lanes are held) for two intervals
+and a timeout, renewed at each poll; the others skip their polls while it is held and one of
+them takes over when it runs out (the holder stopped or lost the database). Each mirror write
+checks the lease's fencing token, so a poller that lost its lane writes nothing."""
 
 from __future__ import annotations
 
@@ -21,8 +27,9 @@ from broker.logs import event, exception_site
 from broker.metrics import Metrics
 from broker.model.orders import OrderChange
 from broker.net.tls import client_args
+from broker.store.cluster import LaneLost, Lease
 from broker.store.errors import StoreError
-from broker.store.unit_of_work import JobRunner
+from broker.store.unit_of_work import JobRunner, UnitOfWork
 from broker.workflow.upstream import PollOutcome, apply_poll, by_study
 
 log = logging.getLogger("broker.upstream")
@@ -52,8 +59,9 @@ class UpstreamPoller:
     """One upstream worklist, polled by an asyncio task of its own."""
 
     def __init__(self, settings: UpstreamWorklistSettings, writer: JobRunner, calling_ae: str,
-                 metrics: Metrics | None = None, index: int = 0) -> None:
+                 metrics: Metrics | None = None, index: int = 0, node: str = "") -> None:
         self.settings = settings
+        self.node = node or f"upstream-poller-{id(self):x}"
         self.name = settings.name
         self.writer = writer
         self.calling_ae = settings.calling_ae or calling_ae
@@ -68,6 +76,9 @@ class UpstreamPoller:
         self.last_error = ""
         self.last_outcome: PollOutcome | None = None
         self._client: WorklistClient | None = None
+        #: this broker's lease on the upstream (None: another broker polls it)
+        self.lease: Lease | None = None
+        self.polled_elsewhere = 0
         self._halt = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         if metrics is not None:
@@ -111,6 +122,43 @@ class UpstreamPoller:
                   count=unusable, reason="no Patient ID")
         return by_study(orders)
 
+    @property
+    def polling(self) -> bool:
+        """Whether this broker holds the upstream (polls it) at present."""
+        return self.lease is not None
+
+    @property
+    def lane(self) -> str:
+        return f"upstream:{self.name}"
+
+    async def take_turn(self) -> bool:
+        """Whether this broker polls now: it holds (takes or renews) the upstream's lease."""
+        s = self.settings
+        fresh = self.lease is None
+        try:
+            lease = await self.writer.run(lambda uow: uow.cluster.acquire(
+                self.lane, self.node, 2 * s.interval + s.timeout, fresh))
+        except StoreError as exc:
+            event(log, "upstream_lease_failed", logging.WARNING, upstream=self.name,
+                  error=str(exc))
+            return False
+        if lease is None:
+            if self.lease is not None or not self.polled_elsewhere:
+                event(log, "upstream_polled_elsewhere", upstream=self.name, node=self.node)
+            self.lease = None
+            self.polled_elsewhere += 1
+            return False
+        if self.lease is None or self.lease.fence != lease.fence:
+            event(log, "upstream_lease_taken", upstream=self.name, node=self.node,
+                  fence=lease.fence)
+        self.lease = lease
+        return True
+
+    def _mirror(self, uow: UnitOfWork, orders: list[OrderChange]) -> PollOutcome:
+        if self.lease is not None:
+            uow.cluster.check(self.lease)  # another broker took the upstream over: no write
+        return apply_poll(uow, self.name, orders, self.settings.remove_after)
+
     async def poll(self) -> PollOutcome | None:
         """Query the upstream and mirror its answer; None when it failed (the copy stays)."""
         self.polls += 1
@@ -120,10 +168,13 @@ class UpstreamPoller:
             self._failed(str(exc) or type(exc).__name__)
             return None
         orders = self.orders(matches)
-        s = self.settings
         try:
-            outcome = await self.writer.run(
-                lambda uow: apply_poll(uow, self.name, orders, s.remove_after))
+            outcome = await self.writer.run(lambda uow: self._mirror(uow, orders))
+        except LaneLost as exc:
+            event(log, "upstream_lease_lost", logging.WARNING, upstream=self.name,
+                  error=str(exc))
+            self.lease = None
+            return None
         except StoreError as exc:
             event(log, "upstream_not_stored", logging.ERROR, upstream=self.name,
                   error=str(exc))
@@ -167,11 +218,16 @@ class UpstreamPoller:
             with contextlib.suppress(TimeoutError):  # wait_for cancels the task then
                 await asyncio.wait_for(self._task, self.settings.timeout + 5)
             self._task = None
+        lease, self.lease = self.lease, None
+        if lease is not None:  # another broker sharing the database polls from now on
+            with contextlib.suppress(StoreError):
+                await self.writer.run(lambda uow: uow.cluster.release(lease))
 
     async def _loop(self) -> None:
         while not self._halt.is_set():
             try:
-                await self.poll()
+                if await self.take_turn():
+                    await self.poll()
             except Exception as exc:
                 event(log, "upstream_poll_failed", logging.ERROR, upstream=self.name,
                       **exception_site(exc))
