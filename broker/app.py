@@ -17,6 +17,7 @@ from typing import Any
 from broker import __version__
 from broker.admin import health
 from broker.admin.analyst import AnalystService
+from broker.admin.fhir_http import FhirWeb
 from broker.admin.http import AdminServer
 from broker.admin.ports import HealthSource
 from broker.admin.service import AdminService
@@ -35,6 +36,7 @@ from broker.dicom.stgcmt import CommitmentRequester
 from broker.dicom.ups_events import EventReporter
 from broker.dicom.ups_scp import UpsScp
 from broker.flows.completion import CompletionFlow
+from broker.flows.fhir_in import FhirIntake
 from broker.flows.hl7_in import Ingestor
 from broker.flows.mpps_in import MppsIn
 from broker.flows.ups import UpsService, destination_of
@@ -50,6 +52,8 @@ from broker.net.allow import AddressAllowList
 from broker.net.certs import certificates
 from broker.net.exposure import open_listeners
 from broker.net.tls import client_args, client_context, server_context
+from broker.outbound.fhir_auth import BearerToken, ClientCredentials, NoAuth
+from broker.outbound.fhir_client import FhirSender
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
 from broker.store.analyst_queries import AnalystReader
 from broker.store.errors import StoreError
@@ -57,6 +61,7 @@ from broker.store.factory import Store, open_store
 from broker.store.repo import OutboxRow
 from broker.store.unit_of_work import UnitOfWork
 from broker.workflow.completion import Completion, CompletionPolicy
+from broker.workflow.fhir_status import FhirStatus
 from broker.workflow.notify import StatusNotifier
 
 log = logging.getLogger("broker.app")
@@ -91,8 +96,11 @@ class Broker:
                                     client_context(d.tls, f"outbound.destinations[{i}].tls"),
                                     d.tls.server_hostname, d.charset)
                         for i, d in enumerate(o.destinations)]
+        fhir = _fhir_destination(settings)
         notifier = StatusNotifier(self.mappings, [d.name for d in destinations],
-                                  {d.name: d.charset for d in destinations if d.charset})
+                                  {d.name: d.charset for d in destinations if d.charset},
+                                  fhir=FhirStatus(fhir.name, settings.fhir.destination.all_orders)
+                                  if fhir else None)
         self.completion = CompletionFlow(self.writer,
                                          _completion(settings, self.mappings, notifier),
                                          on_queued=self._queued)
@@ -100,7 +108,7 @@ class Broker:
         self.ups.notify = notifier
         self.ups.final = self.completion.mpps_final
         requests = _commitment_destinations(settings, self.archive_reports) + (
-            _forward_destinations(settings))
+            _forward_destinations(settings)) + ([fhir] if fhir else [])
         self.ups_reporters = _ups_reporters(settings)
         requests += [RequestDestination(destination_of(r.ae_title), r.send_row)
                      for r in self.ups_reporters]
@@ -158,8 +166,14 @@ class Broker:
                           worklist_matching.from_settings(d).limits, d.charset,
                           on_queued=self._queued) if d.ups.enabled else None
         self.event_hub = dicomweb.hub if dicomweb is not None else None
+        intake = self.settings.fhir.intake
+        fhir = FhirWeb(FhirIntake(
+            self.writer, self.mappings, metrics=self.metrics, audit=self.audit,
+            cancel_started=self.settings.hl7.cancel_started_steps,
+            ups_watch=self.ups.watch if d.ups.enabled else None,
+            on_queued=self._queued), intake.max_body_bytes) if intake.enabled else None
         return AdminServer(self.settings.admin, self.metrics, service, analyst,
-                           audit=self.audit, dicomweb=dicomweb)
+                           audit=self.audit, dicomweb=dicomweb, fhir=fhir)
 
     async def _scp_status(self, status: str) -> None:
         """Tell the UPS subscribers the broker RESTARTED or is GOING DOWN (event type 4)."""
@@ -350,3 +364,18 @@ def _forward_destinations(settings: Settings) -> list[RequestDestination]:
         settings.dicom.ae_title, f.ae_title, f.host, f.port, f.timeout,
         client_args(f.tls, f"dicom.mpps_forward[{i}].tls", f.host)).send_row)
         for i, f in enumerate(settings.dicom.mpps_forward)]
+
+
+def _fhir_destination(settings: Settings) -> RequestDestination | None:
+    """The FHIR server told of each step's progress, as an outbox destination (None: off)."""
+    f = settings.fhir.destination
+    if not f.url:
+        return None
+    context = client_context(f.tls, "fhir.destination.tls")
+    auth: BearerToken | ClientCredentials | NoAuth = NoAuth()
+    if f.oauth2_token_url:
+        auth = ClientCredentials(f.oauth2_token_url, f.client_id, f.client_secret,
+                                 f.client_secret_file, f.scope, f.timeout, context)
+    elif f.token or f.token_file:
+        auth = BearerToken(f.token, f.token_file)
+    return RequestDestination(f.name, FhirSender(f.url, auth, f.timeout, context).send_row)

@@ -62,6 +62,10 @@ class Metrics:
         self.lane_owner = Gauge("mwl_outbox_lane_owned", "1 for each outbox lane this broker"
                                 " owns now (0: another broker, or nobody, owns it)", ["lane"],
                                 registry=r)
+        self.fhir_requests = Counter("mwl_fhir_requests", "FHIR requests at /fhir, by "
+                                     "interaction (transaction, batch, create, update, read, "
+                                     "search, capabilities) and outcome (HTTP status class: 2xx,"
+                                     " 4xx, 5xx)", ["interaction", "outcome"], registry=r)
         self.rejections = Counter("mwl_rejections", "Connections, frames, associations and "
                                   "requests refused, by listener and reason",
                                   ["listener", "reason"], registry=r)
@@ -130,6 +134,9 @@ class Metrics:
 
     def performed_step(self, status: str) -> None:
         self.mpps.labels(status).inc()
+
+    def fhir_request(self, interaction: str, outcome: str) -> None:
+        self.fhir_requests.labels(interaction, outcome).inc()
 
     def rejected(self, listener: str, reason: str) -> None:
         self.rejections.labels(listener, reason).inc()

@@ -11,6 +11,7 @@ from broker.admin import analyst_api, analyst_views, api, views
 from broker.admin import html as h
 from broker.admin.analyst import AnalystService
 from broker.admin.auth import COOKIE, Guard, Handler, resolve_token
+from broker.admin.fhir_http import FhirWeb
 from broker.admin.headers import add_security_headers
 from broker.admin.listen import ConnectionGate, GatedSite
 from broker.admin.service import AdminService, BadRequest
@@ -31,9 +32,11 @@ MAX_BODY = 64 * 1024
 class AdminServer:
     def __init__(self, settings: AdminSettings, metrics: Metrics, service: AdminService,
                  analyst: AnalystService | None = None,
-                 audit: AuditTrail | None = None, dicomweb: UpsWeb | None = None) -> None:
+                 audit: AuditTrail | None = None, dicomweb: UpsWeb | None = None,
+                 fhir: FhirWeb | None = None) -> None:
         """``analyst`` adds the query log, preview, explanation, trace and replay;
-        ``dicomweb`` the Worklist Service (UPS-RS) under /dicomweb."""
+        ``dicomweb`` the Worklist Service (UPS-RS) under /dicomweb; ``fhir`` FHIR R4 order
+        intake under /fhir."""
         self.settings = settings
         self.host, self.port = settings.host, settings.port
         self.ssl_context = server_context(settings.tls, "admin.tls")
@@ -47,6 +50,7 @@ class AdminServer:
         self.service = service
         self.analyst = analyst
         self.dicomweb = dicomweb
+        self.fhir = fhir
         self._runner: web.AppRunner | None = None
 
     @property
@@ -86,6 +90,8 @@ class AdminServer:
             analyst_views.add_routes(app)
         if self.dicomweb is not None:
             self.dicomweb.install(app)
+        if self.fhir is not None:
+            self.fhir.install(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
                                      keepalive_timeout=self.settings.request_read_timeout)
         await self._runner.setup()

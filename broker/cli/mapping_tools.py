@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from broker.cli.dry_run_json import MAP_PEER, events_json
 from broker.cli.hl7_tools import split_messages
 from broker.cli.settings import settings_of
 
@@ -29,17 +30,13 @@ def cmd_check_mappings(args: argparse.Namespace) -> int:
     return 0
 
 
-#: the address a ``map`` dry run's messages come from (what hl7.allowed_senders is checked
-#: against)
-MAP_PEER = "127.0.0.1:0"
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    """Each message through the ingest path ``serve`` runs, on a store that rolls back."""
-    from broker.dicom.dataset import to_json
+    """Each message through the ingest path ``serve`` runs, on a store that rolls back; a
+    JSON file (a FHIR Bundle or resource) through the FHIR intake path the same way."""
     from broker.flows.hl7_in import Ingestor
     from broker.mapping.schema import MappingLoadError, load_mappings
-    from broker.model.orders import OrderChange, PatientIdChange, PatientMerge, PatientUpdate
     from broker.store.factory import open_store
 
     settings = settings_of(args)
@@ -49,6 +46,10 @@ def cmd_map(args: argparse.Namespace) -> int:
         print("\n".join(exc.errors), file=sys.stderr)
         return 2
     raw = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+    if args.file.endswith(".json") or raw.lstrip()[:1] == b"{":
+        from broker.cli.fhir_tools import map_fhir
+
+        return map_fhir(raw, settings, mappings)
     ingestor = Ingestor(open_store(settings.database).dry_run(), lambda: mappings,
                         settings.hl7, settings.mllp)
     results: list[dict[str, Any]] = []
@@ -58,27 +59,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         ack = outcome.ack.decode(outcome.charset or "ascii", errors="replace")
         if outcome.code != "AA":
             status = 1
-        out: list[dict[str, Any]] = []
-        for ev in outcome.events:
-            if isinstance(ev, OrderChange):
-                patient = ev.patient
-                out.append({
-                    "event": "order", "control": ev.control, "action": ev.action.value,
-                    "status": ev.status.value,
-                    "patient": _patient_json(patient) if patient else None,
-                    "procedure": to_json(ev.procedure.attrs),
-                    "steps": [to_json(s.attrs) for s in ev.procedure.steps],
-                })
-            elif isinstance(ev, PatientUpdate):
-                out.append({"event": "patient_update", "patient": _patient_json(ev.patient)})
-            elif isinstance(ev, PatientMerge):
-                out.append({"event": "patient_merge", "patient": _patient_json(ev.surviving),
-                            "prior": {"PatientID": ev.prior.patient_id,
-                                      "IssuerOfPatientID": ev.prior.issuer}})
-            elif isinstance(ev, PatientIdChange):
-                out.append({"event": "patient_id_change", "patient": _patient_json(ev.patient),
-                            "old": {"PatientID": ev.old.patient_id,
-                                    "IssuerOfPatientID": ev.old.issuer}})
+        out = events_json(outcome.events)
         results.append({"control_id": outcome.control_id, "type": outcome.message_type,
                         "charset": outcome.charset, "outcome": outcome.code,
                         "duplicate": outcome.duplicate, "events": out,
@@ -89,12 +70,3 @@ def cmd_map(args: argparse.Namespace) -> int:
               ensure_ascii=False)
     print()
     return status
-
-
-def _patient_json(patient: Any) -> dict[str, Any]:
-    from broker.dicom.dataset import to_json
-
-    attrs = {"PatientID": patient.key.patient_id, **patient.attrs}
-    if patient.key.issuer:
-        attrs["IssuerOfPatientID"] = patient.key.issuer
-    return to_json(attrs)

@@ -14,6 +14,7 @@ from broker.config import (
     UpstreamWorklistSettings,
     is_loopback,
 )
+from broker.config.fhir import check_destination
 
 #: DICOM Specific Character Sets the worklist can answer in
 DICOM_CHARSETS = ("ISO_IR 192", "GB18030", "ISO_IR 100")
@@ -45,6 +46,9 @@ def check(settings: Settings, where: str = "settings") -> None:
     for name in sorted({n for n in lanes if lanes.count(n) > 1}):
         raise ConfigError(f"{where}: destination name {name!r} is used more than once (outbound."
                           "destinations, dicom.mpps_forward, storage_commitment.name)")
+    ups_lanes = [f"ups-events:{u.ae_title.strip()}" for u in settings.dicom.ups.subscribers]
+    for problem in check_destination(settings.fhir.destination, lanes + ups_lanes, where):
+        raise ConfigError(problem)
     url = settings.database.url
     if url and not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"{where}: database.url {safe_url(url)!r} must start with "

@@ -36,9 +36,46 @@ class FhirDestinationSettings:
     client_secret_file: str = ""
     scope: str = ""
     tls: TlsSettings = field(default_factory=TlsSettings)
+    #: also report the orders that did not come in over FHIR (HL7, upstream worklists), by
+    #: logical references (accession number, patient ID) instead of ServiceRequest/{id}
+    all_orders: bool = False
 
 
 @dataclass
 class FhirSettings:
     intake: FhirIntakeSettings = field(default_factory=FhirIntakeSettings)
     destination: FhirDestinationSettings = field(default_factory=FhirDestinationSettings)
+
+
+def check_destination(d: FhirDestinationSettings, lanes: list[str], where: str) -> list[str]:
+    """Problems of the FHIR destination's settings (none while it is off); ``lanes``: the
+    other outbox destinations' names."""
+    if not d.url:
+        return []
+    problems = []
+    if not d.url.startswith(("http://", "https://")):
+        problems.append(f"{where}: fhir.destination.url {d.url!r} must start with http:// or "
+                        "https://")
+    if not d.name.strip():
+        problems.append(f"{where}: fhir.destination.name must not be empty")
+    elif d.name in lanes:
+        problems.append(f"{where}: fhir.destination.name {d.name!r} is also the name of "
+                        "another destination (outbound.destinations, dicom.mpps_forward, "
+                        "storage_commitment.name, UPS subscribers)")
+    if d.timeout <= 0:
+        problems.append(f"{where}: fhir.destination.timeout {d.timeout} must be more than 0")
+    if d.oauth2_token_url:
+        if not d.oauth2_token_url.startswith(("http://", "https://")):
+            problems.append(f"{where}: fhir.destination.oauth2_token_url must start with "
+                            "http:// or https://")
+        if not d.client_id:
+            problems.append(f"{where}: fhir.destination.oauth2_token_url needs client_id")
+        if not (d.client_secret or d.client_secret_file):
+            problems.append(f"{where}: fhir.destination.oauth2_token_url needs client_secret "
+                            "or client_secret_file")
+        if d.token or d.token_file:
+            problems.append(f"{where}: fhir.destination: set either token/token_file or "
+                            "oauth2_token_url, not both")
+    elif d.token and d.token_file:
+        problems.append(f"{where}: fhir.destination: set token or token_file, not both")
+    return problems

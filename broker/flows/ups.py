@@ -39,8 +39,8 @@ from broker.workflow.ups_records import (
     RIS_OWNED,
     SCHEDULING,
     event_info,
-    output_instances,
     step_changes,
+    summary_of,
     with_cancellation,
 )
 
@@ -182,7 +182,7 @@ class UpsService:
             item.status = move.step_status
         uow.ups.save(item)
         queued = self._report(uow, item, EventType.STATE_REPORT)
-        summary = self._summary(item, calling_ae)
+        summary = summary_of(item, calling_ae, RIS_STATUS)
         if self.notify is not None:
             queued += self.notify(uow, [item.step_id], RIS_STATUS[move.state], summary)
         if move.state is UpsState.COMPLETED and self.final is not None:
@@ -398,18 +398,3 @@ class UpsService:
         pk = uow.mpps.insert_mpps(item.uid, "COMPLETED", dataset, item.performer, False)
         uow.mpps.link(pk, [item.step_id])
         return self.final(uow, pk, item.uid, "COMPLETED", summary, [item.step_id])
-
-    @staticmethod
-    def _summary(item: Workitem, calling_ae: str) -> dict[str, Any]:
-        """What the RIS's status message says of the performance (as of an MPPS): its
-        times, station, and the instances of the Output Information Sequence."""
-        own = item.attrs or {}
-        done = performed(own)
-        instances = output_instances(done.get("OutputInformationSequence")
-                                     or own.get("OutputInformationSequence") or [])
-        return {"start": str(done.get("PerformedProcedureStepStartDateTime", ""))[:14],
-                "end": str(done.get("PerformedProcedureStepEndDateTime", ""))[:14],
-                "station": item.performer or calling_ae, "status": RIS_STATUS.get(
-                    item.state, ""), "series_count": len({i[2] for i in instances}),
-                "image_count": len(instances), "sop_instance_uid": item.uid,
-                "instances": instances}

@@ -12,6 +12,7 @@ from pydicom.datadict import keyword_dict
 
 from broker.hl7.path import PathError, parse_path
 from broker.mapping.dicom_safe import keyword_vr
+from broker.mapping.fhir_schema import read_fhir_blocks
 from broker.mapping.fields import BACKSLASH_ERROR, Doc, FieldReader, YamlLoader, has_backslash
 from broker.mapping.outbound import (
     COMPLETION_STATES,
@@ -29,7 +30,7 @@ from broker.model.orders import OrderAction, StepStatus
 
 KINDS = ("order", "patient_update", "patient_merge", "patient_id_change")
 TOP_KEYS = ("sections", "messages", "tables", "order_control", "station_rules", "templates",
-            "outbound")
+            "outbound", "fhir")
 OUTBOUND_EVENTS = ("procedure_status", "completion")
 RULE_KEYS = {"procedure_status": ("template", "order_status"),
              "completion": ("template", "require", "timeout", "on_timeout", "result_status")}
@@ -56,6 +57,7 @@ class _Builder(FieldReader):
         self._outbound_docs: list[tuple[Doc, str]] = []
         self._message_docs: list[tuple[Doc, str]] = []
         self._rule_docs: list[tuple[Any, str, int]] = []
+        self.fhir_docs: list[tuple[Any, str, int]] = []  # read once the tables are
 
     # -- files ------------------------------------------------------------------------------
     def read_file(self, path: FsPath) -> None:
@@ -98,6 +100,8 @@ class _Builder(FieldReader):
                         self.error(name, line, "each message mapping must be a mapping")
             elif key == "tables":
                 self._read_tables(name, value, line)
+            elif key == "fhir":
+                self.fhir_docs.append((value, name, line))
             elif key == "order_control":
                 self._read_order_control(name, value, line)
             elif key == "templates":
@@ -117,8 +121,7 @@ class _Builder(FieldReader):
 
     def _read_sections(self, file: str, value: Any, line: int) -> None:
         if not isinstance(value, Doc):
-            self.error(file, line, "sections must map a name to field mappings")
-            return
+            return self.error(file, line, "sections must map a name to field mappings")
         for name, body in value.items():
             if name in self.sections:
                 self.error(file, value.lines[name], f"section {name!r} is defined twice")
@@ -129,8 +132,7 @@ class _Builder(FieldReader):
 
     def _read_tables(self, file: str, value: Any, line: int) -> None:
         if not isinstance(value, Doc):
-            self.error(file, line, "tables must map a table name to code: value pairs")
-            return
+            return self.error(file, line, "tables must map a table name to code: value pairs")
         for name, body in value.items():
             if name in self.tables:
                 self.error(file, value.lines[name], f"table {name!r} is defined twice")
@@ -142,8 +144,7 @@ class _Builder(FieldReader):
 
     def _read_templates(self, file: str, value: Any, line: int) -> None:
         if not isinstance(value, Doc):
-            self.error(file, line, "templates must map a name to a list of segments")
-            return
+            return self.error(file, line, "templates must map a name to a list of segments")
         for name, body in value.items():
             at = value.lines[name]
             if name in self.templates:
@@ -239,8 +240,7 @@ class _Builder(FieldReader):
 
     def _read_order_control(self, file: str, value: Any, line: int) -> None:
         if not isinstance(value, Doc):
-            self.error(file, line, "order_control must map 'ORC1_ORC5' to {action, status}")
-            return
+            return self.error(file, line, "order_control must map 'ORC1_ORC5' to {action, status}")
         for key, rule in value.items():
             at = value.lines[key]
             if not isinstance(rule, Doc):
@@ -378,13 +378,14 @@ def load_mappings(directory: str | FsPath) -> MappingSet:
         builder.read_file(path)
     builder.build_messages()
     builder._read_outbound()
+    fhir = read_fhir_blocks(builder, builder.fhir_docs)
     if not builder.order_control and any(m.kind == "order" for m in builder.messages.values()):
         builder.error(str(folder), 0, "order mappings need an order_control table")
     if builder.errors:  # a section used by several messages is reported once
         raise MappingLoadError(list(dict.fromkeys(builder.errors)))
     return MappingSet(builder.messages, builder.tables, builder.order_control,
                       builder.station_rules, [str(p) for p in files], builder.templates,
-                      builder.outbound)
+                      builder.outbound, fhir=fhir)
 
 
 def describe(mappings: MappingSet) -> Mapping[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.hl7.path import Path
+from broker.mapping.fhir_specs import FhirMapping
 from broker.mapping.outbound import OutboundRule, Template
 from broker.mapping.transforms import Fn
 from broker.model.orders import OrderAction, StepStatus
@@ -87,6 +88,8 @@ class MappingSet:
     files: list[str]
     templates: dict[str, Template] = field(default_factory=dict)
     outbound: dict[str, OutboundRule] = field(default_factory=dict)
+    #: FHIR R4 ServiceRequest → worklist (``fhir:`` in a mapping file), None when absent
+    fhir: FhirMapping | None = None
     loaded_at: float = field(default_factory=time.time)
 
     def for_type(self, message_type: str) -> MessageMapping | None:

@@ -325,4 +325,4 @@ MIGRATIONS += LATER  # 9 and on: broker/store/schema_v9.py
 
 #: migrations that only add (tables, columns with defaults, indexes): a broker of the
 #: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
-ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
+ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})

@@ -103,3 +103,19 @@ LATER.append(
     CREATE INDEX fhir_resources_study ON fhir_resources(study_uid) WHERE study_uid != '';
     """
 )
+
+LATER.append(
+    # 13: every business identifier of each FHIR resource (a conditional create or update
+    #     and an identifier search find a resource by any of them through an index, not by
+    #     reading bodies); fhir_resources keeps the one it is known by
+    """
+    CREATE TABLE fhir_identifiers (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        system TEXT NOT NULL DEFAULT '',
+        value TEXT NOT NULL,
+        PRIMARY KEY (resource_type, value, system, id)
+    );
+    CREATE INDEX fhir_identifiers_resource ON fhir_identifiers(resource_type, id);
+    """
+)

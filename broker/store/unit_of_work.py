@@ -10,6 +10,8 @@ from broker.store.cluster import ClusterRepo
 from broker.store.completion import CompletionRepo
 from broker.store.connection import Connection
 from broker.store.dialect import Dialect
+from broker.store.fhir import FhirRepo
+from broker.store.fhir_links import FhirLinkRepo
 from broker.store.messages import MessageLog
 from broker.store.orders import OrderRepo
 from broker.store.query_log import QueryLogRepo
@@ -90,6 +92,14 @@ class UnitOfWork:
     @property
     def upstream(self) -> UpstreamRepo:
         return self._repo(UpstreamRepo)
+
+    @property
+    def fhir_links(self) -> FhirLinkRepo:
+        return self._repo(FhirLinkRepo)
+
+    @property
+    def fhir(self) -> FhirRepo:
+        return self._repo(FhirRepo)
 
     @property
     def cluster(self) -> ClusterRepo:

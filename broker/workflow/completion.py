@@ -76,7 +76,7 @@ class Completion:
         # completion notices close the loop with an archive; without one, only a rule that
         # requires nothing (notify at COMPLETED) applies
         applies = bool(self.policy.archive) or (rule is not None and not rule.require)
-        if rule is not None and applies and self.notifier.destinations and steps:
+        if rule is not None and applies and self.notifier.active and steps:
             repo.start_completion(mpps_pk, repo.now + rule.timeout)
             queued += self.evaluate(uow, mpps_pk)
         return queued

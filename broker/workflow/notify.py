@@ -14,6 +14,7 @@ from broker.mapping.specs import MappingSet
 from broker.model.instances import Facts
 from broker.outbound.encoding import with_charset
 from broker.store.unit_of_work import UnitOfWork
+from broker.workflow.fhir_status import FhirStatus
 
 EVENT = "procedure_status"
 COMPLETION = "completion"
@@ -25,25 +26,35 @@ class StatusNotifier:
     destinations: list[str] = field(default_factory=list)
     #: MSH-18 per destination, in place of the template's own (the sender encodes in it)
     charsets: dict[str, str] = field(default_factory=dict)
+    #: the FHIR server's Tasks and ImagingStudies (None: no FHIR destination)
+    fhir: FhirStatus | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is told of completions (an HL7 destination or a FHIR server)."""
+        return bool(self.destinations) or self.fhir is not None
 
     def __call__(self, uow: UnitOfWork, steps: list[int], mpps_status: str,
                  mpps: dict[str, Any]) -> int:
         """Queue the status messages; returns how many. An MPPS status that the rule's
-        order_status does not list is not reported."""
+        order_status does not list is not reported to the RIS (the FHIR server gets a Task
+        of each IN PROGRESS, COMPLETED and DISCONTINUED)."""
+        queued = self.fhir.step_changed(uow, steps, mpps_status, mpps) if self.fhir else 0
         rule = self.mappings().outbound.get(EVENT)
         if rule is None or mpps_status not in rule.order_status:
-            return 0
-        return self.queue(uow, EVENT, steps, {
+            return queued
+        return queued + self.queue(uow, EVENT, steps, {
             "order_status": rule.order_status[mpps_status], "mpps": mpps})
 
     def completion(self, uow: UnitOfWork, steps: list[int], mpps: dict[str, Any],
                    facts: Facts, state: str, reason: str) -> int:
         """Queue the completion notices of a procedure in ``state`` (complete, partial,
-        commitment_failed); returns how many."""
+        commitment_failed), and the FHIR server's ImagingStudy; returns how many."""
+        queued = self.fhir.completed(uow, steps, mpps, facts, state) if self.fhir else 0
         rule = self.mappings().outbound.get(COMPLETION)
         if rule is None:
-            return 0
-        return self.queue(uow, COMPLETION, steps, {
+            return queued
+        return queued + self.queue(uow, COMPLETION, steps, {
             "mpps": mpps, "completion": completion_context(rule, facts, state, reason),
             "order_status": "CM"})
 

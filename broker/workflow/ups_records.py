@@ -99,3 +99,20 @@ def event_info(kind: EventType, item: Workitem) -> Attrs:
                                       "ScheduledHumanPerformersSequence",
                                       "InputReadinessState") if k in attrs}
     return {}
+
+
+def summary_of(item: Workitem, calling_ae: str, ris_status: dict[UpsState, str]
+               ) -> dict[str, Any]:
+    """What the RIS's status message says of a workitem's performance (as of an MPPS): its
+    times, station, and the instances of the Output Information Sequence."""
+    own = item.attrs or {}
+    items = own.get("UnifiedProcedureStepPerformedProcedureSequence") or []
+    done = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+    instances = output_instances(done.get("OutputInformationSequence")
+                                 or own.get("OutputInformationSequence") or [])
+    return {"start": str(done.get("PerformedProcedureStepStartDateTime", ""))[:14],
+            "end": str(done.get("PerformedProcedureStepEndDateTime", ""))[:14],
+            "station": item.performer or calling_ae, "status": ris_status.get(
+                item.state, ""), "series_count": len({i[2] for i in instances}),
+            "image_count": len(instances), "sop_instance_uid": item.uid,
+            "instances": instances}

@@ -60,7 +60,9 @@ def test_shipped_mappings_load(shipped: MappingSet) -> None:
         "ADT^A01", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A31", "ADT^A40", "ADT^A47",
         "OMG^O19", "OMI^O23", "ORM^O01"]
     assert [Path(f).name for f in shipped.files] == [
-        "adt.yaml", "omg.yaml", "orders.yaml", "outbound.yaml", "stations.yaml", "tables.yaml"]
+        "adt.yaml", "fhir.yaml", "omg.yaml", "orders.yaml", "outbound.yaml", "stations.yaml",
+        "tables.yaml"]
+    assert shipped.fhir is not None
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,61 @@
+"""The fast FHIRPath subset gives what fhirpathpy gives, and leaves the rest to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhirpathpy import compile as compile_fhirpath
+
+from broker.mapping.fhir_paths import compile_fast
+from broker.mapping.fhir_schema import MODEL
+from broker.mapping.schema import load_mappings
+from tests.support.fhir import patient, service_request
+
+MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
+
+
+def resources() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    plain = service_request(study_uid="1.2.3")
+    odd = service_request()
+    odd["identifier"][0]["type"]["coding"].append({"code": "ACSN"})  # two codes: no match
+    odd["code"] = {"coding": [{"code": "a"}, {"code": "b", "display": "B"}]}
+    odd["note"] = [{"text": "x"}, {"authorString": "y"}, {"text": "z"}]
+    del odd["performer"]
+    bare = {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+            "subject": {"reference": "Patient/1"}}
+    many = patient()
+    many["name"].append({"use": "nickname", "family": "N", "given": ["A", "B"]})
+    many["identifier"].append({"system": "s", "value": "v"})
+    return [(plain, patient()), (odd, many), (bare, {"resourceType": "Patient"})]
+
+
+def expressions() -> list[str]:
+    fhir = load_mappings(MAPPINGS).fhir
+    assert fhir is not None
+    shipped = {t for block in (fhir.patient, fhir.procedure, fhir.steps) for f in block
+               for t, _ in f.paths}
+    return sorted(shipped | {"note.text", "code.coding.code", "code.coding.first().display",
+                             "%patient.name.given", "identifier.where(system='s').value",
+                             "subject.reference", "meta.versionId"})
+
+
+@pytest.mark.parametrize("text", expressions())
+def test_the_fast_subset_agrees_with_fhirpathpy(text: str) -> None:
+    fast = compile_fast(text)
+    if fast is None:
+        assert text == "%patient.identifier.where(value.exists()).system.first()"
+        return
+    slow = compile_fhirpath(text, MODEL)
+    for resource, person in resources():
+        env = {"patient": person}
+        assert fast(resource, env) == slow(resource, env), (text, resource)
+
+
+@pytest.mark.parametrize("text", [
+    "occurrence", "extension.value", "identifier.exists()", "identifier[0].value", "foo",
+    "code.coding.where(code = 'a' or code = 'b')", "%other.name", "status = 'active'",
+    "performer.where(type='Device'", "'a'.b"])
+def test_the_rest_is_left_to_fhirpathpy(text: str) -> None:
+    assert compile_fast(text) is None
