@@ -49,10 +49,13 @@ TARGETS = {"findscu_one_association_ms": 10.0, "findscu_vs_wlmscpfs": 50.0,
 STOCK_FIND = textwrap.dedent("""
     import json, statistics, sys, time
     from pydicom import dcmread
-    from pynetdicom import AE
+    from pynetdicom import AE, _config
     from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
     port, called, path, reps, expected = (int(sys.argv[1]), sys.argv[2], sys.argv[3],
                                           int(sys.argv[4]), int(sys.argv[5]))
+    # pynetdicom's documented switch: no pretty-printing of each response identifier (done
+    # at every log level by default)
+    _config.LOG_RESPONSE_IDENTIFIERS = sys.argv[6] != "quiet"
     query = dcmread(path, force=True)
     ae = AE(ae_title="STOCKSCU")
     ae.dimse_timeout = 20
@@ -166,10 +169,14 @@ def findscu(port: int, called: str, query: Path, files: int) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def stock_find(port: int, called: str, query: Path, reps: int) -> dict[str, Any]:
+def stock_find(port: int, called: str, query: Path, reps: int, identifiers_logged: bool = True
+               ) -> dict[str, Any]:
+    """A stock pynetdicom SCU, as installed or with ``_config.LOG_RESPONSE_IDENTIFIERS``
+    off (``identifiers_logged``)."""
     out = subprocess.run([sys.executable, "-c", STOCK_FIND, str(port), called, str(query),
-                          str(reps), str(TODAY_MATCHES)], capture_output=True, text=True,
-                         timeout=600)
+                          str(reps), str(TODAY_MATCHES),
+                          "logged" if identifiers_logged else "quiet"],
+                         capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"stock pynetdicom SCU against {called}: {out.stderr[-500:]}")
     result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
@@ -194,6 +201,7 @@ def worklist(port: int, called: str, query: Path, reps: int, pid: int | None
     if pid:
         out["stock_pynetdicom_cpu_ms_per_query"] = round(
             (cpu_seconds(pid) - cpu0) * 1000 / (reps + 1), 3)
+    out["stock_pynetdicom_quiet"] = stock_find(port, called, query, reps, False)
     return out
 
 
@@ -284,6 +292,10 @@ def table(r: dict[str, Any]) -> list[tuple[str, ...]]:
     rows.append(row("stock pynetdicom 3.0.4, association kept open (p50)",
                     b["stock_pynetdicom_kept_open"]["p50_ms"], "stock_pynetdicom_kept_open",
                     f"{b['stock_pynetdicom_cpu_ms_per_query']} ms/query", "≥ 20× wlmscpfs"))
+    if "stock_pynetdicom_quiet" in b:
+        rows.append(row("the same with pynetdicom's LOG_RESPONSE_IDENTIFIERS = False (p50)",
+                        b["stock_pynetdicom_quiet"]["p50_ms"], "stock_pynetdicom_quiet", "",
+                        ""))
     m = r["mpps"]
     rows.append(("MPPS N-CREATE + N-SET, 8 stock pynetdicom SCU processes",
                  f"{m['pairs_per_s']} pairs/s ({m['pairs']}/{m['sent']})", "-", "", "-", "",

@@ -107,6 +107,14 @@ def unmodified_clients(suffix: str) -> str:
                  _ms(stock["p50_ms"]), f"wlmscpfs {_ms(theirs)}" if theirs else "-",
                  f"{theirs / stock['p50_ms']:.1f}×" if theirs else "-",
                  f"{b['stock_pynetdicom_cpu_ms_per_query']} ms/query", ceiling, "≥ 20×"))
+    quiet, theirs_quiet = b.get("stock_pynetdicom_quiet"), w.get("stock_pynetdicom_quiet", {})
+    if quiet:
+        theirs = theirs_quiet.get("p50_ms")
+        client = quiet.get("client_cpu_ms_per_query")
+        rows.append(("the same client with its LOG_RESPONSE_IDENTIFIERS = False (p50)",
+                     _ms(quiet["p50_ms"]), f"wlmscpfs {_ms(theirs)}" if theirs else "-",
+                     f"{theirs / quiet['p50_ms']:.1f}×" if theirs else "-", "",
+                     f"client's own CPU {client} ms/query" if client else "", ""))
     m = rc["mpps"]
     rows.append(("MPPS N-CREATE + N-SET, 8 stock pynetdicom SCU processes",
                  f"{m['pairs_per_s']} pairs/s", "-", "-", f"{m['broker_cpu_ms_per_pair']} ms/pair",
