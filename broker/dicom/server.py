@@ -244,8 +244,10 @@ class DicomServer:
         matches = 0
         step_ids: list[int] = []
         try:
-            identifier = ev.identifier
-            parsed = self.matching.parse(identifier, calling)
+            raw = getattr(ev.request, "Identifier", None)
+            parsed = self.matching.parse_encoded(
+                raw.getvalue() if isinstance(raw, io.BytesIO) else b"",
+                str(ev.context.transfer_syntax), calling, lambda: ev.identifier)
         except QueryLimitError as exc:  # logged with the value's size, never its value
             event(log, "mwl_query_refused", logging.WARNING, calling_ae=calling,
                   status=f"0x{exc.status:04X}", attribute=exc.keyword, count=exc.count,

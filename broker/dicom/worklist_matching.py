@@ -4,6 +4,7 @@ one place, so the SCP and the analyst's preview and explanation read a query ali
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,6 +44,11 @@ def latin1_name(pn: str) -> str:
 #: DICOM Specific Character Set → the Python codec its values are written in
 CODECS = {"ISO_IR 192": "utf-8", "GB18030": "gb18030", "ISO_IR 100": "latin-1"}
 
+#: queries kept parsed, by their encoded identifier (a modality asks the same query again and
+#: again); identifiers longer than ``PARSED_MAX_BYTES`` are parsed each time
+PARSED_KEPT = 256
+PARSED_MAX_BYTES = 4096
+
 
 @dataclass
 class WorklistMatching:
@@ -51,6 +57,27 @@ class WorklistMatching:
 
     options: WorklistOptions = field(default_factory=WorklistOptions)
     limits: QueryLimits = field(default_factory=QueryLimits)
+    _parsed: dict[tuple[bytes, str, str], ParsedQuery] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)
+
+    def parse_encoded(self, encoded: bytes, transfer_syntax: str, calling_ae: str,
+                      decode: Callable[[], Dataset]) -> ParsedQuery:
+        """``parse`` of the identifier ``encoded`` in ``transfer_syntax`` (``decode`` gives
+        its dataset): the same query from the same caller is parsed once. A parsed query is
+        never changed after parsing, so threads share it; a refused one is not kept."""
+        key = (encoded, transfer_syntax, calling_ae)
+        parsed = self._parsed.get(key)
+        if parsed is not None:
+            return parsed
+        parsed = self.parse(decode(), calling_ae)
+        if 0 < len(encoded) <= PARSED_MAX_BYTES:
+            with self._lock:
+                if len(self._parsed) >= PARSED_KEPT:
+                    self._parsed.pop(next(iter(self._parsed)))
+                self._parsed[key] = parsed
+        return parsed
 
     def parse(self, identifier: Dataset, calling_ae: str) -> ParsedQuery:
         """Matching and return keys of ``identifier`` as asked by ``calling_ae``
