@@ -96,10 +96,11 @@ class Broker:
                                     client_context(d.tls, f"outbound.destinations[{i}].tls"),
                                     d.tls.server_hostname, d.charset)
                         for i, d in enumerate(o.destinations)]
-        fhir = _fhir_destination(settings)
+        fhir, fd = _fhir_destination(settings), settings.fhir.destination
         notifier = StatusNotifier(self.mappings, [d.name for d in destinations],
                                   {d.name: d.charset for d in destinations if d.charset},
-                                  fhir=FhirStatus(fhir.name, settings.fhir.destination.all_orders)
+                                  fhir=FhirStatus(fhir.name, fd.all_orders, fd.wado_rs_url,
+                                                  dict(fd.dimse_addresses))
                                   if fhir else None)
         self.completion = CompletionFlow(self.writer,
                                          _completion(settings, self.mappings, notifier),

@@ -39,6 +39,10 @@ class FhirDestinationSettings:
     #: also report the orders that did not come in over FHIR (HL7, upstream worklists), by
     #: logical references (accession number, patient ID) instead of ServiceRequest/{id}
     all_orders: bool = False
+    #: where the ImagingStudy says the study can be retrieved (contained Endpoints): the
+    #: archive's WADO-RS base URL, and the host:port of retrieve AE titles an IAN names
+    wado_rs_url: str = ""
+    dimse_addresses: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +66,11 @@ def check_destination(d: FhirDestinationSettings, lanes: list[str], where: str) 
         problems.append(f"{where}: fhir.destination.name {d.name!r} is also the name of "
                         "another destination (outbound.destinations, dicom.mpps_forward, "
                         "storage_commitment.name, UPS subscribers)")
+    if d.wado_rs_url and not d.wado_rs_url.startswith(("http://", "https://")):
+        problems.append(f"{where}: fhir.destination.wado_rs_url {d.wado_rs_url!r} must start "
+                        "with http:// or https://")
+    for ae, address in d.dimse_addresses.items():
+        problems += _dimse_address(str(ae), str(address), where)
     if d.timeout <= 0:
         problems.append(f"{where}: fhir.destination.timeout {d.timeout} must be more than 0")
     if d.oauth2_token_url:
@@ -78,4 +87,16 @@ def check_destination(d: FhirDestinationSettings, lanes: list[str], where: str) 
                             "oauth2_token_url, not both")
     elif d.token and d.token_file:
         problems.append(f"{where}: fhir.destination: set token or token_file, not both")
+    return problems
+
+
+def _dimse_address(ae: str, address: str, where: str) -> list[str]:
+    """Problems of one retrieve AE's ``host:port`` (an AE title: 1 to 16 characters)."""
+    host, _, port = address.rpartition(":")
+    problems = []
+    if not ae.strip() or len(ae) > 16 or "\\" in ae:
+        problems.append(f"{where}: fhir.destination.dimse_addresses: {ae!r} is not an AE title")
+    if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        problems.append(f"{where}: fhir.destination.dimse_addresses.{ae}: {address!r} must be "
+                        "host:port")
     return problems

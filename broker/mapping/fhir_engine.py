@@ -9,6 +9,7 @@ from typing import Any
 
 from broker.mapping.dicom_safe import safe_items
 from broker.mapping.engine import generate_study_uid
+from broker.mapping.fhir_paths import VARIABLES
 from broker.mapping.fhir_specs import FhirField, FhirMapping
 from broker.mapping.fhir_transforms import context
 from broker.mapping.specs import MappingSet, StationRule
@@ -43,17 +44,22 @@ class FhirMappingError(ValueError):
 
 def _root(text: str, resource_type: str) -> str:
     """An expression as FHIRPath from the resource (``%patient.x`` → ``Patient.x``)."""
-    if text.startswith("%patient."):
-        return "Patient." + text[9:]
+    head, dot, rest = text.partition(".")
+    if dot and head[1:] in VARIABLES and head.startswith("%"):
+        return f"{VARIABLES[head[1:]]}.{rest}"
     return f"{resource_type}.{text}"
 
 
 class _Evaluator:
     def __init__(self, mappings: MappingSet, resource: dict[str, Any],
-                 patient: dict[str, Any] | None) -> None:
+                 patient: dict[str, Any] | None,
+                 related: dict[str, dict[str, Any] | None] | None = None) -> None:
         self.ctx = context(mappings.tables)
         self.resource = resource
-        self.env = {"patient": patient or {"resourceType": "Patient"}}
+        # a variable the order has no resource for is an empty one of its type
+        found = {"patient": patient, **(related or {})}
+        self.env = {name: found.get(name) or {"resourceType": kind}
+                    for name, kind in VARIABLES.items()}
         self.origin: dict[str, str] = {}
         self.type = str(resource.get("resourceType", ""))
 
@@ -114,8 +120,10 @@ def _patient(ev: _Evaluator, mapping: FhirMapping) -> Patient:
 
 
 def map_service_request(request: dict[str, Any], patient: dict[str, Any] | None,
-                        mappings: MappingSet) -> OrderChange | None:
-    """The order a ServiceRequest makes (None: its status table entry says ignore)."""
+                        mappings: MappingSet, encounter: dict[str, Any] | None = None,
+                        appointment: dict[str, Any] | None = None) -> OrderChange | None:
+    """The order a ServiceRequest makes (None: its status table entry says ignore);
+    ``encounter`` and ``appointment`` are ``%encounter`` and ``%appointment``."""
     mapping = _mapping(mappings)
     status, intent = str(request.get("status", "")), str(request.get("intent", ""))
     rule = mapping.rule(status, intent)
@@ -125,7 +133,8 @@ def map_service_request(request: dict[str, Any], patient: dict[str, Any] | None,
                                "not-supported")
     if rule.action == "ignore":
         return None
-    ev = _Evaluator(mappings, request, patient)
+    ev = _Evaluator(mappings, request, patient,
+                    {"encounter": encounter, "appointment": appointment})
     action = OrderAction.UPSERT if rule.action == "upsert" else OrderAction.STATUS
     person = _patient(ev, mapping) if patient is not None else None
     if person is None and action is OrderAction.UPSERT:

@@ -25,10 +25,13 @@ REQUEST_STATUS = ("draft", "active", "on-hold", "revoked", "completed", "entered
 REQUEST_INTENT = ("proposal", "plan", "directive", "order", "original-order", "reflex-order",
                   "filler-order", "instance-order", "option")
 MODEL = models["r4"]
-#: resources an expression is tried on at load (a typo in a function name fails there)
+#: resources an expression is tried on at load (a typo in a function name fails there, and
+#: so does a %variable other than %patient, %encounter and %appointment)
 _PROBE = ({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
            "subject": {"reference": "Patient/x"}, "identifier": [{"value": "1"}]},
-          {"patient": {"resourceType": "Patient", "name": [{"family": "X"}]}})
+          {"patient": {"resourceType": "Patient", "name": [{"family": "X"}]},
+           "encounter": {"resourceType": "Encounter", "status": "in-progress"},
+           "appointment": {"resourceType": "Appointment", "status": "booked"}})
 
 
 def compile_expression(text: str) -> Compiled:

@@ -1,5 +1,6 @@
 """What a loaded FHIR mapping is (``fhir:`` in a mapping file): DICOM keywords from FHIRPath
-expressions on a ServiceRequest (``%patient``: its Patient), and the status table."""
+expressions on a ServiceRequest (``%patient``: its Patient, ``%encounter``: its Encounter,
+``%appointment``: the Appointment based on it), and the status table."""
 
 from __future__ import annotations
 

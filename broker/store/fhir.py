@@ -46,6 +46,11 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _refers(value: Any, reference: str) -> bool:
+    items = value if isinstance(value, list) else [value]
+    return any(isinstance(i, dict) and i.get("reference") == reference for i in items)
+
+
 class FhirRepo(Repo):
     def get(self, resource_type: str, logical_id: str) -> FhirRow | None:
         row = self.conn.execute(
@@ -69,13 +74,13 @@ class FhirRepo(Repo):
 
     def by_reference(self, resource_type: str, element: str, reference: str
                      ) -> list[FhirRow]:
-        """Resources whose ``element`` (subject, patient …) references ``reference``."""
+        """Resources whose ``element`` (subject, patient; or a list such as basedOn)
+        references ``reference`` (a scan of the type's bodies)."""
         rows = self.conn.execute(
             f"SELECT {_COLUMNS} FROM fhir_resources WHERE resource_type = ? AND body LIKE ?"
             " ESCAPE '\\' ORDER BY id", (resource_type, _like(json.dumps(reference)))
         ).fetchall()
-        return [r for r in map(_row, rows)
-                if (r.resource.get(element) or {}).get("reference") == reference]
+        return [r for r in map(_row, rows) if _refers(r.resource.get(element), reference)]
 
     def by_study(self, study_uid: str) -> list[FhirRow]:
         rows = self.conn.execute(

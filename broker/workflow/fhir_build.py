@@ -21,6 +21,10 @@ STEP_SYSTEM = "urn:mwl-broker:scheduled-procedure-step"
 AE_SYSTEM = "urn:dicom:ae"
 TASK_STATUS = {"IN PROGRESS": "in-progress", "COMPLETED": "completed",
                "DISCONTINUED": "failed"}
+#: Endpoint.connectionType: R4's code system has WADO-RS but no DIMSE code (its binding is
+#: extensible); DIMSE is the IHE RO SMRT profile's code
+CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
+DIMSE_CONNECTION_TYPE = "https://profiles.ihe.net/RO/SMRT/CodeSystem/dicom-endpoint-connection-type"
 
 
 def resource_id(prefix: str, key: str) -> str:
@@ -116,11 +120,42 @@ def task(*, study_uid: str, sps_id: str, status: str, summary: dict[str, Any],
     return resource
 
 
+def endpoints(wado_rs_url: str, retrieve_aes: tuple[str, ...] | list[str],
+              dimse_addresses: dict[str, str]) -> list[dict[str, Any]]:
+    """Where the study can be retrieved, as contained Endpoints: the archive's WADO-RS base
+    (named after the retrieve AEs of the IAN, when known), and a DIMSE Endpoint per
+    retrieve AE whose ``host:port`` ``dimse_addresses`` gives (R4 needs an address)."""
+    aes = [a.strip() for a in retrieve_aes if a.strip()]
+    found: list[dict[str, Any]] = []
+    if wado_rs_url:
+        wado: dict[str, Any] = {
+            "resourceType": "Endpoint", "id": "wado-rs", "status": "active",
+            "connectionType": {"system": CONNECTION_TYPE, "code": "dicom-wado-rs",
+                               "display": "DICOM WADO-RS"}}
+        if aes:
+            wado["name"] = "retrieve AE " + ", ".join(aes)
+        wado.update({"payloadType": [{"text": "DICOM"}],
+                     "payloadMimeType": ["application/dicom"], "address": wado_rs_url})
+        found.append(wado)
+    for n, ae in enumerate(a for a in aes if dimse_addresses.get(a)):
+        found.append({
+            "resourceType": "Endpoint", "id": f"dimse-{n + 1}", "status": "active",
+            "identifier": [{"system": AE_SYSTEM, "value": ae}],
+            "connectionType": {"system": DIMSE_CONNECTION_TYPE, "code": "dicom-dimse",
+                               "display": "DICOM DIMSE"},
+            "name": ae, "payloadType": [{"text": "DICOM"}],
+            "payloadMimeType": ["application/dicom"],
+            "address": f"tcp://{dimse_addresses[ae]}"})
+    return found
+
+
 def imaging_study(*, study_uid: str, status: str, summary: dict[str, Any],
                   based_on: dict[str, Any], subject: dict[str, Any], modality: str,
-                  series_count: int, instance_count: int) -> dict[str, Any]:
+                  series_count: int, instance_count: int,
+                  endpoint: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The ImagingStudy of a completed procedure: the study and its series and instances as
-    the MPPS/UPS listed them (``summary["instances"]``: SOP Instance, SOP Class, Series)."""
+    the MPPS/UPS listed them (``summary["instances"]``: SOP Instance, SOP Class, Series);
+    ``endpoint``: contained Endpoints (:func:`endpoints`) the study and its series name."""
     series: dict[str, list[dict[str, Any]]] = {}
     for sop_uid, sop_class, series_uid in summary.get("instances") or []:
         instance: dict[str, Any] = {"uid": sop_uid}
@@ -142,6 +177,12 @@ def imaging_study(*, study_uid: str, status: str, summary: dict[str, Any],
                **({"modality": {"system": DCM, "code": modality}} if modality else {}),
                "numberOfInstances": len(instances), "instance": instances}
               for n, (uid, instances) in enumerate(series.items(), 1) if uid]
+    refs = [{"reference": f"#{e['id']}"} for e in endpoint or []]
+    if refs:
+        resource["contained"] = list(endpoint or [])
+        resource["endpoint"] = refs
+        for entry in listed:
+            entry["endpoint"] = [dict(r) for r in refs]
     if listed and modality:  # R4: a series needs its modality
         resource["series"] = listed
     return resource

@@ -15,9 +15,10 @@ from broker.fhir.outcome import BUSINESS_RULE, NOT_FOUND, PRECONDITION, FhirErro
 from broker.fhir.requests import Write, dangling, digest, key_identifier, rewrite_references
 from broker.mapping.fhir_engine import FhirMappingError, map_patient, map_service_request
 from broker.mapping.specs import MappingSet
-from broker.model.orders import DomainError, Event, OrderChange, PatientUpdate
+from broker.model.orders import DomainError, Event, OrderAction, OrderChange, PatientUpdate
 from broker.store.fhir import FhirRow
 from broker.store.unit_of_work import UnitOfWork
+from broker.workflow.fhir_related import related, service_requests
 from broker.workflow.orders import apply, lock_keys
 
 #: before an order's changes: what queues the UPS state reports of the steps it moves
@@ -132,31 +133,63 @@ def _events(uow: UnitOfWork, write: Write, resource: dict[str, Any], mappings: M
             person = map_patient(resource, mappings)
             key = (person.key.patient_id, person.key.issuer)
             return [PatientUpdate(person, {"source": "FHIR"})], "", key
+        if write.type == "Appointment":
+            return _rebooked(uow, resource, mappings)
         if write.type != "ServiceRequest":
             return [], "", ("", "")
-        subject = str((resource.get("subject") or {}).get("reference", ""))
-        patient = None
-        if subject.startswith("Patient/"):
-            row = uow.fhir.get("Patient", subject[8:])
-            patient = row.resource if row is not None else None
-        if patient is None:
+        found = related(uow, resource)
+        if found.patient is None:
+            subject = str((resource.get("subject") or {}).get("reference", ""))
             raise FhirError.one(BUSINESS_RULE, "not-found", f"subject {subject[:80]!r} is not "
                                 "a Patient of the Bundle nor one the broker holds",
                                 f"{write.where}.subject")
-        order = map_service_request(resource, patient, mappings)
+        order = map_service_request(resource, found.patient, mappings, found.encounter,
+                                    found.appointment)
     except FhirMappingError as exc:
-        where = exc.expression
-        head, dot, rest = where.partition(".")
-        if write.index is not None and head == write.type:
-            where = f"{write.where}.{rest}" if dot else write.where
-        elif write.index is not None and head == "Patient":
-            where = f"{write.where}.subject"
-        raise FhirError.one(NOT_FOUND if exc.unknown else BUSINESS_RULE, exc.code,
-                            exc.reason, where) from exc
+        raise _located(exc, write) from exc
     if order is None:
         return [], "", ("", "")
     key = (order.patient.key.patient_id, order.patient.key.issuer) if order.patient else ("", "")
     return [order], order.procedure.study_uid, key
+
+
+#: the element of a ServiceRequest that names the resource a mapping fault is in
+_NAMED_BY = {"Patient": "subject", "Encounter": "encounter"}
+
+
+def _located(exc: FhirMappingError, write: Write) -> FhirError:
+    """The mapping fault as an OperationOutcome, its expression from the write's place."""
+    where = exc.expression
+    head, dot, rest = where.partition(".")
+    if write.index is not None and head == write.type:
+        where = f"{write.where}.{rest}" if dot else write.where
+    elif write.index is not None and write.type == "ServiceRequest" and head in _NAMED_BY:
+        where = f"{write.where}.{_NAMED_BY[head]}"
+    return FhirError.one(NOT_FOUND if exc.unknown else BUSINESS_RULE, exc.code, exc.reason,
+                         where)
+
+
+def _rebooked(uow: UnitOfWork, appointment: dict[str, Any], mappings: MappingSet
+              ) -> tuple[list[Event], str, tuple[str, str]]:
+    """An Appointment based on ServiceRequests the broker holds re-maps their orders (their
+    step start, station …), as an update of the ServiceRequest does. (A ServiceRequest
+    changed by the same Bundle is stored after it, and mapped again then.)"""
+    events: list[Event] = []
+    study_uid = ""
+    for ref in service_requests(appointment):
+        row = uow.fhir.get("ServiceRequest", ref.partition("/")[2])
+        if row is None:
+            continue
+        request = row.resource
+        found = related(uow, request, appointment)
+        if found.patient is None:
+            continue
+        order = map_service_request(request, found.patient, mappings, found.encounter,
+                                    found.appointment)
+        if order is not None and order.action is OrderAction.UPSERT:
+            events.append(order)
+            study_uid = study_uid or row.study_uid
+    return events, study_uid, ("", "")
 
 
 def _held_study_uid(uow: UnitOfWork, events: list[Event]) -> str:

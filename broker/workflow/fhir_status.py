@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.hl7.ack import new_control_id
@@ -33,6 +33,9 @@ class FhirStatus:
 
     destination: str
     all_orders: bool = False
+    #: the archive's WADO-RS base URL, and host:port of retrieve AEs (ImagingStudy.endpoint)
+    wado_rs_url: str = ""
+    dimse_addresses: dict[str, str] = field(default_factory=dict)
 
     def step_changed(self, uow: UnitOfWork, steps: list[int], status: str,
                      summary: dict[str, Any]) -> int:
@@ -77,7 +80,9 @@ class FhirStatus:
                 based_on=build.service_request_ref(link.id if link else "", procedure),
                 subject=build.patient_ref(link.subject if link else {}, patient),
                 modality=str(step_attrs.get("Modality") or ""),
-                series_count=facts.series, instance_count=facts.instances)
+                series_count=facts.series, instance_count=facts.instances,
+                endpoint=build.endpoints(self.wado_rs_url, facts.retrieve_aes,
+                                         self.dimse_addresses))
             queued += self._queue(uow, study, STUDY_TYPE, resource)
         return queued
 

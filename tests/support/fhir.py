@@ -45,6 +45,38 @@ def service_request(accession: str = "FACC1", placer: str = "FPLC1", station: st
                            "identifier": {"system": "urn:dicom:ae", "value": station}}]}
 
 
+VISIT_SYSTEM = "urn:oid:1.2.826.0.1.99.3"
+
+
+def encounter(visit: str = "V100", ward: str = "Ward 5, bed 2",
+              referrer: str = "Ref^Doctor") -> dict[str, Any]:
+    """An Encounter (the visit): its admission identifier and start, where the patient is
+    now (the active location; an earlier one is completed) and the referring physician."""
+    return {"resourceType": "Encounter", "status": "in-progress",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                      "code": "IMP"},
+            "identifier": [{"use": "official", "system": VISIT_SYSTEM, "value": visit}],
+            "period": {"start": "2027-02-28T22:10:00+01:00"},
+            "location": [{"location": {"display": "Emergency"}, "status": "completed"},
+                         {"location": {"display": ward}, "status": "active"}],
+            "participant": [{"type": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                "code": "REF"}]}], "individual": {"display": referrer}}]}
+
+
+def appointment(request: str, start: str = "2027-03-02T14:45:00+01:00", station: str = "CT02",
+                status: str = "booked", room: str = "CT room 2") -> dict[str, Any]:
+    """An Appointment booking ServiceRequest ``request`` (a reference) on a modality, named
+    by its AE title (identifier system urn:dicom:ae), in a room."""
+    return {"resourceType": "Appointment", "status": status, "basedOn": [{"reference": request}],
+            "start": start, "end": start[:11] + "23:59:00" + start[19:],
+            "participant": [
+                {"actor": {"type": "Device", "display": f"{station} scanner",
+                           "identifier": {"system": "urn:dicom:ae", "value": station}},
+                 "status": "accepted"},
+                {"actor": {"type": "Location", "display": room}, "status": "accepted"}]}
+
+
 def order_bundle(kind: str = "transaction", pid: str = "FP1", accession: str = "FACC1",
                  placer: str = "FPLC1", **request: Any) -> dict[str, Any]:
     """A Bundle of a Patient and a ServiceRequest referencing it by its urn:uuid fullUrl."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from tests.support.fhir import (
     MRN_SYSTEM,
     ORDER_SYSTEM,
     FhirClient,
+    appointment,
+    encounter,
     order_bundle,
     patient,
     service_request,
@@ -346,3 +349,49 @@ async def test_a_fhir_update_of_an_hl7_order_keeps_its_study_uid(broker: Broker,
     assert found[0].ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "CT02"
     rows = await broker.writer.run(lambda uow: uow.fhir.by_study(hl7.study_uid or ""))
     assert [r.resource_type for r in rows] == ["ServiceRequest"]
+
+
+async def test_the_encounter_and_appointment_reach_the_worklist(
+        broker: Broker, fhir: FhirClient, tmp_path: Path) -> None:
+    """A Bundle with the visit (Encounter) and the booking (Appointment basedOn the
+    ServiceRequest): findscu shows the admission ID, the patient's location, the booked
+    start time and station; a later conditional update of the Appointment moves the step."""
+    bundle = order_bundle()
+    sr_entry = bundle["entry"][1]
+    visit_url, booking_url = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
+    sr_entry["resource"]["encounter"] = {"reference": visit_url}
+    booking = appointment(sr_entry["fullUrl"], start=f"{DAY[:4]}-{DAY[4:6]}-{DAY[6:]}"
+                          "T14:45:00+01:00", station="CT02")
+    booking["identifier"] = [{"system": "urn:appt", "value": "APPT1"}]
+    bundle["entry"] += [
+        {"fullUrl": visit_url, "resource": encounter(visit="V100", ward="Ward 5, bed 2"),
+         "request": {"method": "POST", "url": "Encounter"}},
+        {"fullUrl": booking_url, "resource": booking,
+         "request": {"method": "PUT", "url": "Appointment?identifier=urn:appt|APPT1"}}]
+    answer = await fhir.post_bundle(bundle)
+    assert [e["response"]["status"] for e in answer.body["entry"]] == ["201 Created"] * 4
+    query = ("(0010,0020) LO []\n(0008,0050) SH []\n(0008,0090) PN []\n(0038,0010) LO []\n"
+             "(0038,0020) DA []\n(0038,0300) LO []\n(0040,0100) SQ\n(fffe,e000) -\n"
+             "(0040,0001) AE [CT02]\n"
+             f"(0040,0002) DA [{DAY}]\n(0040,0003) TM []\n(0040,0010) SH []\n"
+             "(0040,0011) SH []\n(fffe,e00d) -\n(fffe,e0dd) -\n")
+
+    async def find() -> list[Dataset]:
+        q = dump_to_dicom("", tmp_path / "visit.dcm", query)
+        answers, _ = await asyncio.to_thread(findscu, broker.dicom.bound_port, "MWLBROKER",
+                                             q, tmp_path / "rsp-visit")
+        return answers
+    [ds] = await find()
+    assert (ds.AccessionNumber, ds.AdmissionID, ds.CurrentPatientLocation) == (
+        "FACC1", "V100", "Ward 5, bed 2")
+    assert (str(ds.ReferringPhysicianName), ds.AdmittingDate) == ("Ref^Doctor", "20270228")
+    sps = ds.ScheduledProcedureStepSequence[0]
+    assert (sps.ScheduledStationAETitle, sps.ScheduledProcedureStepStartTime,
+            sps.ScheduledStationName, sps.ScheduledProcedureStepLocation) == (
+        "CT02", "144500", "CT02 scanner", "CT room 2")
+    # the booking moves on its own (the ServiceRequest is held): the step follows
+    moved = copy.deepcopy(answer.body["entry"][3]["resource"])
+    moved["start"] = f"{DAY[:4]}-{DAY[4:6]}-{DAY[6:]}T16:10:00+01:00"
+    await fhir.call("PUT", "/Appointment?identifier=urn:appt|APPT1", moved, 200)
+    [ds] = await find()
+    assert ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime == "161000"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from broker import cli
-from tests.support.fhir import order_bundle, patient, service_request
+from tests.support.fhir import appointment, encounter, order_bundle, patient, service_request
 
 
 def run_map(tmp_path: Path, body: Any, name: str = "order.json") -> tuple[int, dict[str, Any]]:
@@ -53,3 +53,21 @@ def test_an_invalid_resource_prints_the_operation_outcome(tmp_path: Path) -> Non
     assert code == 0 and result["writes"][0]["status"] == "201 Created"
     code, result = run_map(tmp_path, "{broken")
     assert code == 1 and result["outcome"]["issue"][0]["code"] == "structure"
+
+
+def test_a_dry_run_sees_the_bundles_encounter_and_appointment(tmp_path: Path) -> None:
+    bundle = order_bundle()
+    request = bundle["entry"][1]
+    request["resource"]["encounter"] = {"reference": "urn:uuid:visit"}
+    bundle["entry"] += [
+        {"fullUrl": "urn:uuid:visit", "resource": encounter(visit="V42"),
+         "request": {"method": "POST", "url": "Encounter"}},
+        {"fullUrl": "urn:uuid:booking", "resource": appointment(request["fullUrl"]),
+         "request": {"method": "POST", "url": "Appointment"}}]
+    code, result = run_map(tmp_path, bundle)
+    assert code == 0
+    [event] = result["writes"][-1]["events"]  # the ServiceRequest is stored last
+    assert event["procedure"]["00380010"]["Value"] == ["V42"]  # Admission ID
+    assert event["procedure"]["00380300"]["Value"] == ["Ward 5, bed 2"]
+    assert event["steps"][0]["00400001"]["Value"] == ["CT02"]  # the Appointment's station
+    assert event["steps"][0]["00400003"]["Value"] == ["144500"]

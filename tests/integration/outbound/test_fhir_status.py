@@ -265,10 +265,15 @@ async def test_400_with_an_operation_outcome_is_a_dead_letter(
         await broker.stop()
 
 
+@pytest.mark.parametrize("retrieve", [False, True])
 async def test_committed_and_available_study_is_an_imaging_study(
-        tmp_path: Path, receiver: FhirReceiver) -> None:
+        tmp_path: Path, receiver: FhirReceiver, retrieve: bool) -> None:
+    """With ``retrieve``: the archive's WADO-RS URL and its retrieve AE's address are set,
+    and the ImagingStudy names them as contained Endpoints (the IAN's RetrieveAETitle)."""
     archive_port = free_port()
-    settings = fhir_settings(tmp_path, receiver)
+    where = {"wado_rs_url": "http://127.0.0.1:8042/dicom-web",
+             "dimse_addresses": {"ARCHIVE": f"127.0.0.1:{archive_port}"}} if retrieve else {}
+    settings = fhir_settings(tmp_path, receiver, **where)
     sc = settings.storage_commitment
     sc.ae_title, sc.host, sc.port = "ARCHIVE", "127.0.0.1", archive_port
     sc.same_association_wait, sc.timeout = 2.0, 5.0
@@ -299,6 +304,17 @@ async def test_committed_and_available_study_is_an_imaging_study(
             assert [(i["uid"], i["sopClass"]["code"]) for i in series["instance"]] == [
                 (u, f"urn:oid:{CT}") for u in uids]
             assert receiver.invalid == []
+            if not retrieve:  # neither a WADO-RS URL nor the AE's address: no endpoint
+                assert "endpoint" not in study and "contained" not in study
+                return
+            wado, dimse = study["contained"]
+            assert (wado["resourceType"], wado["connectionType"]["code"], wado["address"],
+                    wado["name"]) == ("Endpoint", "dicom-wado-rs",
+                                      "http://127.0.0.1:8042/dicom-web", "retrieve AE ARCHIVE")
+            assert (dimse["connectionType"]["code"], dimse["name"], dimse["address"]) == (
+                "dicom-dimse", "ARCHIVE", f"tcp://127.0.0.1:{archive_port}")
+            refs = [{"reference": "#wado-rs"}, {"reference": "#dimse-1"}]
+            assert study["endpoint"] == refs and series["endpoint"] == refs
         finally:
             await broker.stop()
 

@@ -14,7 +14,7 @@ from broker.mapping.fhir_engine import FhirMappingError, map_patient, map_servic
 from broker.mapping.schema import MappingLoadError, load_mappings
 from broker.mapping.specs import MappingSet, StationRule
 from broker.model.orders import OrderAction, StepStatus
-from tests.support.fhir import patient, service_request
+from tests.support.fhir import appointment, encounter, patient, service_request
 
 MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
 
@@ -55,6 +55,55 @@ def test_a_service_request_maps_to_an_hl7_like_order(shipped: MappingSet) -> Non
         "CT", "20270301", "093000", "1")
     assert order.origin["AccessionNumber"].startswith("ServiceRequest.identifier")
     assert order.origin["PatientID"].startswith("Patient.identifier")
+
+
+def test_the_encounter_and_appointment_of_an_order(shipped: MappingSet) -> None:
+    visit, booking = encounter(), appointment("ServiceRequest/sr1")
+    order = map_service_request(service_request(), patient(), shipped, visit, booking)
+    assert order is not None
+    attrs = order.procedure.attrs
+    assert (attrs["AdmissionID"], attrs["CurrentPatientLocation"],
+            attrs["ReferringPhysicianName"]) == ("V100", "Ward 5, bed 2", "Ref^Doctor")
+    assert (attrs["AdmittingDate"], attrs["AdmittingTime"]) == ("20270228", "221000")
+    [step] = order.procedure.steps
+    # the booked slot and modality win over the ServiceRequest's occurrence and performer
+    assert (step.attrs["ScheduledProcedureStepStartDate"],
+            step.attrs["ScheduledProcedureStepStartTime"]) == ("20270302", "144500")
+    assert step.attrs["ScheduledStationAETitle"] == ["CT02"]
+    assert step.attrs["ScheduledStationName"] == ["CT02 scanner"]
+    assert step.attrs["ScheduledProcedureStepLocation"] == "CT room 2"
+    assert order.origin["AdmissionID"] == "Encounter.identifier.where(use='official').value.first()"
+    assert order.origin["ScheduledProcedureStepStartDate"] == "Appointment.start"
+
+
+def test_without_encounter_or_appointment_the_request_decides(shipped: MappingSet) -> None:
+    sr = service_request()
+    sr["encounter"] = {"identifier": {"value": "LOGICAL9"}}
+    booking = appointment("ServiceRequest/sr1")
+    booking["participant"] = [{"actor": {"display": "a nurse"}, "status": "accepted"}]
+    del booking["start"]
+    order = map_service_request(sr, patient(), shipped, None, booking)
+    assert order is not None
+    assert order.procedure.attrs["AdmissionID"] == "LOGICAL9"
+    assert "CurrentPatientLocation" not in order.procedure.attrs
+    [step] = order.procedure.steps
+    assert (step.attrs["ScheduledProcedureStepStartDate"],
+            step.attrs["ScheduledProcedureStepStartTime"]) == ("20270301", "093000")
+    assert step.attrs["ScheduledStationAETitle"] == ["CT01"]
+    visit = encounter()
+    visit["identifier"] = [{"system": "s", "value": "ANY"}]  # no official one: the first
+    visit["location"][1]["status"] = "completed"  # no active location: the first
+    order = map_service_request(sr, patient(), shipped, visit)
+    assert order is not None
+    assert (order.procedure.attrs["AdmissionID"],
+            order.procedure.attrs["CurrentPatientLocation"]) == ("ANY", "Emergency")
+
+
+def test_a_bad_appointment_start_names_the_appointment(shipped: MappingSet) -> None:
+    booking = appointment("ServiceRequest/sr1", start="tomorrow")
+    with pytest.raises(FhirMappingError) as info:
+        map_service_request(service_request(), patient(), shipped, None, booking)
+    assert (info.value.code, info.value.expression) == ("value", "Appointment.start")
 
 
 def test_a_missing_study_uid_is_derived_from_the_order(shipped: MappingSet) -> None:
@@ -150,8 +199,10 @@ def broken(folder: Path, old: str, new: str) -> tuple[list[str], str]:
      "is not a DICOM keyword (did you mean 'RequestingPhysician'?)"),
     ("RequestingPhysician: requester.display", "RequestingPhysician: requester.where(",
      "FHIRPath"),
-    ("AdmissionID: encounter.identifier.value", "AdmissionID: '%encounter.identifier'",
+    ("RequestingPhysician: requester.display", "RequestingPhysician: '%visit.identifier'",
      "undefined environment variable"),
+    ('"%appointment.start", occurrenceDateTime, occurrencePeriod.start],\n         transform: '
+     "date}", '"%appointmnt.start"], transform: date}', "undefined environment variable"),
     ("transform: {lookup: fhir_priority}", "transform: {lookup: fhir_priorities}",
      "lookup table 'fhir_priorities' is not defined"),
     ("transform: human_name", "transform: human_nam", "unknown FHIR transform 'human_nam'"),

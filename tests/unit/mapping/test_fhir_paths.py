@@ -11,12 +11,13 @@ from fhirpathpy import compile as compile_fhirpath
 from broker.mapping.fhir_paths import compile_fast
 from broker.mapping.fhir_schema import MODEL
 from broker.mapping.schema import load_mappings
-from tests.support.fhir import patient, service_request
+from tests.support.fhir import appointment, encounter, patient, service_request
 
 MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
 
 
 def resources() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(ServiceRequest, the mapping's variables) pairs."""
     plain = service_request(study_uid="1.2.3")
     odd = service_request()
     odd["identifier"][0]["type"]["coding"].append({"code": "ACSN"})  # two codes: no match
@@ -28,7 +29,15 @@ def resources() -> list[tuple[dict[str, Any], dict[str, Any]]]:
     many = patient()
     many["name"].append({"use": "nickname", "family": "N", "given": ["A", "B"]})
     many["identifier"].append({"system": "s", "value": "v"})
-    return [(plain, patient()), (odd, many), (bare, {"resourceType": "Patient"})]
+    visit, booking = encounter(), appointment("ServiceRequest/1")
+    visit["identifier"].insert(0, {"system": "s", "value": "old"})  # not the official one
+    booking["participant"].insert(0, {"actor": {"display": "nurse"}, "status": "accepted"})
+    empty = {"patient": {"resourceType": "Patient"}, "encounter": {"resourceType": "Encounter"},
+             "appointment": {"resourceType": "Appointment"}}
+    return [(plain, {**empty, "patient": patient(), "encounter": encounter(),
+                     "appointment": appointment("ServiceRequest/1")}),
+            (odd, {**empty, "patient": many, "encounter": visit, "appointment": booking}),
+            (bare, empty)]
 
 
 def expressions() -> list[str]:
@@ -38,6 +47,7 @@ def expressions() -> list[str]:
                for t, _ in f.paths}
     return sorted(shipped | {"note.text", "code.coding.code", "code.coding.first().display",
                              "%patient.name.given", "identifier.where(system='s').value",
+                             "%encounter.location.location.display", "%appointment.start",
                              "subject.reference", "meta.versionId"})
 
 
@@ -48,8 +58,7 @@ def test_the_fast_subset_agrees_with_fhirpathpy(text: str) -> None:
         assert text == "%patient.identifier.where(value.exists()).system.first()"
         return
     slow = compile_fhirpath(text, MODEL)
-    for resource, person in resources():
-        env = {"patient": person}
+    for resource, env in resources():
         assert fast(resource, env) == slow(resource, env), (text, resource)
 
 

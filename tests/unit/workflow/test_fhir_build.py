@@ -4,6 +4,7 @@ by ServiceRequest id or by identifier; a broken resource is named, not raised.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,49 @@ def test_imaging_study_is_valid_with_its_series_and_instances() -> None:
         "urn:oid:1.2.840.10008.5.1.4.1.1.2")
 
 
+def study_with(endpoint: list[dict[str, Any]]) -> dict[str, Any]:
+    return build.imaging_study(study_uid=STUDY, status="available", summary=SUMMARY,
+                               based_on={"reference": "ServiceRequest/sr-1"},
+                               subject={"reference": "Patient/p"}, modality="CT",
+                               series_count=1, instance_count=2,
+                               endpoint=endpoint)
+
+
+def test_the_archive_endpoints_are_contained_and_referenced() -> None:
+    found = build.endpoints("https://pacs.example.org/dicom-web", ("CT_ARCHIVE", "LTA"),
+                            {"CT_ARCHIVE": "pacs.example.org:104"})
+    study = study_with(found)
+    assert build.validate(study) == ""
+    wado, dimse = study["contained"]
+    assert (wado["id"], wado["status"], wado["address"], wado["name"]) == (
+        "wado-rs", "active", "https://pacs.example.org/dicom-web", "retrieve AE CT_ARCHIVE, LTA")
+    assert wado["connectionType"] == {"system": build.CONNECTION_TYPE, "code": "dicom-wado-rs",
+                                      "display": "DICOM WADO-RS"}
+    assert wado["payloadType"] == [{"text": "DICOM"}]
+    # a retrieve AE with a known address (LTA has none: R4 needs one)
+    assert (dimse["connectionType"]["code"], dimse["name"], dimse["address"]) == (
+        "dicom-dimse", "CT_ARCHIVE", "tcp://pacs.example.org:104")
+    assert dimse["identifier"] == [{"system": "urn:dicom:ae", "value": "CT_ARCHIVE"}]
+    refs = [{"reference": "#wado-rs"}, {"reference": "#dimse-1"}]
+    assert study["endpoint"] == refs and study["series"][0]["endpoint"] == refs
+    # the R4B model reads the contained Endpoints back as Endpoints
+    from fhir.resources.R4B.imagingstudy import ImagingStudy
+    parsed = ImagingStudy.model_validate(study)
+    assert [c.get_resource_type() for c in parsed.contained or []] == ["Endpoint"] * 2
+
+
+def test_no_endpoint_without_a_url_or_an_address() -> None:
+    assert build.endpoints("", ("CT_ARCHIVE",), {}) == []
+    assert build.endpoints("", (), {"CT_ARCHIVE": "h:104"}) == []
+    study = study_with([])
+    assert "endpoint" not in study and "contained" not in study
+    assert "endpoint" not in study["series"][0]
+    [wado] = build.endpoints("http://pacs/wado", (), {})
+    assert "name" not in wado
+    [dimse] = build.endpoints("", (" ", "CT_ARCHIVE"), {"CT_ARCHIVE": "h:104"})
+    assert (dimse["id"], dimse["address"]) == ("dimse-1", "tcp://h:104")
+
+
 def test_a_broken_resource_is_named_not_raised() -> None:
     broken = {**a_task(), "executionPeriod": {"start": "yesterday"}}
     assert "start" in build.validate(broken)
@@ -86,6 +130,11 @@ def test_operation_outcome_diagnostics() -> None:
     ("url: http://x\n    token: a\n    token_file: b", "not both"),
     ("url: http://x\n    name: ris", "also the name of another destination"),
     ("url: http://x\n    timeout: 0", "timeout 0.0 must be more than 0"),
+    ("url: http://x\n    wado_rs_url: pacs/wado", "wado_rs_url 'pacs/wado' must start with"),
+    ("url: http://x\n    dimse_addresses: {CT_ARCHIVE: pacs}", "'pacs' must be host:port"),
+    ("url: http://x\n    dimse_addresses: {CT_ARCHIVE: 'pacs:0'}", "must be host:port"),
+    ("url: http://x\n    dimse_addresses: {AN_AE_TITLE_TOO_LONG: 'pacs:104'}",
+     "is not an AE title"),
 ])
 def test_destination_setting_errors(tmp_path: Path, body: str, fragment: str) -> None:
     path = tmp_path / "broker.yaml"
