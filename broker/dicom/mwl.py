@@ -66,6 +66,8 @@ class ParsedQuery:
     unsupported: list[str] = field(default_factory=list)
     limits: QueryLimits = QueryLimits()
     matchable: frozenset[str] = MATCHABLE
+    #: set when the worklist SCP keeps this parse (its responses are kept under it): 0 else
+    serial: int = 0
 
 
 def parse_identifier(identifier: Dataset, station_from_caller: str = "",

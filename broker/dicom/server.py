@@ -15,7 +15,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -39,15 +38,9 @@ from broker.dicom import pynetdicom_patches
 from broker.dicom.acceptor import AdmittedRequestHandler, NoDelayServer
 from broker.dicom.admission import Admission
 from broker.dicom.archive_reports import IAN_SOP_CLASS, ArchiveReports
-from broker.dicom.encoder import encode
+from broker.dicom.find_responses import find_response
 from broker.dicom.mpps_scp import MppsScp
-from broker.dicom.mwl import (
-    ParsedQuery,
-    QueryLimitError,
-    response_nodes,
-    to_pydicom,
-)
-from broker.dicom.pynetdicom_patches.encoded import PreEncoded
+from broker.dicom.mwl import ParsedQuery, QueryLimitError
 from broker.dicom.pynetdicom_patches.message_bound import DEFAULT_MAX_MESSAGE_BYTES
 from broker.dicom.status import (
     CANCEL,
@@ -289,11 +282,9 @@ class DicomServer:
                     chunk = []
                     for row in itertools.islice(rows, QUERY_CHUNK):
                         step_ids.append(row.step_id)
-                        nodes = response_nodes(row, parsed.keys, encode_name)
-                        chunk.append(PreEncoded(
-                            encode(nodes, charset, implicit), implicit,
-                            partial(to_pydicom, nodes, charset)) if pre_encode
-                            else to_pydicom(nodes, charset))
+                        chunk.append(find_response(self.matching.responses, row, parsed,
+                                                   encode_name, charset,
+                                                   implicit if pre_encode else None))
                 if not chunk:
                     break
                 for answer in chunk:

@@ -4,10 +4,11 @@ one place, so the SCP and the analyst's preview and explanation read a query ali
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydicom.dataset import Dataset
 
@@ -48,6 +49,34 @@ CODECS = {"ISO_IR 192": "utf-8", "GB18030": "gb18030", "ISO_IR 100": "latin-1"}
 #: again); identifiers longer than ``PARSED_MAX_BYTES`` are parsed each time
 PARSED_KEPT = 256
 PARSED_MAX_BYTES = 4096
+#: encoded responses kept, by kept query and the stored values of the row they answer with
+RESPONSES_KEPT = 2048
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Kept(Generic[K, V]):
+    """At most ``size`` values, the oldest dropped first; read without a lock (one dict
+    lookup), written under one."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: dict[K, V] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, key: K) -> V | None:
+        return self._values.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            if key not in self._values and len(self._values) >= self.size:
+                self._values.pop(next(iter(self._values)))
+            self._values[key] = value
 
 
 @dataclass
@@ -57,26 +86,29 @@ class WorklistMatching:
 
     options: WorklistOptions = field(default_factory=WorklistOptions)
     limits: QueryLimits = field(default_factory=QueryLimits)
-    _parsed: dict[tuple[bytes, str, str], ParsedQuery] = field(
-        default_factory=dict, init=False, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
-                                  compare=False)
+    _parsed: Kept[tuple[bytes, str, str], ParsedQuery] = field(
+        default_factory=lambda: Kept(PARSED_KEPT), init=False, repr=False, compare=False)
+    #: (query serial, row fingerprint) → the response (the SCP's encoded identifier)
+    responses: Kept[tuple[int, tuple[Any, ...]], Any] = field(
+        default_factory=lambda: Kept(RESPONSES_KEPT), init=False, repr=False,
+        compare=False)
+    _serials: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False,
+                                    repr=False, compare=False)
 
     def parse_encoded(self, encoded: bytes, transfer_syntax: str, calling_ae: str,
                       decode: Callable[[], Dataset]) -> ParsedQuery:
         """``parse`` of the identifier ``encoded`` in ``transfer_syntax`` (``decode`` gives
         its dataset): the same query from the same caller is parsed once. A parsed query is
-        never changed after parsing, so threads share it; a refused one is not kept."""
+        never changed after parsing, so threads share it; a refused one is not kept. A kept
+        one has a ``serial`` of its own: its responses are kept under it."""
         key = (encoded, transfer_syntax, calling_ae)
         parsed = self._parsed.get(key)
         if parsed is not None:
             return parsed
         parsed = self.parse(decode(), calling_ae)
         if 0 < len(encoded) <= PARSED_MAX_BYTES:
-            with self._lock:
-                if len(self._parsed) >= PARSED_KEPT:
-                    self._parsed.pop(next(iter(self._parsed)))
-                self._parsed[key] = parsed
+            parsed.serial = next(self._serials)
+            self._parsed.put(key, parsed)
         return parsed
 
     def parse(self, identifier: Dataset, calling_ae: str) -> ParsedQuery:

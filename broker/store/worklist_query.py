@@ -81,6 +81,8 @@ class WorklistRow:
     stored_uid: str = ""  # the step's workitem UID, once UPS has named it
     created_at: float = 0.0
     own: Attrs | None = None  # the workitem's own attributes (a UPS query asks for them)
+    #: the stored values the row was read from: equal fingerprints, equal rows
+    fingerprint: tuple[Any, ...] = ()
 
     @property
     def uid(self) -> str:
@@ -229,8 +231,9 @@ def rows(cursor: Batches, filters: list[tuple[int, str]]) -> Iterator[WorklistRo
         for row in batch:
             if filters and not all(pn_match(row[i], p) for i, p in filters):
                 continue
+            stored = tuple(row[:11])
             (patient_id, issuer, patient, uid, procedure, status, step, step_id, step_uid,
-             created, own) = row[:11]
+             created, own) = stored
             patient_attrs = json.loads(patient)
             patient_attrs["PatientID"] = patient_id
             if issuer:
@@ -240,4 +243,4 @@ def rows(cursor: Batches, filters: list[tuple[int, str]]) -> Iterator[WorklistRo
             step_attrs = json.loads(step)
             step_attrs["ScheduledProcedureStepStatus"] = status
             yield WorklistRow(patient_attrs, procedure_attrs, step_attrs, step_id, step_uid,
-                              created, json.loads(own) if own else None)
+                              created, json.loads(own) if own else None, stored)
