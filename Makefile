@@ -44,6 +44,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/hl7_clients.py
 	$(BIN)/python benchmarks/ups.py
 	$(BIN)/python benchmarks/query_log_ab.py
+	$(BIN)/python benchmarks/fhir_intake.py
+	$(BIN)/python benchmarks/upstream.py
 	$(BIN)/python benchmarks/report.py
 
 bench-quick: $(STAMP) system-deps
@@ -59,6 +61,8 @@ bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/real_clients.py --quick
 	$(BIN)/python benchmarks/hl7_clients.py --quick
 	$(BIN)/python benchmarks/ups.py --quick
+	$(BIN)/python benchmarks/fhir_intake.py --quick
+	$(BIN)/python benchmarks/upstream.py --quick
 	$(BIN)/python benchmarks/report.py --quick
 
 # live fuzz campaign against the running broker, bounded: make fuzz FUZZ_SECONDS=120

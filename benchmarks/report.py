@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ("real_clients", "hl7_clients", "hl7_ingest", "mwl_query", "ups", "upstream",
+ORDER = ("real_clients", "hl7_clients", "hl7_ingest", "mwl_query", "ups", "upstream", "fhir_intake",
          "query_log_ab",
          "cfind_dos", "mpps", "completion", "footprint", "load", "crash", "fuzz_live",
          "ha_figures", "ha_soak")

@@ -16,7 +16,7 @@ pytest.register_assert_rewrite("tests.support")
 from broker.app import Broker  # noqa: E402
 from broker.dicom import pynetdicom_patches  # noqa: E402
 from tests.support import broker as support_broker  # noqa: E402
-from tests.support.broker import BrokerProcess, make_settings  # noqa: E402
+from tests.support.broker import BrokerProcess, make_settings, running  # noqa: E402
 from tests.support.postgres import PostgresCluster  # noqa: E402
 
 #: the main DICOM tests, run with dicom.fast_path on ("fast") and off ("stock")
@@ -68,12 +68,8 @@ def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
     """An in-process broker (same code as ``serve``) on an ephemeral port."""
-    b = Broker(make_settings(tmp_path, idle_timeout=5.0, shutdown_grace=2.0))
-    await b.start()
-    try:
+    async with running(make_settings(tmp_path, idle_timeout=5.0, shutdown_grace=2.0)) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,17 @@ class BrokerProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Broker]:
+    """An in-process broker (the same code as ``serve``) on ``settings``, stopped after."""
+    b = Broker(settings)
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.stop()
 
 
 def mappings_with_orc18_station(folder: Path) -> Path:

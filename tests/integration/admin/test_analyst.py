@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 
 from broker.app import Broker
 from broker.config import CallingAeSettings, DestinationSettings
-from tests.support.broker import BIN, make_settings, mappings_with_orc18_station
+from tests.support.broker import BIN, make_settings, mappings_with_orc18_station, running
 from tests.support.dicom_peers import dump_to_dicom, findscu
 from tests.support.mllp import msa, send
 from tests.support.mpps import mpps
@@ -92,12 +92,8 @@ async def broker(tmp_path: Path, ris: Ris) -> AsyncIterator[Broker]:
     settings.outbound.poll = 0.05
     # CT01 is configured for Latin-1 answers: a name it cannot hold is a note of explain
     settings.dicom.calling_aes = [CallingAeSettings("CT01", charset="ISO_IR 100")]
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from broker.app import Broker
 from broker.config import ConfigError, DestinationSettings
 from broker.dicom.client import WorklistClient, build_query, query_keys
 from broker.hl7.mllp import frame
-from tests.support.broker import BIN, make_settings, mappings_with_orc18_station
+from tests.support.broker import BIN, make_settings, mappings_with_orc18_station, running
 from tests.support.mllp import msa, send
 from tests.support.mpps import perform
 from tests.support.ris import Ris
@@ -54,12 +54,8 @@ def linked_settings(tmp_path: Path, ris: Ris) -> Any:
 
 @pytest.fixture
 async def broker(tmp_path: Path, ris: Ris) -> AsyncIterator[Broker]:
-    b = Broker(linked_settings(tmp_path, ris))
-    await b.start()
-    try:
+    async with running(linked_settings(tmp_path, ris)) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 class Admin:

@@ -18,7 +18,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from pydicom.dataset import Dataset
 
 from broker.app import Broker
-from tests.support.broker import make_settings
+from tests.support.broker import make_settings, running
 from tests.support.dicom_peers import dump_to_dicom, findscu
 from tests.support.fhir import (
     MRN_SYSTEM,
@@ -39,12 +39,8 @@ DAY = "20270301"
 
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    b = Broker(make_settings(tmp_path))
-    await b.start()
-    try:
+    async with running(make_settings(tmp_path)) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 @pytest.fixture

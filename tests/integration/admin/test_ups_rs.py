@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 
 from broker.app import Broker
 from tests.support import ups
-from tests.support.broker import make_settings, mappings_with_orc18_station
+from tests.support.broker import make_settings, mappings_with_orc18_station, running
 from tests.support.dicomweb import UpsRs, body, dataset
 from tests.support.mllp import msa, send
 from tests.support.samples import order
@@ -32,12 +32,8 @@ def today() -> str:
 async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
     settings = make_settings(tmp_path)
     settings.mappings.directory = str(mappings_with_orc18_station(tmp_path))
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 @pytest.fixture

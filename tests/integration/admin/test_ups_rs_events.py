@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from broker.app import Broker
 from broker.config import UpsSubscriberSettings
 from tests.integration.admin.test_ups_rs import STATION, performed, workitem
-from tests.support.broker import make_settings, mappings_with_orc18_station
+from tests.support.broker import make_settings, mappings_with_orc18_station, running
 from tests.support.db import Db
 from tests.support.dicomweb import (
     FILTERED,
@@ -86,12 +86,8 @@ async def broker(tmp_path: Path, watcher: Watcher) -> AsyncIterator[Broker]:
                                                             watcher.port, 5.0)]
     settings.outbound.poll = 0.05
     settings.retention.interval = 0
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 @pytest.fixture

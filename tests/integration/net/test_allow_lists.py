@@ -15,7 +15,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from broker.app import Broker
 from broker.config import AllowedSenderSettings
 from broker.hl7.mllp import frame
-from tests.support.broker import make_settings, rejections
+from tests.support.broker import make_settings, rejections, running
 from tests.support.db import Db
 from tests.support.mllp import err, msa, send
 from tests.support.samples import order
@@ -29,12 +29,8 @@ async def guarded(tmp_path: Path) -> AsyncIterator[Broker]:
         AllowedSenderSettings("RIS", "HOSP", ["127.0.0.0/8"]),
         AllowedSenderSettings("LAB", "", ["10.20.0.0/16"])]
     settings.dicom.allowed_calling_aes = ["CT01"]
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 def echo(port: int, calling: str) -> tuple[bool, int]:

@@ -14,7 +14,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from benchmarks import dicom_wire
 from broker.app import Broker
 from broker.dicom.pynetdicom_patches.pdu_bound import MAX_PDU_BYTES
-from tests.support.broker import make_settings
+from tests.support.broker import make_settings, running
 
 
 async def echo(port: int) -> int:
@@ -74,12 +74,8 @@ async def roomy_broker(tmp_path: Path) -> AsyncIterator[Broker]:
     """A broker without a per-address cap: here 64 "modalities" share 127.0.0.1."""
     settings = make_settings(tmp_path)
     settings.dicom.max_associations_per_address = 0
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 async def test_64_associations_opened_at_once_are_all_accepted(roomy_broker: Broker) -> None:

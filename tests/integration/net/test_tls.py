@@ -22,7 +22,7 @@ from broker.app import Broker
 from broker.config import ConfigError, DestinationSettings, TlsSettings
 from broker.hl7.mllp import MllpClient, MllpError, frame
 from broker.net.tls import client_context, server_context
-from tests.support.broker import BIN, BrokerProcess, make_settings, rejections
+from tests.support.broker import BIN, BrokerProcess, make_settings, rejections, running
 from tests.support.certs import Pair, Pki, make_pki
 from tests.support.db import Db
 from tests.support.mllp import msa
@@ -61,12 +61,8 @@ async def tls_broker(tmp_path: Path, pki: Pki) -> AsyncIterator[Broker]:
     settings = make_settings(tmp_path, idle_timeout=5.0, shutdown_grace=2.0)
     settings.mllp.tls = listener_tls(pki)
     settings.dicom.tls = listener_tls(pki)
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 async def tls_send(port: int, context: ssl.SSLContext, payload: bytes) -> str:

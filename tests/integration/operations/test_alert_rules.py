@@ -26,7 +26,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from broker.app import Broker
 from broker.config import DestinationSettings, TlsSettings
 from broker.metrics import LATE_STEP_MINUTES
-from tests.support.broker import ROOT, free_port, make_settings, mappings_with_orc18_station
+from tests.support.broker import (
+    ROOT,
+    free_port,
+    make_settings,
+    mappings_with_orc18_station,
+    running,
+)
 from tests.support.certs import make_pki
 from tests.support.mllp import msa, send
 from tests.support.mpps import perform
@@ -123,12 +129,8 @@ async def broker(tmp_path: Path, ris: Ris) -> AsyncIterator[Broker]:
     settings.outbound.backoff_base = 0.05
     settings.outbound.backoff_max = 0.2
     settings.outbound.poll = 0.05
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 async def scrape(broker: Broker) -> str:

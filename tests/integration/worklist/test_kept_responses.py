@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 
 from broker.app import Broker
 from tests.integration.completion.test_stgcmt_ian import in_progress, perform
-from tests.support.broker import make_settings
+from tests.support.broker import make_settings, running
 from tests.support.dicom_peers import dump_to_dicom, findscu
 from tests.support.mllp import msa, send
 from tests.support.samples import order
@@ -31,12 +31,8 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
     settings = make_settings(tmp_path)
     settings.admin.enabled = False
     settings.dicom.show_all_statuses = True  # a started step stays in the answers
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 async def ask(broker: Broker, tmp: Path) -> list[Dataset]:

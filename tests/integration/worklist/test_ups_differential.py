@@ -21,7 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from broker.app import Broker
-from tests.support.broker import make_settings, mappings_with_orc18_station
+from tests.support.broker import make_settings, mappings_with_orc18_station, running
 from tests.support.mllp import msa, send
 from tests.support.mpps import mpps
 from tests.support.samples import order
@@ -37,12 +37,8 @@ def day(offset: int) -> str:
 async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
     settings = make_settings(tmp_path)
     settings.mappings.directory = str(mappings_with_orc18_station(tmp_path))
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 def orders() -> list[bytes]:

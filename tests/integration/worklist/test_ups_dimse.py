@@ -29,7 +29,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from broker.app import Broker
 from broker.config import DestinationSettings, UpsSubscriberSettings
 from tests.support import ups
-from tests.support.broker import make_settings, mappings_with_orc18_station
+from tests.support.broker import make_settings, mappings_with_orc18_station, running
 from tests.support.mllp import msa, send
 from tests.support.mpps import mpps
 from tests.support.ris import Ris
@@ -100,12 +100,8 @@ async def broker(tmp_path: Path, events: EventScp, ris: Ris) -> AsyncIterator[Br
                                                             events.port, 5.0)]
     settings.outbound.destinations = [DestinationSettings("ris", "127.0.0.1", ris.port, 2.0)]
     settings.outbound.poll = 0.05
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 class Scu:

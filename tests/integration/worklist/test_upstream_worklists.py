@@ -18,7 +18,7 @@ from broker.app import Broker
 from broker.config import UpstreamQuerySettings, UpstreamWorklistSettings
 from broker.dicom.client import WorklistClient, build_query, query_keys
 from broker.model.orders import OrderChange
-from tests.support.broker import make_settings
+from tests.support.broker import make_settings, running
 from tests.support.dicom_peers import dump_to_dicom, findscu
 from tests.support.mllp import msa, send
 from tests.support.samples import order
@@ -69,12 +69,8 @@ def upstream_settings(name: str, ae_title: str, port: int) -> UpstreamWorklistSe
 async def broker(tmp_path: Path, upstream: Wlmscpfs) -> AsyncIterator[Broker]:
     settings = make_settings(tmp_path)
     settings.upstream_worklists = [upstream_settings(NAME, upstream.ae_title, upstream.port)]
-    b = Broker(settings)
-    await b.start()
-    try:
+    async with running(settings) as b:
         yield b
-    finally:
-        await b.stop()
 
 
 def gauge(broker: Broker, name: str, upstream: str = NAME) -> float | None:
