@@ -83,7 +83,12 @@ def order_of(ds: Dataset, where: str, seed: str, control: str = "IMPORT") -> Ord
     """A worklist item (a file's data set, or a C-FIND answer) as an order; ``where`` names
     it in errors, ``seed`` derives a Study Instance UID for an item without one, accession
     number and requested procedure ID."""
-    attrs = to_attrs(ds)
+    return order_of_attrs(to_attrs(ds), where, seed, control)
+
+
+def order_of_attrs(attrs: Attrs, where: str, seed: str, control: str = "IMPORT"
+                   ) -> OrderChange:
+    """:func:`order_of` from the item's :func:`to_attrs` (which it takes over)."""
     sps_items = attrs.pop("ScheduledProcedureStepSequence", None) or [{}]
     patient_id = str(attrs.get("PatientID", "")).strip()
     if not patient_id:

@@ -21,8 +21,9 @@ from pydicom.dataset import Dataset
 
 from broker.config import UpstreamWorklistSettings
 from broker.dicom.client import QueryFailed, WorklistClient, build_query, query_keys
-from broker.dicom.importer import ImportError_, order_of
+from broker.dicom.importer import ImportError_, order_of_attrs
 from broker.dicom.status import SUCCESS
+from broker.dicom.upstream_answers import Read, attrs_of
 from broker.logs import event, exception_site
 from broker.metrics import Metrics
 from broker.model.orders import OrderChange
@@ -79,6 +80,8 @@ class UpstreamPoller:
         #: this broker's lease on the upstream (None: another broker polls it)
         self.lease: Lease | None = None
         self.polled_elsewhere = 0
+        #: the previous poll's answers as read (upstream_answers.attrs_of)
+        self._read: Read = {}
         self._halt = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         if metrics is not None:
@@ -107,14 +110,19 @@ class UpstreamPoller:
         return result.matches
 
     def orders(self, matches: list[Dataset]) -> list[OrderChange]:
-        """The matches as orders (one per procedure); an unusable one is left out."""
+        """The matches as orders (one per procedure); an unusable one is left out. An answer
+        whose encoded elements are those of the previous poll's is not read again."""
         orders: list[OrderChange] = []
         unusable = 0
+        read = self._read
+        self._read = {}
         for n, ds in enumerate(matches, start=1):
-            steps = ds.get("ScheduledProcedureStepSequence") or [Dataset()]
+            attrs = attrs_of(ds, read, self._read)
+            steps = attrs.get("ScheduledProcedureStepSequence") or [{}]
             seed = f"{self.name}|{steps[0].get('ScheduledProcedureStepID', n)}"
             try:
-                orders.append(order_of(ds, f"{self.name} answer {n}", seed, "UPSTREAM"))
+                orders.append(order_of_attrs(attrs, f"{self.name} answer {n}", seed,
+                                             "UPSTREAM"))
             except ImportError_:
                 unusable += 1
         if unusable:
