@@ -1,6 +1,8 @@
 """FHIR resources taken in at /fhir (schema 12, ``fhir_resources``): each resource as last
 stored, its business identifier, digest (idempotent reposts) and, for a ServiceRequest, the
-Study Instance UID of the requested procedure it became."""
+Study Instance UID of the requested procedure it became; the index of its identifiers
+(schema 13, ``fhir_identifiers``) and of its references (schema 14, ``fhir_references``:
+broker.store.fhir_refs)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker.store.fhir_refs import references, write_references
 from broker.store.repo import Repo
 
 _COLUMNS = ("resource_type, id, version, identifier_system, identifier_value, study_uid,"
@@ -40,17 +43,6 @@ def _row(r: Any) -> FhirRow:
                    str(r[6]), str(r[7]), str(r[8]), str(r[9]), str(r[10]), float(r[11]))
 
 
-def _like(text: str) -> str:
-    """A LIKE pattern finding ``text`` anywhere (``\\`` escapes, on both databases)."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _refers(value: Any, reference: str) -> bool:
-    items = value if isinstance(value, list) else [value]
-    return any(isinstance(i, dict) and i.get("reference") == reference for i in items)
-
-
 class FhirRepo(Repo):
     def get(self, resource_type: str, logical_id: str) -> FhirRow | None:
         row = self.conn.execute(
@@ -74,13 +66,16 @@ class FhirRepo(Repo):
 
     def by_reference(self, resource_type: str, element: str, reference: str
                      ) -> list[FhirRow]:
-        """Resources whose ``element`` (subject, patient; or a list such as basedOn)
-        references ``reference`` (a scan of the type's bodies)."""
+        """Resources whose ``element`` (subject, patient; a list such as basedOn; an
+        Appointment's ``participant.actor``) references ``reference``, a relative ``Type/id``
+        (what broker.store.fhir_refs indexes), through the index of references."""
+        # a sub-query, as by_identifier: the index leads, led by the reference
         rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM fhir_resources WHERE resource_type = ? AND body LIKE ?"
-            " ESCAPE '\\' ORDER BY id", (resource_type, _like(json.dumps(reference)))
-        ).fetchall()
-        return [r for r in map(_row, rows) if _refers(r.resource.get(element), reference)]
+            f"SELECT {_COLUMNS} FROM fhir_resources WHERE resource_type = ? AND id IN"
+            " (SELECT id FROM fhir_references WHERE reference = ? AND element = ?"
+            " AND resource_type = ?) ORDER BY id",
+            (resource_type, reference, element, resource_type)).fetchall()
+        return [r for r in map(_row, rows) if (element, reference) in references(r.resource)]
 
     def by_study(self, study_uid: str) -> list[FhirRow]:
         rows = self.conn.execute(
@@ -89,7 +84,9 @@ class FhirRepo(Repo):
         return [_row(r) for r in rows]
 
     def put(self, row: FhirRow) -> None:
-        """Insert the resource, or replace the stored version of it."""
+        """Insert the resource, or replace the stored version of it, with the rows of its
+        identifiers and references (broker.store.fhir_refs: top-level Reference elements and
+        an Appointment's participant.actor, relative ``Type/id`` only)."""
         self.conn.execute(
             f"INSERT INTO fhir_resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version,"
@@ -102,16 +99,18 @@ class FhirRepo(Repo):
              row.identifier_value, row.study_uid, row.patient_id, row.issuer, row.status,
              row.digest, row.body, self.now))
         row.updated_at = self.now
+        resource = row.resource
         self.conn.execute("DELETE FROM fhir_identifiers WHERE resource_type = ? AND id = ?",
                           (row.resource_type, row.id))
         idents = {(str(i.get("system") or ""), str(i["value"]))
-                  for i in row.resource.get("identifier", []) or []
+                  for i in resource.get("identifier", []) or []
                   if isinstance(i, dict) and i.get("value")}
         if idents:
             self.conn.executemany(
                 "INSERT INTO fhir_identifiers (resource_type, id, system, value)"
                 " VALUES (?, ?, ?, ?)",
                 [(row.resource_type, row.id, system, value) for system, value in sorted(idents)])
+        write_references(self.conn, row.resource_type, row.id, resource)
 
     def count(self, resource_type: str) -> int:
         row = self.conn.execute("SELECT COUNT(*) FROM fhir_resources WHERE resource_type = ?",

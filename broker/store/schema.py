@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from broker.store.schema_v9 import LATER
+from broker.store.schema_v9 import LATER, STEPS
+
+__all__ = ["ADDITIVE", "MIGRATIONS", "STEPS"]
 
 MIGRATIONS: list[str] = [
     # 1: patients, requested procedures, scheduled steps, stations, message log
@@ -324,5 +326,7 @@ MIGRATIONS.append(
 MIGRATIONS += LATER  # 9 and on: broker/store/schema_v9.py
 
 #: migrations that only add (tables, columns with defaults, indexes): a broker of the
-#: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md)
+#: version before still runs on them (PostgreSQL, rolling upgrades: docs/high-availability.md);
+#: 14 is not: it indexes the references of FHIR resources, which a broker of schema 13 would
+#: store without their index rows (so such a broker refuses a database of schema 14)
 ADDITIVE: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13})

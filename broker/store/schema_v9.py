@@ -3,7 +3,16 @@ broker.store.schema.MIGRATIONS in order."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from broker.store.connection import Connection
+from broker.store.fhir_refs import backfill_references
+
 LATER: list[str] = []
+#: a migration's Python step, by migration number: run after its SQL, in its transaction, by
+#: both migrators (broker.store.sqlite.connection, broker.store.postgres.schema), for what
+#: the shared SQL cannot spell on both databases (reading the JSON of bodies)
+STEPS: dict[int, Callable[[Connection], None]] = {}
 
 LATER.append(
     # 9: Unified Procedure Step: each scheduled step is a workitem; its SOP Instance UID
@@ -119,3 +128,22 @@ LATER.append(
     CREATE INDEX fhir_identifiers_resource ON fhir_identifiers(resource_type, id);
     """
 )
+
+LATER.append(
+    # 14: the references of each FHIR resource (top-level Reference elements and an
+    #     Appointment's participant.actor; relative Type/id only: broker.store.fhir_refs),
+    #     led by the reference: a patient= search and the Appointments based on a
+    #     ServiceRequest go through an index, not a scan of the type's bodies; the step
+    #     fills it from the resources already stored
+    """
+    CREATE TABLE fhir_references (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        element TEXT NOT NULL,
+        reference TEXT NOT NULL,
+        PRIMARY KEY (reference, element, resource_type, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX fhir_references_resource ON fhir_references(resource_type, id);
+    """
+)
+STEPS[14] = backfill_references

@@ -18,7 +18,7 @@ from typing import Any
 from broker.logs import event
 from broker.store.errors import StoreUnavailable
 from broker.store.postgres.connection import PgConnection
-from broker.store.schema import ADDITIVE, MIGRATIONS
+from broker.store.schema import ADDITIVE, MIGRATIONS, STEPS
 
 log = logging.getLogger("broker.store")
 #: the advisory lock every migrating broker takes (an arbitrary constant: "mwl" + schema)
@@ -91,6 +91,8 @@ def migrate(conn: PgConnection, node: str = "", commit: bool = True) -> int:
     for number in range(version + 1, ours + 1):
         for statement in translate(MIGRATIONS[number - 1]):
             conn.execute(statement)
+        if number in STEPS:
+            STEPS[number](conn)  # the migration's Python step, in the same transaction
         event(log, "schema_migrated", version=number, node=node)
     if version < ours:
         conn.execute("DELETE FROM schema_info")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from broker.logs import event
 from broker.store.errors import StoreUnavailable
-from broker.store.schema import MIGRATIONS
+from broker.store.schema import MIGRATIONS, STEPS
 
 log = logging.getLogger("broker.store")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -65,6 +65,8 @@ def migrate(conn: sqlite3.Connection) -> int:
             for statement in MIGRATIONS[number - 1].split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            if number in STEPS:
+                STEPS[number](conn)
             conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:

@@ -1,8 +1,10 @@
 """The PostgreSQL store on a real server: migrations once across brokers, the schema
-compatibility window, the writer across a server restart, advisory locks between writers."""
+compatibility window, the writer across a server restart, advisory locks between writers,
+migration 14's Python step (FHIR references of stored resources)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -15,8 +17,9 @@ from broker.model.orders import PatientKey, StepStatus
 from broker.model.worklist import WorklistQuery
 from broker.store.errors import StoreError, StoreUnavailable
 from broker.store.factory import open_store
+from broker.store.fhir import FhirRow
 from broker.store.postgres.connection import connect
-from broker.store.postgres.schema import SchemaTooNew, migrate, schema_state
+from broker.store.postgres.schema import SchemaTooNew, migrate, schema_state, translate
 from broker.store.postgres.writer import PostgresWriter
 from broker.store.schema import MIGRATIONS
 from broker.store.unit_of_work import UnitOfWork
@@ -161,3 +164,49 @@ def test_advisory_locks_serialise_two_writers_on_one_key(postgres_url: str) -> N
         release.set()
         first.stop()
         second.stop()
+
+
+def test_migration_14_indexes_stored_fhir_references_and_the_writer_keeps_them(
+        postgres_url: str) -> None:
+    conn = connect(postgres_url)  # a database the broker of schema 13 left
+    conn.execute("CREATE TABLE schema_info (version INTEGER NOT NULL, compatible_from INTEGER"
+                 " NOT NULL, migrated_at DOUBLE PRECISION NOT NULL, migrated_by TEXT NOT NULL"
+                 " DEFAULT '')")
+    for migration in MIGRATIONS[:13]:
+        for statement in translate(migration):
+            conn.execute(statement)
+    conn.execute("INSERT INTO schema_info VALUES (13, 1, 0, 'old')")
+    stored = [("ServiceRequest", "s1", {"subject": {"reference": "Patient/p1"}}),
+              ("Appointment", "a1", {"basedOn": [{"reference": "ServiceRequest/s1"}],
+                                     "participant": [{"actor": {"reference": "Location/r"}}]}),
+              ("Appointment", "a2", {"basedOn": [{"reference": "ServiceRequest/s1"},
+                                                 {"reference": "ServiceRequest/s2"}]})]
+    for resource_type, logical_id, body in stored:
+        conn.execute("INSERT INTO fhir_resources (resource_type, id, body, updated_at)"
+                     " VALUES (?, ?, ?, 0)", (resource_type, logical_id, json.dumps(
+                         {"resourceType": resource_type, "id": logical_id, **body})))
+    conn.raw.commit()
+    assert migrate(conn) == len(MIGRATIONS)
+    assert sorted(conn.execute("SELECT resource_type, id, element, reference"
+                               " FROM fhir_references").fetchall()) == [
+        ("Appointment", "a1", "basedOn", "ServiceRequest/s1"),
+        ("Appointment", "a1", "participant.actor", "Location/r"),
+        ("Appointment", "a2", "basedOn", "ServiceRequest/s1"),
+        ("Appointment", "a2", "basedOn", "ServiceRequest/s2"),
+        ("ServiceRequest", "s1", "subject", "Patient/p1")]
+    conn.raw.close()
+    writer = PostgresWriter(postgres_url)
+    writer.start()
+    try:
+        def rewrite(uow: UnitOfWork) -> list[str]:
+            body = {"resourceType": "Appointment", "id": "a1",
+                    "basedOn": [{"reference": "ServiceRequest/s2"}]}
+            uow.fhir.put(FhirRow("Appointment", "a1", 2, "", "", "", "", "", "", "d",
+                                 json.dumps(body), 0))
+            return [r.id for r in uow.fhir.by_reference("Appointment", "basedOn",
+                                                         "ServiceRequest/s2")]
+        assert writer.run_sync(rewrite) == ["a1", "a2"]
+        assert writer.run_sync(lambda uow: [r.id for r in uow.fhir.by_reference(
+            "Appointment", "basedOn", "ServiceRequest/s1")]) == ["a2"]
+    finally:
+        writer.stop()
