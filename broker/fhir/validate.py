@@ -7,9 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
-
 from broker.fhir.outcome import INVALID, FhirError, Issue
 
 #: the resources /fhir takes (ServiceRequest and Patient make orders; the rest are kept)
@@ -62,6 +59,11 @@ def validate(resource: Any, expected: str | None = None) -> str:
     if kind not in TAKEN and kind != "Bundle":
         raise FhirError.one(INVALID, "not-supported", f"{kind} is not taken here (only "
                             f"{', '.join(TAKEN)})", kind)
+    # imported at the first resource, not at start-up: the R4B models and pydantic cost
+    # ~0.3 s and ~20 MB, which a broker taking no FHIR does not need
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
     issues = []
     try:
         get_fhir_model_class(kind).model_validate(resource)
