@@ -35,6 +35,9 @@ REPLACED: dict[str, tuple[Callable[..., Any], str]] = {
     "association.Association._serve_request": (
         fixes._stock_serve_request,
         "2f24c1759cdf6c8c433094f2a8dd8144f76f5547f03daed7b94e0f78bc12f877"),
+    "association.Association.release": (
+        fixes._stock_release,
+        "c7d713502b77d70284320ac20245444b78f49a9d37b6a351d38e18344edaae43"),
     "transport.AssociationSocket.recv": (
         pdu_bound._original_recv,
         "6bc20a33b1b7cfe76d4ad4407ca242563bc6206fde4b4e1cf7a2fbb1f11d621d"),

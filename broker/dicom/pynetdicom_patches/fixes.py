@@ -13,6 +13,11 @@
    send, so an SCP answering a long C-FIND faster than the network drains never reads the
    peer's C-CANCEL (or A-ABORT) until every answer is out; here every ``READ_EVERY``-th turn
    of a busy reactor looks at the socket first.
+6. Release of an association that ended meanwhile: ``Association.release`` waits, without a
+   bound, for the reactor to pause; when the reactor has ended instead (the peer released or
+   aborted between the check and the wait) it never pauses and the caller spins for ever
+   (a storage commitment request's thread, so the broker could not exit). Here the wait ends
+   when the association's thread has ended, and after the ACSE timeout it aborts.
 
 The DUL reactor is the stock one with 2, 3 and 5 added; it waits through two hooks,
 ``_reactor_idle`` (stock: sleep ``_run_loop_delay``) and ``_reactor_done``, which the
@@ -34,6 +39,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from broker.dicom.pynetdicom_patches import message_bound, pdu_bound
 
 _stock_serve_request = _assoc_mod.Association._serve_request
+_stock_release = _assoc_mod.Association.release
 _stock_run_reactor = _dul_mod.DULServiceProvider.run_reactor
 #: a busy reactor looks for incoming PDUs at least once in this many turns
 READ_EVERY = 8
@@ -47,6 +53,28 @@ def _serve_request(self: Any, msg: Any, context_id: int) -> None:
             pending.not_empty.notify()
         return
     _stock_serve_request(self, msg, context_id)
+
+
+def _release(self: Any) -> None:
+    """pynetdicom 3.0.4's release, with the wait for the reactor to pause bounded (6.)."""
+    if not self.is_established:
+        return
+    self._reactor_checkpoint.clear()
+    deadline = time.monotonic() + (self.acse_timeout or 30.0)
+    while not self._is_paused:
+        if not self.is_alive() or not self.is_established:  # the reactor has ended
+            self._reactor_checkpoint.set()
+            return
+        if time.monotonic() > deadline:
+            self._reactor_checkpoint.set()
+            logging.getLogger("pynetdicom.association").warning(
+                "the association's reactor did not pause within the ACSE timeout: aborted")
+            self.abort()
+            return
+        time.sleep(0.0001)
+    logging.getLogger("pynetdicom.association").info("Releasing Association")
+    self.acse.negotiate_release()
+    self._reactor_checkpoint.set()
 
 
 def _run_reactor(self: Any) -> None:
@@ -144,5 +172,6 @@ def apply(max_message_bytes: int) -> None:
         use_stock_idle()
     _dul_mod.DULServiceProvider.run_reactor = _run_reactor  # type: ignore[method-assign]
     _assoc_mod.Association._serve_request = _serve_request  # type: ignore[method-assign]
+    _assoc_mod.Association.release = _release  # type: ignore[method-assign]
     pdu_bound.install()
     message_bound.install(max_message_bytes)

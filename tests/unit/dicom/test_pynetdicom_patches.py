@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import threading
 from collections.abc import Iterator
 
 import pynetdicom.association as assoc_mod
@@ -46,6 +47,7 @@ def test_fixes_stay_with_the_speedups_off() -> None:
     assert not pynetdicom_patches.fast_path_on()
     assert dul_mod.DULServiceProvider.run_reactor is fixes._run_reactor
     assert assoc_mod.Association._serve_request is fixes._serve_request
+    assert assoc_mod.Association.release is fixes._release
     assert transport_mod.AssociationSocket.recv is pdu_bound._bounded_recv
     assert dimse_mod.DIMSEServiceProvider.receive_primitive is (
         message_bound._bounded_receive_primitive)
@@ -71,3 +73,16 @@ def test_apply_is_idempotent_and_switches_both_ways() -> None:
     assert dimse_mod.DIMSEServiceProvider.send_msg is encoded._stock_send_msg
     pynetdicom_patches.apply(fast_path=True)
     assert pynetdicom_patches.fast_path_on()
+
+
+def test_release_of_an_association_whose_reactor_ended_returns() -> None:
+    """Stock release spins for ever waiting for a reactor that has ended to pause."""
+    from pynetdicom import AE
+
+    assoc = assoc_mod.Association(AE(), "requestor")
+    assoc.is_established = True  # as the peer's abort found it, its thread already gone
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (assoc.release(), done.set()), daemon=True)
+    thread.start()
+    assert done.wait(5), "release() still waiting for a reactor that has ended"
+    assert assoc._reactor_checkpoint.is_set(), "the reactor's checkpoint is open again"
