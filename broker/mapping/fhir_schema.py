@@ -183,35 +183,14 @@ def _field(reader: FieldReader, file: str, line: int, keyword: str, spec: Any
 
 def _transforms(reader: FieldReader, file: str, line: int, keyword: str, spec: Any
                 ) -> list[tuple[str, Any, Any]]:
-    if spec is None:
-        return []
-    out = []
-    for i, item in enumerate(spec if isinstance(spec, list) else [spec]):
-        if isinstance(item, str):
-            name, param = item, None
-        elif isinstance(item, dict) and len(item) == 1:
-            name, param = next(iter(item.items()))
-        else:
-            reader.error(file, line, f"{keyword}: a transform is a name or {{name: parameter}}")
-            continue
-        if name not in FHIR_TRANSFORMS:
-            close = difflib.get_close_matches(str(name), list(FHIR_TRANSFORMS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            reader.error(file, line, f"{keyword}: unknown FHIR transform {name!r}{hint}")
-            continue
-        fn, structural, kind = FHIR_TRANSFORMS[name]
-        if structural and i > 0:
-            reader.error(file, line, f"{keyword}: transform {name!r} must come first")
+    def check(name: str, param: Any, kind: str | None) -> str:
         table = param.get("systems") if kind == "dict" and isinstance(param, dict) else param
         if (kind == "table" or (kind == "dict" and table is not None)) and str(
                 table) not in reader.tables:
-            reader.error(file, line, f"{keyword}: lookup table {table!r} is not defined")
-        if kind == "int" and not isinstance(param, int):
-            reader.error(file, line, f"{keyword}: {name} needs a whole number")
-        if kind is None and param is not None:
-            reader.error(file, line, f"{keyword}: {name} takes no parameter")
-        out.append((str(name), fn, param))
-    return out
+            return f"lookup table {table!r} is not defined"
+        return ""
+    return reader.transform_list(file, line, keyword, spec, FHIR_TRANSFORMS, "FHIR transform",
+                                 check)
 
 
 def read_fhir_blocks(reader: FieldReader, docs: list[tuple[Any, str, int]]

@@ -4,6 +4,7 @@ transforms, default or constant, unit), each problem reported as file:line."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -147,11 +148,25 @@ class FieldReader:
 
     def _transforms(self, file: str, line: int, keyword: str,
                     spec: Any) -> list[tuple[str, Fn, Any]]:
+        def check(name: str, param: Any, kind: str | None) -> str:
+            if kind == "table" and str(param) not in self.tables:
+                return f"lookup table {param!r} is not defined"
+            if kind == "names" and names.param_error(param):
+                return str(names.param_error(param))
+            return ""
+        return self.transform_list(file, line, keyword, spec, TRANSFORMS, "transform", check)
+
+    def transform_list(self, file: str, line: int, keyword: str, spec: Any,
+                       registry: dict[str, tuple[Any, bool, str | None]], label: str,
+                       check: Callable[[str, Any, str | None], str]
+                       ) -> list[tuple[str, Any, Any]]:
+        """A field's ``transform:`` (a name, {name: parameter}, or a list of them) read
+        against ``registry`` (name → function, must come first, parameter kind); ``check``
+        says what is wrong with a parameter of its kind ('' when nothing)."""
         if spec is None:
             return []
-        items = spec if isinstance(spec, list) else [spec]
-        out: list[tuple[str, Fn, Any]] = []
-        for i, item in enumerate(items):
+        out: list[tuple[str, Any, Any]] = []
+        for i, item in enumerate(spec if isinstance(spec, list) else [spec]):
             if isinstance(item, str):
                 name, param = item, None
             elif isinstance(item, dict) and len(item) == 1:
@@ -159,20 +174,19 @@ class FieldReader:
             else:
                 self.error(file, line, f"{keyword}: a transform is a name or {{name: parameter}}")
                 continue
-            if name not in TRANSFORMS:
-                close = difflib.get_close_matches(str(name), list(TRANSFORMS), n=1)
+            if name not in registry:
+                close = difflib.get_close_matches(str(name), list(registry), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.error(file, line, f"{keyword}: unknown transform {name!r}{hint}")
+                self.error(file, line, f"{keyword}: unknown {label} {name!r}{hint}")
                 continue
-            fn, structural, kind = TRANSFORMS[name]
+            fn, structural, kind = registry[name]
             if structural and i > 0:
                 self.error(file, line, f"{keyword}: transform {name!r} must come first")
-            if kind == "table" and str(param) not in self.tables:
-                self.error(file, line, f"{keyword}: lookup table {param!r} is not defined")
+            problem = check(str(name), param, kind)
+            if problem:
+                self.error(file, line, f"{keyword}: {problem}")
             if kind == "int" and not isinstance(param, int):
                 self.error(file, line, f"{keyword}: {name} needs a whole number")
-            if kind == "names" and names.param_error(param):
-                self.error(file, line, f"{keyword}: {names.param_error(param)}")
             if kind is None and param is not None:
                 self.error(file, line, f"{keyword}: {name} takes no parameter")
             out.append((str(name), fn, param))
