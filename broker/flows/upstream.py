@@ -175,7 +175,7 @@ class UpstreamPoller:
         except Exception as exc:  # unreachable, refused, timed out, aborted at stop
             self._failed(str(exc) or type(exc).__name__)
             return None
-        orders = self.orders(matches)
+        orders = await asyncio.to_thread(self.orders, matches)  # CPU: not on the loop
         try:
             outcome = await self.writer.run(lambda uow: self._mirror(uow, orders))
         except LaneLost as exc:
