@@ -119,7 +119,7 @@ class Broker:
                                    backoff_max=o.backoff_max, poll=o.poll,
                                    on_settled=self.completion.settled, metrics=self.metrics,
                                    node=self.node, lease_seconds=o.lease_seconds,
-                                   listen=self.store.listen)
+                                   listen=self.store.listen, shutdown_grace=o.shutdown_grace)
         self.purger = self.store.purger(settings.retention)
         self.membership = Membership(self.writer, self.node, self._ports, version=__version__)
         self.upstreams = [UpstreamPoller(u, self.writer, d.ae_title, self.metrics, i, self.node)

@@ -102,8 +102,8 @@ class EventHub:
                 continue  # a full batch may have more behind it
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll if self._sockets
-                                       else None)
+                async with asyncio.timeout(self.poll if self._sockets else None):
+                    await self._wake.wait()
 
     async def deliver(self) -> int:
         """Send the waiting reports of the connected AEs, oldest first; returns how many."""

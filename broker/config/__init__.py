@@ -162,6 +162,8 @@ class OutboundSettings:
     #: seconds a broker owns a destination's lane without renewing (brokers sharing one
     #: database: another takes a dead owner's lanes over after about this long)
     lease_seconds: float = 5.0
+    #: seconds a stop waits for the acknowledgement of the message in flight on each lane
+    shutdown_grace: float = 5.0
 
 
 @dataclass

@@ -223,8 +223,9 @@ class UpstreamPoller:
             with contextlib.suppress(Exception):
                 client.assoc.abort()
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):  # wait_for cancels the task then
-                await asyncio.wait_for(self._task, self.settings.timeout + 5)
+            with contextlib.suppress(TimeoutError):  # the task is cancelled then
+                async with asyncio.timeout(self.settings.timeout + 5):
+                    await self._task
             self._task = None
         lease, self.lease = self.lease, None
         if lease is not None:  # another broker sharing the database polls from now on

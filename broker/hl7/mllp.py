@@ -134,7 +134,8 @@ class MllpClient:
         else:
             opening = asyncio.open_connection(self.host, self.port, ssl=self.ssl_context,
                                               server_hostname=self.server_hostname or self.host)
-        reader, writer = await asyncio.wait_for(opening, self.timeout)
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await opening
         no_delay(writer.get_extra_info("socket"))
         self._reader, self._writer = reader, writer
 
@@ -164,7 +165,8 @@ class MllpClient:
     async def receive(self) -> bytes:
         assert self._reader is not None
         while not self._frames:
-            data = await asyncio.wait_for(self._reader.read(65536), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                data = await self._reader.read(65536)
             if not data:
                 raise MllpError(f"{self.host}:{self.port} closed the connection")
             assert self._writer is not None

@@ -149,7 +149,8 @@ class MllpServer:
         busy = [c.idle.wait() for c in connections if c.busy]
         if busy:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*busy), grace)
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*busy)
         for conn in connections:
             if conn.task is not None and not conn.task.done():
                 conn.task.cancel()
@@ -346,5 +347,6 @@ async def _lingering_close(writer: asyncio.StreamWriter, reader: asyncio.StreamR
     deadline = loop.time() + seconds
     with contextlib.suppress(TimeoutError, ConnectionError):
         while (left := deadline - loop.time()) > 0:
-            if not await asyncio.wait_for(reader.read(1 << 16), left):
-                break
+            async with asyncio.timeout(left):
+                if not await reader.read(1 << 16):
+                    break

@@ -67,8 +67,10 @@ class OutboxWorker:
                  poll: float = 1.0, on_settled: Settled | None = None,
                  batch_window: float = 0.005, metrics: Metrics | None = None,
                  node: str = "", lease_seconds: float = 5.0,
-                 listen: Listen | None = None) -> None:
+                 listen: Listen | None = None, shutdown_grace: float = 5.0) -> None:
         self.open_reader = open_reader
+        #: seconds a stop waits for the answer to the message in flight on each lane
+        self.shutdown_grace = shutdown_grace
         self.writer = writer
         self.destinations = {d.name: d for d in destinations}
         self.on_settled = on_settled
@@ -132,13 +134,16 @@ class OutboxWorker:
             try:
                 if lease is not None:
                     rows = await self._reader.due(time.time(), destination=lane, others=others)
-                    settles = []
-                    for row in rows:
-                        if self.leases.valid(lane) is None:
-                            break  # the lease runs out: renew before sending more
-                        settles.append(await self._deliver(row, lease))
-                    if settles:  # recorded together: one commit for the batch
-                        await asyncio.gather(*settles)
+                    settles: list[Awaitable[None]] = []
+                    try:
+                        for row in rows:
+                            if self.leases.valid(lane) is None:
+                                break  # the lease runs out: renew before sending more
+                            settles.append(await self._finish_on_stop(self._deliver(row, lease)))
+                    finally:  # recorded together, one commit, also when stopped meanwhile:
+                        if settles:  # what the RIS acknowledged is not sent again
+                            await asyncio.shield(asyncio.gather(*settles))
+                    if settles:
                         continue
                     upcoming = await self._reader.next_due_at(lane, others)
             except LaneLost as exc:
@@ -154,6 +159,20 @@ class OutboxWorker:
             if wake.is_set() and self.batch_window > 0:
                 # woken by new messages: let the ones queued just after them join the batch
                 await asyncio.sleep(self.batch_window)
+
+    async def _finish_on_stop(self, delivery: Awaitable[Awaitable[None]]) -> Awaitable[None]:
+        """Await ``delivery``; when the lane is stopped meanwhile, wait up to the shutdown
+        grace for the destination's answer (so a message it took is not sent again after
+        the restart), then stop."""
+        sending = asyncio.ensure_future(delivery)
+        try:
+            return await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.shutdown_grace):
+                    await (await sending)  # its outcome, recorded before the lane stops
+            sending.cancel()
+            raise
 
     async def _deliver(self, row: OutboxRow, lease: Lease) -> Awaitable[None]:
         """Send one message; returns the (not yet awaited) recording of its outcome."""

@@ -1,14 +1,17 @@
-"""The incremental MLLP decoder (broker.hl7.mllp.Framer): pure byte-level behaviour."""
+"""The incremental MLLP decoder (broker.hl7.mllp.Framer): pure byte-level behaviour; and
+the client's cancellation."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import socket
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.hl7.mllp import HEAD_BYTES, Frame, Framer, Garbage, Oversize, frame
+from broker.hl7.mllp import HEAD_BYTES, Frame, Framer, Garbage, MllpClient, Oversize, frame
 
 MSG_A = b"MSH|^~\\&|RIS|HOSP|PACS|RAD|20240101120000||ORM^O01|1|P|2.3.1\rPID|||123\r"
 MSG_B = b"MSH|^~\\&|RIS|HOSP|PACS|RAD|20240101120001||ADT^A08|2|P|2.5.1\rPID|||456\r"
@@ -246,3 +249,29 @@ def test_limit_is_applied_to_the_payload_length_in_a_single_chunk(size: int, lim
         assert events == [Frame(b"p" * size)]
     else:
         assert len(events) == 1 and isinstance(events[0], Oversize)
+
+
+async def test_a_cancelled_connect_is_cancelled_even_as_the_peer_refuses() -> None:
+    """A cancel that arrives in the loop turn the refusal does is not lost (Python 3.11's
+    ``asyncio.wait_for`` raised the refusal instead, and the outbox lane never stopped)."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    cancelled = outcomes = 0
+    for turns in range(40):
+        for _ in range(3):
+            attempt = asyncio.create_task(MllpClient("127.0.0.1", port, timeout=2).connect())
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            if attempt.done():  # refused before the cancel: nothing to check
+                assert isinstance(attempt.exception(), OSError)
+                continue
+            attempt.cancel()
+            cancelled += 1
+            try:
+                await attempt
+            except asyncio.CancelledError:
+                outcomes += 1
+    assert cancelled > 0
+    assert outcomes == cancelled

@@ -5,6 +5,8 @@ writer's transaction, MSA-2 checks and wake-ups."""
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -104,14 +106,9 @@ async def worker_for(writer: Writer) -> AsyncIterator[Any]:
 
 
 async def stop(worker: OutboxWorker) -> None:
-    """``worker.stop()``, cancelling again a lane that swallowed its cancellation (Python
-    3.11's ``asyncio.wait_for`` returns the result of a wait that finished as the task is
-    cancelled, and the lane loops on)."""
-    stopping = asyncio.ensure_future(worker.stop())
-    while not (await asyncio.wait({stopping}, timeout=1.0))[0]:
-        for task in worker._tasks:
-            task.cancel()
-    stopping.result()
+    """``worker.stop()``, which must return after one cancellation of each lane."""
+    async with asyncio.timeout(10):
+        await worker.stop()
 
 
 def to(ris: Ris, name: str = "ris", timeout: float = 2.0, charset: str = "") -> Destination:
@@ -350,3 +347,56 @@ async def test_a_message_the_destination_charset_cannot_carry_is_a_dead_letter(
     await until(lambda: state(writer, "C1") == "dead")
     assert entry(writer, "C1")["last_error"].startswith("not sent to ris: ")
     assert sent(ris) == []
+
+
+async def test_stop_returns_while_the_destination_refuses_connections(writer: Writer) -> None:
+    """A lane cancelled as its connection attempt is refused stops (Python 3.11's
+    ``asyncio.wait_for`` turned that cancel into the refusal, and the lane retried for ever)."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    for n in range(4):
+        await enqueue(writer, f"C{n}", order_key=f"ORD{n}")
+    moments = random.Random(14)
+    for _ in range(40):  # stopped at a different moment of the lane's loop each time
+        worker = OutboxWorker(outbox_reader(writer.path), writer,
+                              [Destination("ris", "127.0.0.1", port, timeout=2.0)],
+                              backoff_base=0.0, backoff_max=0.0, poll=0.01)
+        await worker.start()
+        await asyncio.sleep(moments.uniform(0.0, 0.02))
+        await stop(worker)
+    assert entry(writer, "C0")["state"] == "pending"
+
+
+async def test_what_the_ris_acknowledged_before_a_stop_is_recorded_as_delivered(
+        writer: Writer, ris: Ris) -> None:
+    """A stop in the middle of a batch records the outcomes of the messages already sent:
+    none of them is sent again by the next worker."""
+    for n in range(300):
+        await enqueue(writer, f"C{n:03d}", order_key=f"ORD{n}")
+    moments = random.Random(17)
+    for _ in range(5):
+        worker = OutboxWorker(outbox_reader(writer.path), writer, [to(ris)],
+                              backoff_base=0.05, backoff_max=0.2, poll=0.05)
+        await worker.start()
+        got = len(ris.received)
+        await until(lambda: len(ris.received) > got or state(writer, "C299") == "delivered")
+        await asyncio.sleep(moments.uniform(0.0, 0.005))
+        await stop(worker)
+        for control_id in sent(ris):
+            assert state(writer, control_id) == "delivered", control_id
+    assert len(sent(ris)) == len(set(sent(ris)))  # none twice
+
+
+async def test_a_silent_ris_holds_a_stop_up_for_the_shutdown_grace_only(
+        writer: Writer, ris: Ris) -> None:
+    ris.mode = "silent"
+    await enqueue(writer, "C1")
+    worker = OutboxWorker(outbox_reader(writer.path), writer, [to(ris, timeout=30.0)],
+                          poll=0.05, shutdown_grace=0.2)
+    await worker.start()
+    await until(lambda: len(ris.received) == 1)
+    await stop(worker)  # within 10 s, not the 30 s of the destination's timeout
+    assert entry(writer, "C1")["state"] == "pending"
+    assert entry(writer, "C1")["attempts"] == 0  # its answer never came: sent again later
