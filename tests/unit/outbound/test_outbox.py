@@ -381,7 +381,8 @@ async def test_what_the_ris_acknowledged_before_a_stop_is_recorded_as_delivered(
                               backoff_base=0.05, backoff_max=0.2, poll=0.05)
         await worker.start()
         got = len(ris.received)
-        await until(lambda: len(ris.received) > got or state(writer, "C299") == "delivered")
+        await until(lambda got=got: len(ris.received) > got
+                    or state(writer, "C299") == "delivered")
         await asyncio.sleep(moments.uniform(0.0, 0.005))
         await stop(worker)
         for control_id in sent(ris):
