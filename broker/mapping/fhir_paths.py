@@ -1,5 +1,6 @@
 """A fast evaluator for the FHIRPath the mappings mostly use (member navigation,
-``first()``, ``where(a.b = 'text')``, from the resource or a variable of ``VARIABLES``),
+``first()``, ``where(a.b = 'text')``, ``where(a.b.exists())``, from the resource or a
+variable of ``VARIABLES``),
 with FHIRPath's semantics for that subset; anything else (and any choice-type element such as
 ``occurrence``) is left to fhirpathpy. Measured: a ServiceRequest's mapping cost ~1.2 ms in
 fhirpathpy, most of the intake's CPU."""
@@ -10,11 +11,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fhirpathpy.models import models
+from broker.mapping.fhir_model import r4
 
 _NAME = r"[A-Za-z][A-Za-z0-9]*"
-_STEP = re.compile(rf"({_NAME})|first\(\)|where\(({_NAME}(?:\.{_NAME})*)\s*=\s*'([^'\\]*)'\)")
-MODEL = models["r4"]
+_PATH = rf"{_NAME}(?:\.{_NAME})*"
+_STEP = re.compile(rf"({_NAME})|first\(\)|where\(({_PATH})\s*=\s*'([^'\\]*)'\)"
+                   rf"|where\(({_PATH})\.exists\(\)\)")
+MODEL = r4()
 _TYPES: dict[str, str] = MODEL["path2Type"]
 _PARENTS: dict[str, str] = MODEL["type2Parent"]
 _CHOICES = MODEL["choiceTypePaths"]
@@ -77,13 +80,13 @@ def _steps(parts: list[str], root: str) -> list[Step] | None:
         elif part.strip() == "first()":
             steps.append(("first", None))
         else:
-            names = m[2].split(".")
+            names = (m[2] or m[4]).split(".")
             inner: str | None = kind
             for name in names:
                 inner = child_type(inner, name) if inner is not None else None
             if inner is None:
                 return None
-            steps.append(("where", (names, m[3])))
+            steps.append(("where", (names, m[3])) if m[2] else ("exists", names))
     return steps
 
 
@@ -127,6 +130,8 @@ def compile_fast(text: str, root: str = "ServiceRequest") -> Fast | None:
                 items = _members(items, arg)
             elif kind == "first":
                 items = items[:1]
+            elif kind == "exists":
+                items = [i for i in items if _navigate([i], arg)]
             else:
                 names, literal = arg
                 items = [i for i in items if _navigate([i], names) == [literal]]

@@ -6,10 +6,9 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from fhirpathpy import compile as compile_fhirpath
-from fhirpathpy.models import models
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 
+from broker.mapping.fhir_model import r4
 from broker.mapping.fhir_paths import compile_fast
 from broker.mapping.fhir_specs import FHIR_ACTIONS, Compiled, FhirField, FhirMapping, FhirStatusRule
 from broker.mapping.fhir_transforms import FHIR_TRANSFORMS, FHIR_VR_TRANSFORM
@@ -24,7 +23,6 @@ REQUEST_STATUS = ("draft", "active", "on-hold", "revoked", "completed", "entered
                   "unknown")
 REQUEST_INTENT = ("proposal", "plan", "directive", "order", "original-order", "reflex-order",
                   "filler-order", "instance-order", "option")
-MODEL = models["r4"]
 #: resources an expression is tried on at load (a typo in a function name fails there, and
 #: so does a %variable other than %patient, %encounter and %appointment)
 _PROBE = ({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
@@ -35,15 +33,19 @@ _PROBE = ({"resourceType": "ServiceRequest", "status": "active", "intent": "orde
 
 
 def compile_expression(text: str) -> Compiled:
-    """The FHIRPath expression compiled and tried once; raises ValueError saying why not."""
+    """The FHIRPath expression compiled (and, outside the fast subset, tried once by
+    fhirpathpy); raises ValueError saying why not."""
+    fast = compile_fast(text)  # the same answers, without fhirpathpy's interpreter
+    if fast is not None:  # the subset's grammar is FHIRPath's, its names the model's
+        return fast
+    from fhirpathpy import compile as compile_fhirpath  # the ANTLR parser: only if needed
     try:
-        fn = compile_fhirpath(text, MODEL)
+        fn: Compiled = compile_fhirpath(text, r4())
         fn(*_PROBE)
     except Exception as exc:  # fhirpathpy raises its parser's and evaluator's own kinds
         raise ValueError(f"FHIRPath {text!r}: {str(exc).strip() or type(exc).__name__}"
                          ) from exc
-    fast = compile_fast(text)  # the same answers, without fhirpathpy's interpreter
-    return fast if fast is not None else fn
+    return fn
 
 
 def read_fhir(reader: FieldReader, file: str, doc: Any, line: int) -> FhirMapping | None:
