@@ -47,7 +47,7 @@ class DatabaseSettings:
     synchronous: str = "FULL"
     busy_timeout_ms: int = 5000
     max_batch: int = 64
-    writer_poll_ms: float = 0.5
+    writer_poll_ms: float = 0.0
     #: ``postgresql://user@host:port/dbname``: PostgreSQL instead of the SQLite file at path
     #: (default: the environment variable MWL_DATABASE_URL, e.g. from a systemd
     #: EnvironmentFile, so that no password sits in the settings file)

@@ -91,7 +91,7 @@ class BatchWriter:
     its own taking batches from the one queue (PostgreSQL: a batch's round trips overlap the
     next batch's work; the jobs' own locks order what must be ordered). SQLite has one."""
 
-    def __init__(self, backend: WriteBackend, *, max_batch: int = 64, poll_ms: float = 0.5,
+    def __init__(self, backend: WriteBackend, *, max_batch: int = 64, poll_ms: float = 0.0,
                  busy_timeout_ms: int = 5000, more: tuple[WriteBackend, ...] = ()) -> None:
         self.backend = backend
         self._workers = [_Worker(b) for b in (backend, *more)]

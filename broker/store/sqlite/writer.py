@@ -124,7 +124,7 @@ class SqliteWriter(BatchWriter):
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL",
                  busy_timeout_ms: int = 5000, max_batch: int = 64,
-                 poll_ms: float = 0.5) -> None:
+                 poll_ms: float = 0.0) -> None:
         self.sqlite = SqliteBackend(path, synchronous, busy_timeout_ms)
         super().__init__(self.sqlite, max_batch=max_batch, poll_ms=poll_ms,
                          busy_timeout_ms=busy_timeout_ms)
