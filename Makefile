@@ -41,6 +41,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/footprint.py
 	$(BIN)/python benchmarks/dimse_memory.py
 	$(BIN)/python benchmarks/real_clients.py
+	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/hl7_clients.py
 	$(BIN)/python benchmarks/ups.py
 	$(BIN)/python benchmarks/query_log_ab.py
@@ -59,6 +60,7 @@ bench-quick: $(STAMP) system-deps
 	$(BIN)/python benchmarks/footprint.py --quick
 	$(BIN)/python benchmarks/dimse_memory.py --quick
 	$(BIN)/python benchmarks/real_clients.py --quick
+	$(BIN)/python benchmarks/scale.py --quick
 	$(BIN)/python benchmarks/hl7_clients.py --quick
 	$(BIN)/python benchmarks/ups.py --quick
 	$(BIN)/python benchmarks/fhir_intake.py --quick

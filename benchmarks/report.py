@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ("real_clients", "hl7_clients", "hl7_ingest", "mwl_query", "ups", "upstream", "fhir_intake",
-         "query_log_ab",
+ORDER = ("real_clients", "scale", "hl7_clients", "hl7_ingest", "mwl_query", "ups", "upstream",
+         "fhir_intake", "query_log_ab",
          "cfind_dos", "mpps", "completion", "footprint", "load", "crash", "fuzz_live",
          "ha_figures", "ha_soak")
 
@@ -115,6 +115,15 @@ def unmodified_clients(suffix: str) -> str:
                      _ms(quiet["p50_ms"]), f"wlmscpfs {_ms(theirs)}" if theirs else "-",
                      f"{theirs / quiet['p50_ms']:.1f}×" if theirs else "-", "",
                      f"client's own CPU {client} ms/query" if client else "", ""))
+    scale = _load(f"scale{suffix}")
+    if scale:
+        sizes = scale["sizes"]
+        rows.append((f"C-FIND {sizes[-1]['items']:,} items against 1,000, DCMTK findscu (20 on "
+                     "one association)", f"{_ms(sizes[-1]['findscu_20_on_one_association_ms'])}"
+                     f" / {_ms(sizes[0]['findscu_20_on_one_association_ms'])}", "-",
+                     f"{scale['ratio_largest_to_1000']}×",
+                     f"{sizes[-1]['broker_cpu_ms_per_query']} ms/query", "",
+                     f"≤ {scale['target_ratio']}×"))
     m = rc["mpps"]
     rows.append(("MPPS N-CREATE + N-SET, 8 stock pynetdicom SCU processes",
                  f"{m['pairs_per_s']} pairs/s", "-", "-", f"{m['broker_cpu_ms_per_pair']} ms/pair",
