@@ -182,22 +182,26 @@ class BatchWriter:
             stop = any(b is STOP for b in batches)
             pending = [b for b in batches if b is not STOP]
             if pending:
-                self._sync_since = time.monotonic()
-                try:
-                    self.backend.sync()
-                except OSError as exc:
-                    event(log, "wal_sync_failed", logging.CRITICAL, error=str(exc))
-                    failure = StoreError(f"could not make the commit durable: {exc}")
-                    for outcomes in pending:
-                        deliver([(job, None, failure) for job, _, _ in outcomes])
-                else:
-                    self.syncs += 1
-                    for outcomes in pending:
-                        deliver(outcomes)
-                finally:
-                    self._sync_since = 0.0
+                self._sync(*pending)
             if stop:
                 return
+
+    def _sync(self, *pending: list[Outcome]) -> None:
+        """Make the committed batches durable, then answer them (or fail them)."""
+        self._sync_since = time.monotonic()
+        try:
+            self.backend.sync()
+        except OSError as exc:
+            event(log, "wal_sync_failed", logging.CRITICAL, error=str(exc))
+            failure = StoreError(f"could not make the commit durable: {exc}")
+            for outcomes in pending:
+                deliver([(job, None, failure) for job, _, _ in outcomes])
+        else:
+            self.syncs += 1
+            for outcomes in pending:
+                deliver(outcomes)
+        finally:
+            self._sync_since = 0.0
 
     async def run(self, work: Job[T]) -> T:
         """Run ``work`` on the unit of work of the writer's transaction; returns after it
@@ -356,10 +360,12 @@ class BatchWriter:
         if log.isEnabledFor(logging.DEBUG):
             event(log, "batch_committed", logging.DEBUG, jobs=len(batch),
                   ms=round((time.perf_counter() - started) * 1000, 3))
-        if self._own_sync:
-            self._synced.put(outcomes)  # answered once the commit is durable
-        else:
+        if not self._own_sync:
             deliver(outcomes)
+        elif self._queue.empty() and self._synced.empty() and not self._sync_since:
+            self._sync(outcomes)  # nothing to overlap the fsync with: no hand-off to make
+        else:
+            self._synced.put(outcomes)  # answered once the commit is durable
 
     @staticmethod
     def _fail_ordeliver(batch: list[QueuedJob], exc: Exception, kind: str) -> None:

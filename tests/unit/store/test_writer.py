@@ -104,6 +104,11 @@ async def test_full_durability_answers_after_the_wal_is_synced(
         monkeypatch.setattr(writer_module.os, "fsync", broken_fsync)
         with pytest.raises(StoreError, match="could not make the commit durable"):
             await w.run(lambda u: u._conn.execute("INSERT INTO t VALUES (99)"))
+        # many at once: some batches are synced by the writer, others by the syncer thread
+        outcomes = await asyncio.gather(*(w.run(lambda u, v=v: u._conn.execute(
+            "INSERT INTO t VALUES (?)", (100 + v,))) for v in range(50)),
+            return_exceptions=True)
+        assert all(isinstance(o, StoreError) for o in outcomes), outcomes
     finally:
         monkeypatch.undo()
         w.stop()
