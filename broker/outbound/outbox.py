@@ -140,10 +140,11 @@ class OutboxWorker:
                             if self.leases.valid(lane) is None:
                                 break  # the lease runs out: renew before sending more
                             settles.append(await self._finish_on_stop(self._deliver(row, lease)))
-                    finally:  # recorded together, one commit, also when stopped meanwhile:
-                        if settles:  # what the RIS acknowledged is not sent again
-                            await asyncio.shield(asyncio.gather(*settles))
-                    if settles:
+                    except asyncio.CancelledError:  # stopped: what was answered is recorded,
+                        await _quietly(asyncio.gather(*settles))  # so it is not sent again
+                        raise
+                    if settles:  # recorded together: one commit for the batch
+                        await asyncio.gather(*settles)
                         continue
                     upcoming = await self._reader.next_due_at(lane, others)
             except LaneLost as exc:
@@ -168,9 +169,7 @@ class OutboxWorker:
         try:
             return await asyncio.shield(sending)
         except asyncio.CancelledError:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.shutdown_grace):
-                    await (await sending)  # its outcome, recorded before the lane stops
+            await _quietly(_recorded(sending), self.shutdown_grace)  # before the lane stops
             sending.cancel()
             raise
 
@@ -291,3 +290,17 @@ def _reason(ack: str) -> str:
             return parts[8] if len(parts) > 8 and parts[8] else line
     parts = next((x.split("|") for x in ack.split("\r") if x.startswith("MSA")), [])
     return parts[3] if len(parts) > 3 else "no reason given"
+
+
+async def _recorded(sending: asyncio.Future[Awaitable[None]]) -> None:
+    """The delivery's outcome, once it is known, recorded."""
+    await (await sending)
+
+
+async def _quietly(work: Awaitable[object], seconds: float | None = None) -> None:
+    """Await ``work`` (for at most ``seconds``) during a stop: a failure (a lost lane, the
+    store, the time running out) must not turn the stop into a retry; what was not recorded
+    is sent again later."""
+    with contextlib.suppress(Exception):  # TimeoutError included
+        async with asyncio.timeout(seconds):
+            await work

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from broker.outbound.outbox import Destination, OutboxWorker, RequestDestination
+from broker.store.errors import StoreError
 from broker.store.repo import OutboxRow
 from broker.store.sqlite.readers import outbox_reader
 from broker.store.sqlite.writer import SqliteWriter as Writer
@@ -401,3 +402,24 @@ async def test_a_silent_ris_holds_a_stop_up_for_the_shutdown_grace_only(
     await stop(worker)  # within 10 s, not the 30 s of the destination's timeout
     assert entry(writer, "C1")["state"] == "pending"
     assert entry(writer, "C1")["attempts"] == 0  # its answer never came: sent again later
+
+
+async def test_a_stop_returns_when_recording_an_outcome_fails_meanwhile(
+        writer: Writer, ris: Ris, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store error (or a lost lane) while a stop records what was answered ends the lane
+    as the stop asked; it is not taken for a failed batch to try again."""
+    for n in range(300):
+        await enqueue(writer, f"C{n:03d}", order_key=f"ORD{n}")
+    worker = OutboxWorker(outbox_reader(writer.path), writer, [to(ris)], poll=0.05,
+                          shutdown_grace=0.2)
+
+    async def failing(*args: Any) -> None:
+        raise StoreError("the store writer is not running")
+    monkeypatch.setattr(worker, "_settle", failing)
+    await worker.start()
+    await until(lambda: len(ris.received) >= 3)
+    ris.mode = "silent"  # the lane now waits for an answer, with answered ones to record
+    sent_so_far = len(ris.received)
+    await until(lambda: len(ris.received) > sent_so_far)
+    await stop(worker)  # within 10 s
+    assert all(t.done() for t in worker._tasks) and not worker._tasks
