@@ -42,9 +42,14 @@ class Path:
     subcomponent: int | None
     text: str
     repeats: bool = False  # more than one value: '[*]' on the field or the segment
+    #: the first segment of its name, one field, no condition, not MSH-1/MSH-2: see pick()
+    simple: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repeats", self.repetition is None or self.occurrence == 0)
+        object.__setattr__(self, "simple", not self.conditions and self.occurrence is None
+                           and self.repetition is not None
+                           and not (self.segment == "MSH" and self.field <= 2))
 
     def __str__(self) -> str:
         return self.text
@@ -123,6 +128,39 @@ def _matches(seg: Segment, conditions: tuple[Condition, ...], message: Message) 
         if message.text(raw).strip() == cond.value:
             return True
     return False
+
+
+def pick(path: Path, message: Message, scopes: Sequence[Scope]) -> str:
+    """``first_value`` of a ``simple`` path within scopes, without its generic branching."""
+    name = path.segment
+    for scope in scopes:
+        found = scope.by_name.get(name)
+        if found:
+            fields = found[0].fields
+            break
+    else:
+        return ""
+    n = path.field
+    raw = fields[n] if n < len(fields) else ""
+    if not raw:
+        return ""
+    d = message.delimiters
+    rep = path.repetition
+    assert rep is not None
+    if d.repetition in raw:
+        reps = raw.split(d.repetition)
+        raw = reps[rep - 1] if rep <= len(reps) else ""
+    elif rep > 1:
+        return ""
+    comp = path.component
+    if comp is not None:
+        parts = raw.split(d.component)
+        raw = parts[comp - 1] if comp <= len(parts) else ""
+        sub = path.subcomponent
+        if sub is not None:
+            parts = raw.split(d.subcomponent)
+            raw = parts[sub - 1] if sub <= len(parts) else ""
+    return raw
 
 
 def first_value(path: Path, message: Message, scopes: Sequence[Scope] | None = None) -> str:

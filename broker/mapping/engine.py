@@ -10,7 +10,7 @@ from typing import Any
 
 from broker.hl7.ack import Hl7Error, Hl7Reject
 from broker.hl7.message import Message, Segment
-from broker.hl7.path import Scope, first_value, values
+from broker.hl7.path import Scope, first_value, pick, values
 from broker.mapping.dicom_safe import replacement, safe_items
 from broker.mapping.specs import FieldSpec, MappingSet, MessageMapping, StationRule
 from broker.mapping.transforms import TransformContext, TransformError, decimal_string
@@ -57,35 +57,34 @@ class _Evaluator:
         if spec.value is not None:
             return spec.value
         msg = self.message
+        esc = msg.delimiters.escape
         use = scopes[:1] if spec.group_only else scopes
         for path in spec.paths:
-            if spec.plain and not path.repeats:  # the usual field: one value, as it stands
-                raw = first_value(path, msg, use)
-                if not raw:
-                    continue
-                self.origin[spec.keyword] = path.text
-                if raw == HL7_NULL:
-                    return [] if spec.multi else ""
-                text = msg.text(raw)
-                if not text:
-                    continue
-                if "\\" not in text:
-                    return [text] if spec.multi else text
-                raws = [raw]  # a backslash for the DICOM-safety pass below
-            elif path.repeats:
+            if path.repeats:
                 raws = values(path, msg, use)
                 if not any(raws):
                     continue
             else:
-                raw = first_value(path, msg, use)
+                raw = pick(path, msg, use) if path.simple else first_value(path, msg, use)
                 if not raw:
                     continue
+                if spec.plain:  # the usual field: one value, as it stands
+                    self.origin[spec.keyword] = path.text
+                    if raw == HL7_NULL:
+                        return [] if spec.multi else ""
+                    text = msg.text(raw) if esc in raw else raw
+                    if not text:
+                        continue
+                    if "\\" not in text:
+                        return [text] if spec.multi else text
                 raws = [raw]
             self.origin[spec.keyword] = path.text
             if raws[0] == HL7_NULL and len(raws) == 1:
                 return [] if spec.multi else ""
-            items: list[Any] = raws if spec.structural else [msg.text(r) for r in raws]
-            noted = len(self.ctx.notes)
+            items: list[Any] = raws if spec.structural else [
+                msg.text(r) if esc in r else r for r in raws]
+            notes = self.ctx.notes
+            noted = len(notes)
             try:
                 for _name, fn, param in spec.transforms:
                     items = fn(items, self.ctx, param)
@@ -94,10 +93,13 @@ class _Evaluator:
                     items = self._scale(spec, items, use)
             except TransformError as exc:
                 raise reject("AE", 102, f"{spec.keyword}: {exc}", str(path)) from exc
-            for note in self.ctx.notes[noted:]:
-                self.warn(f"{spec.keyword}: {note}", str(path))
+            if len(notes) > noted:
+                for note in notes[noted:]:
+                    self.warn(f"{spec.keyword}: {note}", str(path))
             if not items:
                 continue
+            if len(items) == 1 and type(items[0]) is str and "\\" not in items[0]:
+                return items if spec.multi else items[0]
             items, changed = safe_items(spec.keyword, spec.vr, items)
             for where, vr in changed:
                 self.warn(f"{where}: a backslash separates values of a DICOM {vr}; "

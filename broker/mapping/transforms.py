@@ -78,9 +78,12 @@ to_datetime = per_value(_datetime)
 
 
 def _components(ctx: TransformContext, raw: str) -> list[str]:
+    """The components' text (first subcomponent of each, unescaped)."""
     msg = ctx.message
-    return [msg.text(c.split(msg.delimiters.subcomponent)[0])
-            for c in raw.split(msg.delimiters.component)]
+    d = msg.delimiters
+    parts = [c.split(d.subcomponent, 1)[0] for c in raw.split(d.component)] \
+        if d.subcomponent in raw else raw.split(d.component)
+    return [msg.text(c) for c in parts] if d.escape in raw else parts
 
 
 def _name_components(ctx: TransformContext, texts: list[str]) -> list[str]:

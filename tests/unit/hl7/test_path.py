@@ -395,3 +395,37 @@ def test_first_value_of_missing_msh_repetition_is_empty(text: str) -> None:
     assert values(parse_path(text), m) == []
     assert _first_value is not None
     assert _first_value(parse_path(text), m, None) == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.lists(field_text, max_size=6),
+    other=st.lists(field_text, max_size=4),
+    segment=st.sampled_from(["OBX", "PID", "ZZZ"]),
+    field=st.integers(min_value=1, max_value=8),
+    repetition=st.integers(min_value=1, max_value=3),
+    component=st.none() | st.integers(min_value=1, max_value=3),
+    subcomponent=st.none() | st.integers(min_value=1, max_value=3),
+    inner_first=st.booleans(),
+)
+def test_pick_agrees_with_first_value_within_scopes(
+        fields: list[str], other: list[str], segment: str, field: int, repetition: int,
+        component: int | None, subcomponent: int | None, inner_first: bool) -> None:
+    """``pick``, the engine's way for simple paths, gives ``first_value``'s answer in every
+    scope order, including a segment missing from the innermost scope."""
+    m = parse("MSH|^~\\&|A|B|C|D|||ORU^R01|1|P|2.5\rOBX|" + "|".join(fields)
+              + "\rPID|" + "|".join(other) + "\rOBX|" + "|".join(reversed(fields)))
+    text = f"{segment}-{field}" + (f"[{repetition}]" if repetition > 1 else "")
+    if component is not None:
+        text += f".{component}" + (f".{subcomponent}" if subcomponent is not None else "")
+    p = parse_path(text)
+    assert p.simple
+    obx, pid = [m.segments[1], m.segments[3]], [m.segments[2]]
+    scopes = [Scope(obx), Scope(pid)] if inner_first else [Scope(pid), Scope(obx)]
+    assert path_module.pick(p, m, scopes) == path_module.first_value(p, m, scopes)
+
+
+@pytest.mark.parametrize("text", ["MSH-1", "MSH-2", "OBX[2]-3", "OBX[*]-3", "OBX-3[*]",
+                                  "OBX{3.1=X}-5"])
+def test_paths_pick_does_not_take(text: str) -> None:
+    assert not parse_path(text).simple
