@@ -136,31 +136,8 @@ def pick(path: Path, message: Message, scopes: Sequence[Scope]) -> str:
     for scope in scopes:
         found = scope.by_name.get(name)
         if found:
-            fields = found[0].fields
-            break
-    else:
-        return ""
-    n = path.field
-    raw = fields[n] if n < len(fields) else ""
-    if not raw:
-        return ""
-    d = message.delimiters
-    rep = path.repetition
-    assert rep is not None
-    if d.repetition in raw:
-        reps = raw.split(d.repetition)
-        raw = reps[rep - 1] if rep <= len(reps) else ""
-    elif rep > 1:
-        return ""
-    comp = path.component
-    if comp is not None:
-        parts = raw.split(d.component)
-        raw = parts[comp - 1] if comp <= len(parts) else ""
-        sub = path.subcomponent
-        if sub is not None:
-            parts = raw.split(d.subcomponent)
-            raw = parts[sub - 1] if sub <= len(parts) else ""
-    return raw
+            return _value_in(found[0].fields, path, message)
+    return ""
 
 
 def first_value(path: Path, message: Message, scopes: Sequence[Scope] | None = None) -> str:
@@ -174,7 +151,11 @@ def first_value(path: Path, message: Message, scopes: Sequence[Scope] | None = N
     seg = segments[0]
     if seg.name == "MSH" and path.field <= 2:
         return (values(path, message, scopes) or [""])[0]
-    fields = seg.fields
+    return _value_in(seg.fields, path, message)
+
+
+def _value_in(fields: Sequence[str], path: Path, message: Message) -> str:
+    """The raw value of a single-valued path in a segment's fields (not MSH-1/MSH-2)."""
     raw = fields[path.field] if path.field < len(fields) else ""
     if not raw:
         return ""

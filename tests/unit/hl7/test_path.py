@@ -364,6 +364,15 @@ _first_value = getattr(path_module, "first_value", None)
 field_text = st.text(alphabet="ab^~&", max_size=8)
 
 
+def path_text(segment: str, field: int, repetition: int, component: int | None,
+              subcomponent: int | None) -> str:
+    """A single-valued path such as ``OBX-3[2].1.2`` from its parts."""
+    text = f"{segment}-{field}" + (f"[{repetition}]" if repetition > 1 else "")
+    if component is not None:
+        text += f".{component}" + (f".{subcomponent}" if subcomponent is not None else "")
+    return text
+
+
 @pytest.mark.skipif(_first_value is None, reason="broker.hl7.path has no first_value")
 @settings(max_examples=200, deadline=None)
 @given(
@@ -378,10 +387,7 @@ def test_first_value_agrees_with_values(fields: list[str], segment: str, field: 
                                         repetition: int, component: int | None,
                                         subcomponent: int | None) -> None:
     m = parse("MSH|^~\\&|A|B|C|D|||ORU^R01|1|P|2.5\rOBX|" + "|".join(fields))
-    text = f"{segment}-{field}" + (f"[{repetition}]" if repetition > 1 else "")
-    if component is not None:
-        text += f".{component}" + (f".{subcomponent}" if subcomponent is not None else "")
-    p = parse_path(text)
+    p = parse_path(path_text(segment, field, repetition, component, subcomponent))
     # MSH-1 / MSH-2 with a second repetition: see the xfail test below
     assume(not (segment == "MSH" and field <= 2 and repetition > 1))
     assert _first_value is not None
@@ -415,10 +421,7 @@ def test_pick_agrees_with_first_value_within_scopes(
     scope order, including a segment missing from the innermost scope."""
     m = parse("MSH|^~\\&|A|B|C|D|||ORU^R01|1|P|2.5\rOBX|" + "|".join(fields)
               + "\rPID|" + "|".join(other) + "\rOBX|" + "|".join(reversed(fields)))
-    text = f"{segment}-{field}" + (f"[{repetition}]" if repetition > 1 else "")
-    if component is not None:
-        text += f".{component}" + (f".{subcomponent}" if subcomponent is not None else "")
-    p = parse_path(text)
+    p = parse_path(path_text(segment, field, repetition, component, subcomponent))
     assert p.simple
     obx, pid = [m.segments[1], m.segments[3]], [m.segments[2]]
     scopes = [Scope(obx), Scope(pid)] if inner_first else [Scope(pid), Scope(obx)]
