@@ -71,7 +71,7 @@ class BrokerProcess:
                 self._start()
                 return
             except RuntimeError as exc:
-                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                if "address already in use" not in str(exc).lower() or attempt == attempts - 1:
                     raise
                 self.port, self.dicom_port, self.admin_port = (free_port(), free_port(),
                                                                free_port())
